@@ -1,0 +1,1 @@
+"""Cluster TOML -> validated, typed config."""

@@ -1,0 +1,173 @@
+"""Plain values the Raft core takes in and hands out.
+
+Everything here is a frozen dataclass or an enum: the core never shares a
+mutable object with its driver. `node/` maps these to protobuf at the edge;
+`storage/` persists `Entry` and `HardState`; `sim/` passes `Message` values
+between cores on a simulated network.
+
+Vocabulary follows the Raft paper (Figure 2): `current_term`, `voted_for`,
+`commit_index`, `prev_log_index`, `leader_commit`, `match_index`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NewType
+
+Term = NewType("Term", int)
+Index = NewType("Index", int)
+NodeId = NewType("NodeId", str)
+
+NO_TERM = Term(0)
+NO_INDEX = Index(0)
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry carries; the integer values are persisted and sent."""
+
+    NORMAL = 0  # an application command, opaque to the core
+    NOOP = 1  # appended by each new leader at the start of its term (Raft §8)
+    CONFIG = 2  # reserved for membership changes
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    term: Term
+    index: Index
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before any message that depends on it is sent."""
+
+    current_term: Term = NO_TERM
+    voted_for: NodeId | None = None
+    commit_index: Index = NO_INDEX
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state for status displays; never persisted."""
+
+    role: Role = Role.FOLLOWER
+    leader_id: NodeId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Identifies a snapshot: the last index and term it covers and the voters then."""
+
+    index: Index
+    term: Term
+    voters: tuple[NodeId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read may be served once `applied >= index` (Raft §6.4)."""
+
+    index: Index
+    context: int
+
+
+class MessageType(enum.Enum):
+    VOTE = "vote"
+    VOTE_RESPONSE = "vote_response"
+    PRE_VOTE = "pre_vote"
+    PRE_VOTE_RESPONSE = "pre_vote_response"
+    APPEND = "append"
+    APPEND_RESPONSE = "append_response"
+    HEARTBEAT = "heartbeat"
+    HEARTBEAT_RESPONSE = "heartbeat_response"
+    SNAPSHOT = "snapshot"  # the node streams the snapshot file alongside this
+    SNAPSHOT_RESPONSE = "snapshot_response"
+    TIMEOUT_NOW = "timeout_now"  # leadership transfer: campaign at once (Raft §3.10)
+    READ_INDEX = "read_index"  # follower asks the leader for a read index
+    READ_INDEX_RESPONSE = "read_index_response"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message between cores. Fields not used by a type keep their defaults.
+
+    - VOTE / PRE_VOTE: `last_log_index`, `last_log_term`; a PRE_VOTE carries the
+      term the sender would campaign in.
+    - *_RESPONSE of a vote: `vote_granted`.
+    - APPEND: `prev_log_index`, `prev_log_term`, `entries`, `leader_commit`.
+    - APPEND_RESPONSE: `success`; on success `match_index` is the last index
+      known to match; on failure `conflict_index`/`conflict_term` are the hint
+      for fast backtracking and `match_index` is the follower's last index.
+    - HEARTBEAT: `leader_commit`, `context` (a ReadIndex round).
+    - HEARTBEAT_RESPONSE: `context` echoed.
+    - SNAPSHOT: `snapshot` (metadata; the bytes travel beside the message).
+    - SNAPSHOT_RESPONSE: `success`, `match_index`.
+    - READ_INDEX / READ_INDEX_RESPONSE: `context`, `read_index`, `success`.
+    """
+
+    type: MessageType
+    to: NodeId
+    sender: NodeId
+    term: Term
+    prev_log_index: Index = NO_INDEX
+    prev_log_term: Term = NO_TERM
+    entries: tuple[Entry, ...] = ()
+    leader_commit: Index = NO_INDEX
+    last_log_index: Index = NO_INDEX
+    last_log_term: Term = NO_TERM
+    vote_granted: bool = False
+    success: bool = False
+    match_index: Index = NO_INDEX
+    conflict_index: Index = NO_INDEX
+    conflict_term: Term = NO_TERM
+    snapshot: SnapshotMeta | None = None
+    context: int = 0
+    read_index: Index = NO_INDEX
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A batch of work for the driver. Handle it in this order, then call `advance`:
+
+    1. If `snapshot` is set, install it (restore the state machine from the
+       received file, reset the log to start after `snapshot.index`).
+    2. Send `messages` at once: they do not depend on local durability
+       (a leader may replicate in parallel with its own fsync, Raft §10.2.1).
+    3. Persist `entries` and `hard_state` durably, in one write. `entries`
+       may overwrite a suffix of the stored log: the first entry's index says
+       where the stored log is cut before the new entries are written.
+    4. Send `persisted_messages`: votes and append acknowledgements, which
+       promise that step 3 is on disk.
+    5. Apply `committed_entries` in order to the state machine.
+    6. Serve `read_states` once the state machine has applied their index.
+    """
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: tuple[Entry, ...] = ()
+    snapshot: SnapshotMeta | None = None
+    messages: tuple[Message, ...] = ()
+    persisted_messages: tuple[Message, ...] = ()
+    committed_entries: tuple[Entry, ...] = ()
+    read_states: tuple[ReadState, ...] = field(default=())
+
+    def is_empty(self) -> bool:
+        return not (
+            self.soft_state
+            or self.hard_state
+            or self.entries
+            or self.snapshot
+            or self.messages
+            or self.persisted_messages
+            or self.committed_entries
+            or self.read_states
+        )
