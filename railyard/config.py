@@ -1,1 +1,356 @@
-"""Cluster TOML -> validated, typed config."""
+"""Cluster TOML -> validated, typed config.
+
+A cluster file names the cluster, its timings and its nodes::
+
+    [cluster]
+    name = "local"
+    data_dir = "data"             # relative to this file; node n1 uses <data_dir>/n1
+    heartbeat_interval_ms = 100
+    election_timeout_ms = 1000    # randomized in [t, 2t)
+    snapshot_every = 10000
+    auto_create_streams = true
+
+    [[nodes]]
+    id = "n1"
+    address = "127.0.0.1:50051"
+
+Invariants of a loaded `ClusterConfig`:
+
+- `data_dir` is absolute (a relative path is resolved against the file's
+  directory; for the built-in default, against the current directory).
+- Node ids and addresses are unique; every address is ``host:port`` with a
+  port in 1..65535; there is at least one node.
+- ``2 * heartbeat_interval_ms <= election_timeout_ms``: a follower whose
+  timeout is drawn from ``[t, 2t)`` then hears at least one heartbeat before
+  its shortest possible timeout even when the previous one was lost, so a
+  single dropped heartbeat never starts an election.
+
+Every problem raises `ConfigError` with the message
+``"<file>: <key>: <what is expected>"``. Soft problems (an even node count)
+are collected in `ClusterConfig.warnings` for the caller to print.
+
+This module reads files and nothing else: no network, no clocks.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_CLUSTER_TOML",
+    "ClusterConfig",
+    "ConfigError",
+    "NodeConfig",
+    "default_config",
+    "load_config",
+]
+
+# Where a node with no data_dir in its file keeps its files (relative to the file).
+DEFAULT_DATA_DIR = "data"
+# A heartbeat every 100 ms costs little on a LAN and keeps followers well fed.
+DEFAULT_HEARTBEAT_INTERVAL_MS = 100
+# Ten heartbeats per election timeout, as etcd recommends.
+DEFAULT_ELECTION_TIMEOUT_MS = 1000
+# Snapshots every 10,000 applied entries keep restart replay short.
+DEFAULT_SNAPSHOT_EVERY = 10_000
+# A newcomer's `railyard put s hello` should just work.
+DEFAULT_AUTO_CREATE_STREAMS = True
+# Record and batch limits; the same figures as railyard.streams.Limits.
+DEFAULT_MAX_RECORD_BYTES = 1 << 20
+DEFAULT_MAX_BATCH_RECORDS = 500
+DEFAULT_MAX_BATCH_BYTES = 5 << 20
+
+# Below 1 ms, timers in an asyncio loop stop meaning anything.
+MIN_INTERVAL_MS = 1
+# A heartbeat must fit at least this many times into the election timeout.
+HEARTBEATS_PER_ELECTION_TIMEOUT = 2
+# Node ids become directory names and log prefixes: keep them plain.
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CLUSTER_NAME_PATTERN = NODE_ID_PATTERN
+MAX_PORT = 65535
+BUILTIN_SOURCE = "<built-in local cluster>"
+
+# The built-in cluster: exactly configs/local.toml.
+DEFAULT_CLUSTER_TOML = (
+    "[cluster]\n"
+    'name = "local"                # nodes refuse peers from another cluster\n'
+    'data_dir = "data"             # relative paths are relative to this file;'
+    " node n1 keeps its files in <data_dir>/n1\n"
+    "heartbeat_interval_ms = 100\n"
+    "election_timeout_ms = 1000    # randomized in [t, 2t)\n"
+    "snapshot_every = 10000        # applied entries between snapshots\n"
+    "auto_create_streams = true    # put into a missing stream creates it\n"
+    "\n"
+    "[[nodes]]\n"
+    'id = "n1"\n'
+    'address = "127.0.0.1:50051"\n'
+    "[[nodes]]\n"
+    'id = "n2"\n'
+    'address = "127.0.0.1:50052"\n'
+    "[[nodes]]\n"
+    'id = "n3"\n'
+    'address = "127.0.0.1:50053"\n'
+)
+
+
+class ConfigError(Exception):
+    """A cluster file is unreadable or invalid; the message names file, key and fix."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One member of the cluster: its id and the ``host:port`` it serves on."""
+
+    id: str
+    address: str
+
+    @property
+    def host(self) -> str:
+        return split_address(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_address(self.address)[1]
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A validated cluster file (see the module docstring for the invariants)."""
+
+    name: str
+    data_dir: Path
+    heartbeat_interval_ms: int
+    election_timeout_ms: int
+    snapshot_every: int
+    auto_create_streams: bool
+    nodes: tuple[NodeConfig, ...]
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self.nodes)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def node(self, node_id: str) -> NodeConfig:
+        """The node named `node_id`; ConfigError naming the file's ids otherwise."""
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        ids = ", ".join(self.node_ids)
+        raise ConfigError(
+            f"{self.source_name}: nodes: no node with id {node_id!r}; this file has: {ids}"
+        )
+
+    def node_data_dir(self, node_id: str) -> Path:
+        """Where node `node_id` keeps its files: ``<data_dir>/<id>``."""
+        return self.data_dir / self.node(node_id).id
+
+    @property
+    def source_name(self) -> str:
+        return str(self.source) if self.source is not None else BUILTIN_SOURCE
+
+
+def load_config(path: Path) -> ClusterConfig:
+    """Read and validate the cluster file at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: file not found; pass an existing cluster file with -c FILE"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the file ({e})") from None
+    absolute = path.resolve()
+    return parse_config(text, source=absolute, base_dir=absolute.parent)
+
+
+def default_config() -> ClusterConfig:
+    """The built-in local 3-node cluster (configs/local.toml), data under ./data."""
+    return parse_config(DEFAULT_CLUSTER_TOML, source=None, base_dir=Path.cwd())
+
+
+def parse_config(text: str, *, source: Path | None, base_dir: Path) -> ClusterConfig:
+    """Validate TOML `text`; relative data_dir is resolved against `base_dir`."""
+    where = str(source) if source is not None else BUILTIN_SOURCE
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML ({e})") from None
+    return _Validator(where, base_dir).cluster_config(doc, source)
+
+
+@dataclass
+class _Validator:
+    """Checks one parsed document, producing messages that name `where`."""
+
+    where: str
+    base_dir: Path
+    warnings: list[str] = field(default_factory=list)
+
+    def fail(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{self.where}: {key}: {expected}")
+
+    def cluster_config(self, doc: Mapping[str, Any], source: Path | None) -> ClusterConfig:
+        self.reject_unknown(doc, "", {"cluster", "nodes"})
+        cluster = doc.get("cluster", {})
+        if not isinstance(cluster, dict):
+            raise self.fail("cluster", "expected a [cluster] table")
+        self.reject_unknown(cluster, "cluster.", _CLUSTER_KEYS)
+        name = self.string(cluster, "cluster.name", "local")
+        if not CLUSTER_NAME_PATTERN.match(name):
+            raise self.fail(
+                "cluster.name", f"expected letters, digits, '_', '.', '-' (got {name!r})"
+            )
+        data_dir = Path(self.string(cluster, "cluster.data_dir", DEFAULT_DATA_DIR))
+        if not str(data_dir):
+            raise self.fail("cluster.data_dir", "expected a non-empty path")
+        heartbeat = self.integer(
+            cluster, "cluster.heartbeat_interval_ms", DEFAULT_HEARTBEAT_INTERVAL_MS, MIN_INTERVAL_MS
+        )
+        election = self.integer(
+            cluster, "cluster.election_timeout_ms", DEFAULT_ELECTION_TIMEOUT_MS, MIN_INTERVAL_MS
+        )
+        if heartbeat * HEARTBEATS_PER_ELECTION_TIMEOUT > election:
+            raise self.fail(
+                "cluster.heartbeat_interval_ms",
+                f"expected at most half of election_timeout_ms ({election} ms), so a lost "
+                f"heartbeat does not start an election (got {heartbeat} ms)",
+            )
+        nodes = self.nodes(doc.get("nodes"))
+        return ClusterConfig(
+            name=name,
+            data_dir=(self.base_dir / data_dir).resolve(),
+            heartbeat_interval_ms=heartbeat,
+            election_timeout_ms=election,
+            snapshot_every=self.integer(
+                cluster, "cluster.snapshot_every", DEFAULT_SNAPSHOT_EVERY, 1
+            ),
+            auto_create_streams=self.boolean(
+                cluster, "cluster.auto_create_streams", DEFAULT_AUTO_CREATE_STREAMS
+            ),
+            nodes=nodes,
+            source=source,
+            warnings=tuple(self.warnings),
+            max_record_bytes=self.integer(
+                cluster, "cluster.max_record_bytes", DEFAULT_MAX_RECORD_BYTES, 1
+            ),
+            max_batch_records=self.integer(
+                cluster, "cluster.max_batch_records", DEFAULT_MAX_BATCH_RECORDS, 1
+            ),
+            max_batch_bytes=self.integer(
+                cluster, "cluster.max_batch_bytes", DEFAULT_MAX_BATCH_BYTES, 1
+            ),
+        )
+
+    def nodes(self, raw: object) -> tuple[NodeConfig, ...]:
+        if raw is None or raw == []:
+            raise self.fail(
+                "nodes", 'expected at least one [[nodes]] table with id and address = "host:port"'
+            )
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise self.fail("nodes", "expected [[nodes]] tables (an array of tables)")
+        nodes: list[NodeConfig] = []
+        ids: set[str] = set()
+        addresses: dict[tuple[str, int], str] = {}
+        for i, table in enumerate(raw):
+            key = f"nodes[{i}]"
+            self.reject_unknown(table, f"{key}.", {"id", "address"})
+            node_id = self.string(table, f"{key}.id", None)
+            if not NODE_ID_PATTERN.match(node_id):
+                raise self.fail(
+                    f"{key}.id",
+                    f"expected 1-64 letters, digits, '_', '.', '-' (got {node_id!r})",
+                )
+            if node_id in ids:
+                raise self.fail(f"{key}.id", f"duplicate node id {node_id!r}; ids must be unique")
+            address = self.string(table, f"{key}.address", None)
+            try:
+                host_port = split_address(address)
+            except ValueError as e:
+                raise self.fail(f"{key}.address", str(e)) from None
+            if host_port in addresses:
+                raise self.fail(
+                    f"{key}.address",
+                    f"duplicate address {address!r} (also node {addresses[host_port]!r}); "
+                    "each node needs its own host:port",
+                )
+            ids.add(node_id)
+            addresses[host_port] = node_id
+            nodes.append(NodeConfig(id=node_id, address=address))
+        if len(nodes) % 2 == 0:
+            self.warnings.append(
+                f"{self.where}: nodes: {len(nodes)} nodes tolerate no more failures than "
+                f"{len(nodes) - 1}; an odd number of nodes is recommended"
+            )
+        return tuple(nodes)
+
+    def reject_unknown(self, table: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+        for key in table:
+            if key not in known:
+                expected = ", ".join(sorted(known))
+                raise self.fail(f"{prefix}{key}", f"unknown key; expected one of: {expected}")
+
+    def string(self, table: Mapping[str, Any], key: str, default: str | None) -> str:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            raise self.fail(key, "missing; expected a string")
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string (got {value!r})")
+        return value
+
+    def integer(self, table: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected an integer (got {value!r})")
+        if value < minimum:
+            raise self.fail(key, f"expected an integer >= {minimum} (got {value})")
+        return value
+
+    def boolean(self, table: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false (got {value!r})")
+        return value
+
+
+_CLUSTER_KEYS = {
+    "name",
+    "data_dir",
+    "heartbeat_interval_ms",
+    "election_timeout_ms",
+    "snapshot_every",
+    "auto_create_streams",
+    "max_record_bytes",
+    "max_batch_records",
+    "max_batch_bytes",
+}
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``) -> (host, port); ValueError says what is expected."""
+    expected = f'expected "host:port" with a port in 1..{MAX_PORT} (got {address!r})'
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(expected)
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            raise ValueError(expected)
+    elif ":" in host or any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(expected)
+    port = int(port_text)
+    if not 1 <= port <= MAX_PORT:
+        raise ValueError(expected)
+    return host, port

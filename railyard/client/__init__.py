@@ -1,1 +1,33 @@
-"""railyard.client."""
+"""The railyard Python client: leader discovery, retries, exactly-once puts.
+
+    async with RailyardClient(["127.0.0.1:50051", "127.0.0.1:50052"]) as c:
+        seq = await c.put("events", b"hello")
+
+Talks to nodes over gRPC only (imports nothing of railyard but the protocol).
+"""
+
+from railyard.client.client import DEFAULT_TIMEOUT_S, START_POSITIONS, RailyardClient
+from railyard.client.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RailyardError,
+    Unavailable,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "START_POSITIONS",
+    "AlreadyExists",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "RailyardClient",
+    "RailyardError",
+    "Unavailable",
+]

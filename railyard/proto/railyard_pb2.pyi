@@ -624,7 +624,12 @@ class PutRecordsResponse(_message.Message):
 
     SEQUENCES_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    PRODUCER_SEQUENCE_FIELD_NUMBER: _builtins.int
     timestamp_ms: _builtins.int
+    producer_sequence: _builtins.int
+    """Echoes the request's producer_sequence, so a streaming producer can
+    match acknowledgements to batches.
+    """
     @_builtins.property
     def sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """One sequence per record, in request order (dense: first .. first+n-1)."""
@@ -634,10 +639,11 @@ class PutRecordsResponse(_message.Message):
         *,
         sequences: _abc.Iterable[_builtins.int] | None = ...,
         timestamp_ms: _builtins.int = ...,
+        producer_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequences", b"sequences", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["producer_sequence", b"producer_sequence", "sequences", b"sequences", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -311,6 +311,11 @@ class StreamsStub:
                 request_serializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsRequest.SerializeToString,
                 response_deserializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsResponse.FromString,
                 _registered_method=True)
+        self.PutRecordStream = channel.stream_stream(
+                '/railyard.v1.Streams/PutRecordStream',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsResponse.FromString,
+                _registered_method=True)
         self.GetIteratorIndex = channel.unary_unary(
                 '/railyard.v1.Streams/GetIteratorIndex',
                 request_serializer=railyard_dot_proto_dot_railyard__pb2.GetIteratorIndexRequest.SerializeToString,
@@ -362,6 +367,14 @@ class StreamsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutRecordStream(self, request_iterator, context):
+        """The streaming producer: the client sends batches continuously on one
+        stream and the server acknowledges each, in order, once committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetIteratorIndex(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -404,6 +417,11 @@ def add_StreamsServicer_to_server(servicer, server):
             ),
             'PutRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.PutRecords,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsResponse.SerializeToString,
+            ),
+            'PutRecordStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PutRecordStream,
                     request_deserializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsRequest.FromString,
                     response_serializer=railyard_dot_proto_dot_railyard__pb2.PutRecordsResponse.SerializeToString,
             ),
@@ -578,6 +596,33 @@ class Streams:
             request,
             target,
             '/railyard.v1.Streams/PutRecords',
+            railyard_dot_proto_dot_railyard__pb2.PutRecordsRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.PutRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRecordStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/railyard.v1.Streams/PutRecordStream',
             railyard_dot_proto_dot_railyard__pb2.PutRecordsRequest.SerializeToString,
             railyard_dot_proto_dot_railyard__pb2.PutRecordsResponse.FromString,
             options,

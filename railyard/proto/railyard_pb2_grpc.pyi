@@ -111,6 +111,10 @@ class StreamsStub:
     DescribeStream: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.DescribeStreamRequest, _railyard_pb2.DescribeStreamResponse]
     PutRecord: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.PutRecordRequest, _railyard_pb2.PutRecordResponse]
     PutRecords: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.PutRecordsRequest, _railyard_pb2.PutRecordsResponse]
+    PutRecordStream: _grpc.StreamStreamMultiCallable[_railyard_pb2.PutRecordsRequest, _railyard_pb2.PutRecordsResponse]
+    """The streaming producer: the client sends batches continuously on one
+    stream and the server acknowledges each, in order, once committed.
+    """
     GetIteratorIndex: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.GetIteratorIndexRequest, _railyard_pb2.GetIteratorIndexResponse]
     GetRecords: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.GetRecordsRequest, _railyard_pb2.GetRecordsResponse]
 
@@ -123,6 +127,10 @@ class StreamsAsyncStub(StreamsStub):
     DescribeStream: _aio.UnaryUnaryMultiCallable[_railyard_pb2.DescribeStreamRequest, _railyard_pb2.DescribeStreamResponse]  # type: ignore[assignment]
     PutRecord: _aio.UnaryUnaryMultiCallable[_railyard_pb2.PutRecordRequest, _railyard_pb2.PutRecordResponse]  # type: ignore[assignment]
     PutRecords: _aio.UnaryUnaryMultiCallable[_railyard_pb2.PutRecordsRequest, _railyard_pb2.PutRecordsResponse]  # type: ignore[assignment]
+    PutRecordStream: _aio.StreamStreamMultiCallable[_railyard_pb2.PutRecordsRequest, _railyard_pb2.PutRecordsResponse]  # type: ignore[assignment]
+    """The streaming producer: the client sends batches continuously on one
+    stream and the server acknowledges each, in order, once committed.
+    """
     GetIteratorIndex: _aio.UnaryUnaryMultiCallable[_railyard_pb2.GetIteratorIndexRequest, _railyard_pb2.GetIteratorIndexResponse]  # type: ignore[assignment]
     GetRecords: _aio.UnaryUnaryMultiCallable[_railyard_pb2.GetRecordsRequest, _railyard_pb2.GetRecordsResponse]  # type: ignore[assignment]
 
@@ -168,6 +176,16 @@ class StreamsServicer(metaclass=_abc_1.ABCMeta):
         request: _railyard_pb2.PutRecordsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_railyard_pb2.PutRecordsResponse, _abc.Awaitable[_railyard_pb2.PutRecordsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutRecordStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_railyard_pb2.PutRecordsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_railyard_pb2.PutRecordsResponse], _abc.AsyncIterator[_railyard_pb2.PutRecordsResponse]]:
+        """The streaming producer: the client sends batches continuously on one
+        stream and the server acknowledges each, in order, once committed.
+        """
 
     @_abc_1.abstractmethod
     def GetIteratorIndex(

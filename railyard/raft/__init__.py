@@ -1,5 +1,33 @@
-"""The Raft protocol as a pure state machine: no I/O, no clock, no global random."""
+"""The Raft protocol as a pure state machine: no I/O, no clock, no global random.
 
+A driver owns one `RaftCore` and loops: feed it `tick()`, peer messages
+(`step`) and requests (`propose`, `read_index`, ...); while `has_ready()`,
+take `ready()`, handle it in the order its docstring gives, then `advance`.
+The driver also tells the core how every SNAPSHOT it sent ended
+(`report_snapshot`) and which peers are unreachable (`report_unreachable`).
+
+Modules: `core` (state and API), `election`, `replication` (leader),
+`follower`, `reads` (ReadIndex), `roles` (transitions), `log`, `progress`,
+`quorum`, `config`, `errors`, `status`, `types`.
+"""
+
+from railyard.raft.config import (
+    DEFAULT_ELECTION_TICKS,
+    DEFAULT_HEARTBEAT_TICKS,
+    DEFAULT_MAX_BYTES_PER_APPEND,
+    DEFAULT_MAX_ENTRIES_PER_APPEND,
+    DEFAULT_MAX_INFLIGHT_APPENDS,
+    RaftConfig,
+)
+from railyard.raft.core import RaftCore
+from railyard.raft.errors import (
+    InvariantViolation,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+    UnknownPeer,
+)
+from railyard.raft.status import CoreStatus, PeerStatus
 from railyard.raft.types import (
     NO_INDEX,
     NO_TERM,
@@ -19,19 +47,33 @@ from railyard.raft.types import (
 )
 
 __all__ = [
+    "DEFAULT_ELECTION_TICKS",
+    "DEFAULT_HEARTBEAT_TICKS",
+    "DEFAULT_MAX_BYTES_PER_APPEND",
+    "DEFAULT_MAX_ENTRIES_PER_APPEND",
+    "DEFAULT_MAX_INFLIGHT_APPENDS",
     "NO_INDEX",
     "NO_TERM",
+    "CoreStatus",
     "Entry",
     "EntryKind",
     "HardState",
     "Index",
+    "InvariantViolation",
     "Message",
     "MessageType",
     "NodeId",
+    "NotLeader",
+    "PeerStatus",
+    "ProposalDropped",
+    "RaftConfig",
+    "RaftCore",
+    "RaftError",
     "ReadState",
     "Ready",
     "Role",
     "SnapshotMeta",
     "SoftState",
     "Term",
+    "UnknownPeer",
 ]

@@ -101,13 +101,16 @@ class Message:
     """One message between cores. Fields not used by a type keep their defaults.
 
     - VOTE / PRE_VOTE: `last_log_index`, `last_log_term`; a PRE_VOTE carries the
-      term the sender would campaign in.
+      term the sender would campaign in. `context` 1 marks a campaign the leader
+      asked for (TIMEOUT_NOW) or an operator forced: it bypasses leader stickiness.
     - *_RESPONSE of a vote: `vote_granted`.
     - APPEND: `prev_log_index`, `prev_log_term`, `entries`, `leader_commit`.
     - APPEND_RESPONSE: `success`; on success `match_index` is the last index
       known to match; on failure `conflict_index`/`conflict_term` are the hint
       for fast backtracking and `match_index` is the follower's last index.
-    - HEARTBEAT: `leader_commit`, `context` (a ReadIndex round).
+      `prev_log_index` echoes the append's, so the leader can tell stale replies.
+    - HEARTBEAT: `leader_commit` (at most the follower's match index), `context`
+      (the leader's latest ReadIndex round).
     - HEARTBEAT_RESPONSE: `context` echoed.
     - SNAPSHOT: `snapshot` (metadata; the bytes travel beside the message).
     - SNAPSHOT_RESPONSE: `success`, `match_index`.

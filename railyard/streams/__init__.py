@@ -1,1 +1,66 @@
-"""railyard.streams."""
+"""The replicated state machine: streams, records, exactly-once appends, retention.
+
+Deterministic and independent of the network: commands are protobuf bytes
+(`railyard.proto.commands_pb2.Command`), state is one SQLite database, and
+outcomes are values. It imports only `railyard.proto`.
+"""
+
+from railyard.streams.errors import ApplyOrderError, CorruptState, StateIOError, StreamsError
+from railyard.streams.limits import Limits, record_size, validate
+from railyard.streams.machine import AGE_SWEEP_INTERVAL_MS, StreamsMachine
+from railyard.streams.queries import (
+    AFTER_SEQUENCE,
+    AT_SEQUENCE,
+    AT_TIMESTAMP,
+    LATEST,
+    POSITIONS,
+    TRIM_HORIZON,
+)
+from railyard.streams.results import (
+    Appended,
+    ApplyResult,
+    BatchTooLarge,
+    InvalidArgument,
+    ReadResult,
+    RecordTooLarge,
+    Retention,
+    StaleProducerSequence,
+    StoredRecord,
+    StreamCreated,
+    StreamDeleted,
+    StreamExists,
+    StreamInfo,
+    StreamNotFound,
+)
+
+__all__ = [
+    "AFTER_SEQUENCE",
+    "AGE_SWEEP_INTERVAL_MS",
+    "AT_SEQUENCE",
+    "AT_TIMESTAMP",
+    "LATEST",
+    "POSITIONS",
+    "TRIM_HORIZON",
+    "Appended",
+    "ApplyOrderError",
+    "ApplyResult",
+    "BatchTooLarge",
+    "CorruptState",
+    "InvalidArgument",
+    "Limits",
+    "ReadResult",
+    "RecordTooLarge",
+    "Retention",
+    "StaleProducerSequence",
+    "StateIOError",
+    "StoredRecord",
+    "StreamCreated",
+    "StreamDeleted",
+    "StreamExists",
+    "StreamInfo",
+    "StreamNotFound",
+    "StreamsError",
+    "StreamsMachine",
+    "record_size",
+    "validate",
+]

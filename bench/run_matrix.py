@@ -1,0 +1,302 @@
+"""Run the standard benchmark matrix against a fresh local 3-node cluster.
+
+    .venv/bin/python bench/run_matrix.py [--duration 10s] [--size 100] [--nodes 3]
+                                         [--failover-runs 10]
+
+Starts one `railyard node start --id ID` process per node (default timings,
+fsync on) on free loopback ports under a temporary directory, runs
+`railyard bench` for each row of the matrix, measures failover, stops every
+node by pid and prints a markdown table, headed by the machine and the date,
+ready for bench/RESULTS.md.
+
+The matrix (issue 6): single-record puts with 1 and 64 in flight; batches of
+100 and 500 records with 16 in flight; reads of the stream from the start
+(linearizable, and stale from the local node).
+
+Failover: the leader is killed with SIGKILL while no put is in flight; the
+time from the kill to the acknowledgement of the first put sent after it is
+one sample. The killed node is restarted and the cluster allowed to converge
+before the next run; the median, min and max over the runs are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from railyard.client import RailyardClient, RailyardError
+
+HOST = "127.0.0.1"
+RAILYARD = [sys.executable, "-m", "railyard"]
+# Nodes get this long to elect a leader after start (Python start-up on a busy box is slow).
+LEADER_TIMEOUT_S = 60.0
+# A node gets this long to stop on SIGTERM before it is killed.
+STOP_TIMEOUT_S = 30.0
+POLL_S = 0.2
+# The client's deadline during failover: far beyond any election with default timings.
+FAILOVER_TIMEOUT_S = 30.0
+# A restarted node must be back in step with the leader within this long.
+CATCH_UP_TIMEOUT_S = 60.0
+
+# (label, bench arguments): the standard matrix.
+MATRIX: list[tuple[str, list[str]]] = [
+    ("put batch 1, 1 in flight", ["put", "--batch", "1", "--in-flight", "1"]),
+    ("put batch 1, 64 in flight", ["put", "--batch", "1", "--in-flight", "64"]),
+    ("put batch 100, 16 in flight", ["put", "--batch", "100", "--in-flight", "16"]),
+    ("put batch 500, 16 in flight", ["put", "--batch", "500", "--in-flight", "16"]),
+    ("get (linearizable), page 1000", ["get", "--page", "1000"]),
+    ("get (stale), page 1000", ["get", "--page", "1000", "--stale"]),
+]
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def write_config(root: Path, nodes: int) -> Path:
+    lines = [
+        "[cluster]",
+        'name = "bench"',
+        'data_dir = "data"',
+        "heartbeat_interval_ms = 100",
+        "election_timeout_ms = 1000",
+        "snapshot_every = 10000",
+        "auto_create_streams = true",
+    ]
+    for i, port in enumerate(free_ports(nodes), start=1):
+        lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "{HOST}:{port}"']
+    path = root / "bench.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def railyard(*args: str, timeout_s: float | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RAILYARD, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def wait_for_leader(config: Path) -> str:
+    deadline = time.monotonic() + LEADER_TIMEOUT_S
+    while time.monotonic() < deadline:
+        done = railyard("status", "-c", str(config), "-o", "json", timeout_s=LEADER_TIMEOUT_S)
+        if done.returncode == 0:
+            doc = json.loads(done.stdout)
+            if doc["leader"] and all(n["reachable"] for n in doc["nodes"]):
+                return str(doc["leader"])
+        time.sleep(POLL_S)
+    raise SystemExit(f"no leader within {LEADER_TIMEOUT_S:g}s")
+
+
+def run_bench(config: Path, args: list[str], duration: str, size: str) -> dict[str, Any]:
+    extra = ["--duration", duration] if args[0] == "put" else []
+    if args[0] == "put":
+        extra += ["--size", size]
+    command = ["bench", *args, *extra, "-c", str(config), "-o", "json"]
+    done = railyard(*command)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip() or f"exit {done.returncode}"}
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def markdown(rows: list[tuple[str, dict[str, Any]]], header: str) -> str:
+    out = [
+        header,
+        "",
+        "| run | records/s | requests/s | MB/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in rows:
+        if "error" in r:
+            out.append(f"| {label} | failed: {r['error']} | | | | | |")
+            continue
+        out.append(
+            f"| {label} | {fmt(r['records_per_sec'])} | {fmt(r['requests_per_sec'])} "
+            f"| {fmt(r['mb_per_sec'], 2)} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
+            f"| {r['errors']} |"
+        )
+    return "\n".join(out)
+
+
+def machine() -> str:
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+
+
+class Nodes:
+    """One `railyard node start --id` process per node of `config`, stopped by pid."""
+
+    def __init__(self, root: Path, config: Path, node_ids: list[str]) -> None:
+        self.root = root
+        self.config = config
+        self.node_ids = node_ids
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, node_id: str) -> None:
+        with (self.root / f"{node_id}.log").open("ab") as log:
+            self.procs[node_id] = subprocess.Popen(
+                [*RAILYARD, "node", "start", "-c", str(self.config), "--id", node_id],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def kill(self, node_id: str) -> None:
+        proc = self.procs[node_id]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def stop_all(self) -> None:
+        running = [p for p in self.procs.values() if p.poll() is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+async def _converged(client: RailyardClient) -> bool:
+    statuses = [st for _, st in await client.cluster_status()]
+    if any(st is None for st in statuses):
+        return False
+    commits = {st.commit_index for st in statuses if st is not None}
+    applied = {st.applied_index for st in statuses if st is not None}
+    leaders = {st.leader_id for st in statuses if st is not None}
+    return len(commits) == 1 and applied == commits and len(leaders) == 1 and "" not in leaders
+
+
+async def _leader_id(client: RailyardClient) -> str | None:
+    for _, st in await client.cluster_status():
+        if st is not None and st.leader_id:
+            return st.leader_id
+    return None
+
+
+async def measure_failover(nodes: Nodes, endpoints: list[str], runs: int) -> list[float]:
+    """Seconds from SIGKILL of the leader to the first acknowledged put sent after it."""
+    samples: list[float] = []
+    async with RailyardClient(endpoints, timeout_s=FAILOVER_TIMEOUT_S) as client:
+        await client.put("failover", b"warm-up")
+        for _ in range(runs):
+            deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+            while not await _converged(client):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the cluster did not converge between failover runs")
+                await asyncio.sleep(POLL_S)
+            leader = await _leader_id(client)
+            if leader is None:
+                raise SystemExit("no leader before a failover run")
+            await client.put("failover", b"before")
+            killed_at = time.monotonic()
+            nodes.kill(leader)
+            try:
+                await client.put("failover", b"after")
+            except RailyardError as e:
+                raise SystemExit(f"no put acknowledged after killing {leader}: {e}") from None
+            samples.append(time.monotonic() - killed_at)
+            nodes.start(leader)
+    return samples
+
+
+def failover_line(samples: list[float]) -> str:
+    if not samples:
+        return ""
+    ms = sorted(s * 1000 for s in samples)
+    return (
+        f"Failover (leader SIGKILL -> first acknowledged put), {len(ms)} runs: "
+        f"median {statistics.median(ms):.0f} ms, min {ms[0]:.0f} ms, max {ms[-1]:.0f} ms."
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", default="10s", help="length of each put run (e.g. 10s)")
+    parser.add_argument("--size", default="100", help="record size for puts (e.g. 100, 1KiB)")
+    parser.add_argument("--nodes", type=int, default=3, help="cluster size")
+    parser.add_argument("--failover-runs", type=int, default=10, help="0 skips failover")
+    parser.add_argument("--skip-matrix", action="store_true", help="measure failover only")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="railyard-bench-") as tmp:
+        root = Path(tmp)
+        config = write_config(root, args.nodes)
+        node_ids = [f"n{i}" for i in range(1, args.nodes + 1)]
+        endpoints = re.findall(r'address = "([^"]+)"', config.read_text())
+        nodes = Nodes(root, config, node_ids)
+        rows: list[tuple[str, dict[str, Any]]] = []
+        samples: list[float] = []
+        try:
+            for node_id in node_ids:
+                nodes.start(node_id)
+            leader = wait_for_leader(config)
+            print(
+                f"cluster up (leader {leader}); running {len(MATRIX)} benchmarks", file=sys.stderr
+            )
+            for label, bench_args in [] if args.skip_matrix else MATRIX:
+                print(f"  {label} ...", file=sys.stderr, flush=True)
+                rows.append((label, run_bench(config, bench_args, args.duration, args.size)))
+            if args.failover_runs > 0:
+                print(f"  failover x{args.failover_runs} ...", file=sys.stderr, flush=True)
+                samples = asyncio.run(measure_failover(nodes, endpoints, args.failover_runs))
+        finally:
+            nodes.stop_all()
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header = (
+        f"{args.nodes} nodes on {HOST}, fsync on, {args.size}-byte records, "
+        f"{args.duration} per put run; {machine()}; {now}\n\n"
+        f"Command: `.venv/bin/python bench/run_matrix.py --duration {args.duration} "
+        f"--size {args.size} --nodes {args.nodes} --failover-runs {args.failover_runs}`"
+    )
+    print(markdown(rows, header))
+    if samples:
+        print("\n" + failover_line(samples))
+    return 0 if all("error" not in r for _, r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""`railyard status`, `railyard force-election` and `railyard top`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+
+from railyard.cli.common import (
+    ConfigOption,
+    EndpointsOption,
+    Output,
+    OutputOption,
+    Target,
+    eprint,
+    errors_end_cleanly,
+    examples,
+    fail,
+    print_json,
+    print_table,
+    resolve_target,
+    run,
+)
+from railyard.cli.units import parse_duration_ms
+from railyard.client import RailyardClient
+from railyard.proto import railyard_pb2 as pb
+
+ROLE_NAMES: dict[int, str] = {
+    pb.ROLE_LEADER: "leader",
+    pb.ROLE_FOLLOWER: "follower",
+    pb.ROLE_CANDIDATE: "candidate",
+    pb.ROLE_PRE_CANDIDATE: "pre-candidate",
+}
+# force-election waits this many election timeouts for the new leader to show.
+ELECTION_TIMEOUTS_TO_WAIT = 4
+# Without a cluster file the election timeout is unknown: assume the default's.
+ASSUMED_ELECTION_TIMEOUT_MS = 1000
+CONFIRM_POLL_S = 0.05
+DEFAULT_TOP_INTERVAL = "250ms"
+STATUS_COLUMNS = (
+    "id",
+    "address",
+    "reachable",
+    "role",
+    "term",
+    "leader",
+    "commit",
+    "applied",
+    "last log",
+    "snapshot",
+)
+
+
+# ------------------------------------------------------------------ status
+
+
+def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -> dict[str, Any]:
+    if status is None:
+        return {
+            "id": node_id,
+            "address": address,
+            "reachable": False,
+            "role": None,
+            "term": None,
+            "leader": None,
+            "commit_index": None,
+            "applied_index": None,
+            "last_log_index": None,
+            "snapshot_index": None,
+        }
+    return {
+        "id": status.node_id or node_id,
+        "address": address,
+        "reachable": True,
+        "role": ROLE_NAMES.get(status.role, "unknown"),
+        "term": status.term,
+        "leader": status.leader_id or None,
+        "commit_index": status.commit_index,
+        "applied_index": status.applied_index,
+        "last_log_index": status.last_log_index,
+        "snapshot_index": status.snapshot_index,
+    }
+
+
+def status_json(target: Target, statuses: list[tuple[str, pb.NodeStatus | None]]) -> dict[str, Any]:
+    ids = target.node_ids
+    nodes = [node_json(address, ids.get(address), st) for address, st in statuses]
+    reachable = [st for _, st in statuses if st is not None]
+    leaders = [st for st in reachable if st.role == pb.ROLE_LEADER]
+    leader = max(leaders, key=lambda st: st.term) if leaders else None
+    if target.config is not None:
+        name: str | None = target.config.name
+    else:
+        name = next((st.cluster for st in reachable if st.cluster), None)
+    return {
+        "cluster": name,
+        "leader": leader.node_id if leader is not None else None,
+        "term": max((st.term for st in reachable), default=None),
+        "nodes": nodes,
+    }
+
+
+def print_status(doc: dict[str, Any]) -> None:
+    leader = doc["leader"] or "none"
+    print(f"cluster {doc['cluster'] or '?'}: leader {leader}, term {doc['term'] or '-'}")
+    print_table(
+        STATUS_COLUMNS,
+        [
+            [
+                n["id"] or "?",
+                n["address"],
+                n["reachable"],
+                n["role"],
+                n["term"],
+                n["leader"],
+                n["commit_index"],
+                n["applied_index"],
+                n["last_log_index"],
+                n["snapshot_index"],
+            ]
+            for n in doc["nodes"]
+        ],
+    )
+
+
+def status(
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Show every node: role, term, leader, commit/applied/last-log/snapshot index.
+
+    Exits 1 when no node answers.
+    """
+
+    async def go() -> None:
+        target = resolve_target(config, endpoints)
+        async with RailyardClient(target.endpoints) as client:
+            statuses = await client.cluster_status()
+        doc = status_json(target, statuses)
+        if output is Output.json:
+            print_json(doc)
+        else:
+            print_status(doc)
+        if not any(n["reachable"] for n in doc["nodes"]):
+            fail(
+                f"no node answered ({', '.join(target.endpoints)}); "
+                "start the cluster with `railyard node start`"
+            )
+
+    run(go())
+
+
+STATUS_EPILOG = examples("railyard status", "railyard status -c cluster.toml -o json")
+
+
+# ------------------------------------------------------------------ force-election
+
+
+def _agreed_leader(statuses: list[tuple[str, pb.NodeStatus | None]]) -> pb.NodeStatus | None:
+    """The node that says it leads and that a majority of the nodes name."""
+    reachable = [st for _, st in statuses if st is not None]
+    majority = len(statuses) // 2 + 1
+    for st in reachable:
+        if st.role != pb.ROLE_LEADER:
+            continue
+        agree = sum(1 for s in reachable if s.leader_id == st.node_id and s.term == st.term)
+        if agree >= majority:
+            return st
+    return None
+
+
+async def _force_election(target: Target, to: str | None, output: Output) -> None:
+    election_ms = (
+        target.config.election_timeout_ms if target.config else ASSUMED_ELECTION_TIMEOUT_MS
+    )
+    wait_s = ELECTION_TIMEOUTS_TO_WAIT * election_ms / 1000
+    async with RailyardClient(target.endpoints, timeout_s=max(wait_s, 5.0)) as client:
+        before = await client.cluster_status()
+        known_ids = list(target.node_ids.values()) or [st.node_id for _, st in before if st]
+        if to is not None and to not in known_ids:
+            fail(f"--node: no node {to!r} in this cluster; nodes are: {', '.join(known_ids)}")
+        current = _agreed_leader(before)
+        response = await client.transfer_leadership(to)
+        previous = response.previous_leader or (current.node_id if current else "")
+        expected = to or response.leader or None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            leader = _agreed_leader(await client.cluster_status())
+            if leader is not None and (
+                leader.node_id == expected if expected else leader.node_id != previous
+            ):
+                break
+            if loop.time() >= deadline:
+                seen = leader.node_id if leader is not None else "none"
+                fail(
+                    f"leadership did not move to {expected or 'another node'} within "
+                    f"{wait_s:g}s (leader now: {seen}); check `railyard status` and retry"
+                )
+            await asyncio.sleep(CONFIRM_POLL_S)
+    doc = {"previous_leader": previous or None, "leader": leader.node_id, "term": leader.term}
+    if output is Output.json:
+        print_json(doc)
+    else:
+        print(f"leader {doc['previous_leader'] or 'none'} -> {leader.node_id} (term {leader.term})")
+
+
+def force_election(
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="Node id to hand leadership to. Default: the most up-to-date other node.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Move leadership to another node and print the old leader, the new one and the term."""
+
+    async def go() -> None:
+        await _force_election(resolve_target(config, endpoints), node, output)
+
+    run(go())
+
+
+FORCE_ELECTION_EPILOG = examples(
+    "railyard force-election", "railyard force-election --node n3 -o json"
+)
+
+
+# ------------------------------------------------------------------ top
+
+
+def top(
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    interval: Annotated[
+        str, typer.Option(help="Refresh interval (e.g. 250ms, 0.5s, 1s).")
+    ] = DEFAULT_TOP_INTERVAL,
+) -> None:
+    """Watch the cluster live: roles, terms, indexes, replication, log (q quits)."""
+    try:
+        interval_s = parse_duration_ms(interval) / 1000
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--interval") from None
+    if interval_s <= 0:
+        raise typer.BadParameter("expected a positive duration", param_hint="--interval")
+    with errors_end_cleanly():
+        target = resolve_target(config, endpoints)
+        from railyard.tui import run_dashboard  # Textual is heavy: load it only for `top`
+
+        try:
+            run_dashboard(target.endpoints, interval_s)
+        except KeyboardInterrupt:
+            eprint("")
+
+
+TOP_EPILOG = examples("railyard top", "railyard top -c configs/five.toml --interval 1s")

@@ -1,0 +1,204 @@
+"""`railyard node start`: run one node in the foreground, or every node of a file.
+
+With ``--id`` the node runs in this process (`railyard.node.run_node`,
+imported only here: starting nodes is the one thing the CLI may use the node
+for). Without it, this process supervises one child process per node of the
+file:
+
+- each child's output lines are printed with the node id in front;
+- Ctrl-C / SIGTERM stops every child (SIGTERM by pid, SIGKILL after a grace
+  period) before this process exits;
+- children are in their own process group (a terminal's Ctrl-C reaches only
+  the supervisor, which stops them in order) and get SIGTERM from the kernel
+  should the supervisor die without cleaning up, so no node is orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from railyard.cli.common import (
+    ConfigOption,
+    eprint,
+    errors_end_cleanly,
+    examples,
+    resolve_config,
+)
+from railyard.config import ClusterConfig
+
+# A node asked to stop gets this long to finish its last fsync and close.
+STOP_GRACE_S = 10.0
+# prctl(PR_SET_PDEATHSIG): Linux only; elsewhere the process group still helps.
+PR_SET_PDEATHSIG = 1
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# The supervisor's own lines carry this in place of a node id.
+SUPERVISOR = "railyard"
+# A child's log line longer than this is cut (asyncio's default of 64 KiB would raise).
+MAX_LOG_LINE_BYTES = 1 << 20
+
+node_app = typer.Typer(
+    name="node",
+    help="Run cluster nodes.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@node_app.command(
+    "start",
+    epilog=examples(
+        "railyard node start                  # every node of the default cluster",
+        "railyard node start -c configs/five.toml",
+        "railyard node start -c cluster.toml --id n2 --log-level debug",
+    ),
+)
+def start(
+    config: ConfigOption = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Run only this node, in the foreground. Without it every node of the "
+            "file runs as a child process, with its id in front of each log line.",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", help=f"One of {', '.join(LOG_LEVELS)}."),
+    ] = "info",
+) -> None:
+    """Start the nodes of a cluster file (Ctrl-C stops them)."""
+    with errors_end_cleanly():
+        if log_level.lower() not in LOG_LEVELS:
+            raise typer.BadParameter(
+                f"expected one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"
+            )
+        cluster = resolve_config(config)
+        if node_id is not None:
+            cluster.node(node_id)  # an unknown id fails here, naming the file's ids
+            # Imported here, and only here: starting nodes is all the CLI asks of it.
+            from railyard.node import run_node
+
+            code = run_node(cluster, node_id, log_level=log_level.lower())
+        else:
+            code = asyncio.run(_supervise(cluster, log_level.lower()))
+    raise typer.Exit(code)
+
+
+def _child_command(cluster: ClusterConfig, node_id: str, log_level: str) -> list[str]:
+    command = [sys.executable, "-m", "railyard", "node", "start"]
+    if cluster.source is not None:
+        command += ["-c", str(cluster.source)]
+    return [*command, "--id", node_id, "--log-level", log_level]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the supervisor dies (Linux)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(libc_name, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def _pump(node_id: str, stream: asyncio.StreamReader, width: int) -> None:
+    prefix = f"{node_id.ljust(width)} | "
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # longer than MAX_LOG_LINE_BYTES: skip to the next newline
+            line = b"[log line too long, cut]\n"
+        if not line:
+            return
+        sys.stderr.write(prefix + line.decode(errors="replace").rstrip("\n") + "\n")
+        sys.stderr.flush()
+
+
+async def _supervise(cluster: ClusterConfig, log_level: str) -> int:
+    """Run every node as a child; return when all have exited (after a stop or on their own)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The child must resolve the same file: without -c it would look again.
+    env.pop("RAILYARD_CONFIG", None)
+    width = max(len(SUPERVISOR), *(len(n.id) for n in cluster.nodes))
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        for node in cluster.nodes:
+            procs[node.id] = await asyncio.create_subprocess_exec(
+                *_child_command(cluster, node.id, log_level),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                limit=MAX_LOG_LINE_BYTES,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            eprint(f"{SUPERVISOR.ljust(width)} | started {node.id} (pid {procs[node.id].pid})")
+        async with asyncio.TaskGroup() as tg:
+            for node_id, proc in procs.items():
+                assert proc.stdout is not None
+                tg.create_task(_pump(node_id, proc.stdout, width))
+            tg.create_task(_watch(procs, stopping, width))
+    finally:
+        await _stop_all(procs, width)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    failed = [nid for nid, p in procs.items() if p.returncode not in (0, None)]
+    return 1 if failed and not stopping.is_set() else 0
+
+
+async def _watch(
+    procs: dict[str, asyncio.subprocess.Process], stopping: asyncio.Event, width: int
+) -> None:
+    """Report children that exit on their own; stop the rest when asked to."""
+    waits = {asyncio.ensure_future(p.wait()): nid for nid, p in procs.items()}
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        while waits:
+            done, _ = await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
+            if stop in done:
+                break
+            for fut in done:
+                nid = waits.pop(fut)
+                eprint(
+                    f"{SUPERVISOR.ljust(width)} | {nid} exited with code {fut.result()}"
+                    + ("; the other nodes keep running (Ctrl-C stops them)" if waits else "")
+                )
+    finally:
+        stop.cancel()
+        for fut in waits:
+            fut.cancel()
+    await _stop_all(procs, width)
+
+
+async def _stop_all(procs: dict[str, asyncio.subprocess.Process], width: int) -> None:
+    """SIGTERM every running child by pid, then SIGKILL what is left after the grace."""
+    running = [p for p in procs.values() if p.returncode is None]
+    if not running:
+        return
+    eprint(f"{SUPERVISOR.ljust(width)} | stopping {len(running)} node(s)")
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), STOP_GRACE_S)
+    except TimeoutError:
+        for proc in running:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        await asyncio.gather(*(p.wait() for p in running))

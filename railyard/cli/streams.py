@@ -1,0 +1,198 @@
+"""`railyard stream create|list|describe|delete`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from railyard.cli.common import (
+    ConfigOption,
+    EndpointsOption,
+    Output,
+    OutputOption,
+    examples,
+    print_json,
+    print_table,
+    resolve_target,
+    run,
+)
+from railyard.cli.units import format_bytes, format_duration_ms, parse_duration_ms, parse_size
+from railyard.client import RailyardClient
+from railyard.proto import railyard_pb2 as pb
+
+stream_app = typer.Typer(
+    name="stream", help="Create, list, describe and delete streams.", no_args_is_help=True
+)
+
+NameArgument = Annotated[str, typer.Argument(help="Stream name.", show_default=False)]
+
+
+def stream_json(info: pb.StreamInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "retention": {
+            "max_age_ms": info.retention.max_age_ms,
+            "max_records": info.retention.max_records,
+            "max_bytes": info.retention.max_bytes,
+        },
+        "first_sequence": info.first_sequence,
+        "last_sequence": info.last_sequence,
+        "record_count": info.record_count,
+        "bytes": info.bytes,
+        "created": iso_ms(info.created_ms),
+    }
+
+
+def iso_ms(ms: int) -> str | None:
+    if ms <= 0:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def retention_text(info: pb.StreamInfo) -> str:
+    parts = []
+    if info.retention.max_age_ms:
+        parts.append(f"age {format_duration_ms(info.retention.max_age_ms)}")
+    if info.retention.max_records:
+        parts.append(f"{info.retention.max_records} records")
+    if info.retention.max_bytes:
+        parts.append(format_bytes(info.retention.max_bytes))
+    return ", ".join(parts) or "forever"
+
+
+def print_streams(infos: list[pb.StreamInfo], output: Output) -> None:
+    if output is Output.json:
+        print_json([stream_json(i) for i in infos])
+        return
+    print_table(
+        ["stream", "records", "bytes", "first", "last", "retention", "created"],
+        [
+            [
+                i.name,
+                i.record_count,
+                format_bytes(i.bytes),
+                i.first_sequence,
+                i.last_sequence,
+                retention_text(i),
+                iso_ms(i.created_ms),
+            ]
+            for i in infos
+        ],
+    )
+
+
+def _print_stream(info: pb.StreamInfo, output: Output) -> None:
+    if output is Output.json:
+        print_json(stream_json(info))
+    else:
+        print_streams([info], output)
+
+
+def _option_value(parse: Any, text: str | None, name: str) -> int:
+    if text is None:
+        return 0
+    try:
+        value: int = parse(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=name) from None
+    return value
+
+
+@stream_app.command(
+    "create",
+    epilog=examples(
+        "railyard stream create orders",
+        "railyard stream create clicks --max-age 24h --max-bytes 10GiB",
+        "railyard stream create audit --max-records 1000000",
+    ),
+)
+def create(
+    name: NameArgument,
+    max_age: Annotated[
+        str | None,
+        typer.Option(help="Drop records older than this (e.g. 90m, 24h, 7d).", show_default=False),
+    ] = None,
+    max_records: Annotated[
+        int | None,
+        typer.Option(help="Keep at most this many records.", min=1, show_default=False),
+    ] = None,
+    max_bytes: Annotated[
+        str | None,
+        typer.Option(help="Keep at most this many bytes (e.g. 500MB, 10GiB).", show_default=False),
+    ] = None,
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Create a stream, optionally with retention limits (default: keep everything)."""
+    age_ms = _option_value(parse_duration_ms, max_age, "--max-age")
+    size = _option_value(parse_size, max_bytes, "--max-bytes")
+
+    async def go() -> None:
+        target = resolve_target(config, endpoints)
+        async with RailyardClient(target.endpoints) as client:
+            info = await client.create_stream(
+                name, max_age_ms=age_ms, max_records=max_records or 0, max_bytes=size
+            )
+        _print_stream(info, output)
+
+    run(go())
+
+
+@stream_app.command("list", epilog=examples("railyard stream list -o json"))
+def list_(
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """List every stream with its size and retention."""
+
+    async def go() -> None:
+        target = resolve_target(config, endpoints)
+        async with RailyardClient(target.endpoints) as client:
+            infos = await client.list_streams()
+        print_streams(sorted(infos, key=lambda i: i.name), output)
+
+    run(go())
+
+
+@stream_app.command("describe", epilog=examples("railyard stream describe orders"))
+def describe(
+    name: NameArgument,
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Show one stream: records, bytes, first and last sequence, retention."""
+
+    async def go() -> None:
+        target = resolve_target(config, endpoints)
+        async with RailyardClient(target.endpoints) as client:
+            info = await client.describe_stream(name)
+        _print_stream(info, output)
+
+    run(go())
+
+
+@stream_app.command("delete", epilog=examples("railyard stream delete orders"))
+def delete(
+    name: NameArgument,
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Delete a stream and all its records."""
+
+    async def go() -> None:
+        target = resolve_target(config, endpoints)
+        async with RailyardClient(target.endpoints) as client:
+            await client.delete_stream(name)
+        if output is Output.json:
+            print_json({"stream": name, "deleted": True})
+        else:
+            print(f"deleted {name}", flush=True)
+
+    run(go())

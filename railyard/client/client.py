@@ -1,0 +1,484 @@
+"""RailyardClient: the async Python client (grpc.aio) used by the CLI and the dashboard.
+
+What it guarantees:
+
+- Talks to any node of the given endpoints over one long-lived channel per
+  endpoint. Requests go to the leader when one is known (learned from the
+  trailing metadata of UNAVAILABLE answers), else to the endpoints in turn.
+- Retries UNAVAILABLE and connection failures with exponential backoff until
+  the client's deadline (`timeout_s`) runs out, then raises `Unavailable`.
+- Exactly-once puts (Raft dissertation §6.3): every put carries a producer id
+  and a per-producer sequence number, fixed before the first attempt and
+  reused by every retry, so a put retried after a leader crash is applied
+  once. A producer id has at most one request outstanding at a time (the
+  dissertation's model, which the cluster's dedup relies on): concurrent puts
+  on one client each take a *lane* -- a producer id of their own
+  (``<producer_id>`` for the first, ``<producer_id>/<n>`` for others) with
+  its own sequence -- so one client may still pipeline many puts.
+- Errors arrive as the typed exceptions of `railyard.client.errors`.
+
+It imports only the generated protocol code, grpc and the standard library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from railyard.client.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    RailyardError,
+    Unavailable,
+    error_from_rpc,
+    leader_hint,
+)
+from railyard.proto import commands_pb2 as cmd_pb
+from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+
+__all__ = ["DEFAULT_TIMEOUT_S", "START_POSITIONS", "RailyardClient"]
+
+R = TypeVar("R")
+
+# Long enough to ride out a leader election with default timings (1-2 s) a few times.
+DEFAULT_TIMEOUT_S = 10.0
+# First retry pause after an UNAVAILABLE; doubles up to the cap. Both short:
+# the usual cause is an election, and every millisecond slept after it ended
+# adds to the failover time a producer sees. A retry costs a node little.
+BACKOFF_INITIAL_S = 0.02
+BACKOFF_MAX_S = 0.2
+# One attempt gets at most this share of the deadline (and at least the
+# minimum), so a node that accepted a request but cannot finish it -- a leader
+# cut off from its followers -- leaves time to try the others.
+ATTEMPT_TIMEOUT_SHARE = 0.4
+ATTEMPT_TIMEOUT_MIN_S = 3.0
+# Every node refusing connections for this long means no cluster is running
+# there (a leader crash leaves the others listening): fail fast.
+REFUSED_GIVE_UP_S = 2.0
+# Error details quoted in messages are cut to this length (gRPC's can be long).
+DETAIL_CHARS = 120
+# A status probe is to loopback or a LAN: a node that needs longer is "unreachable".
+STATUS_TIMEOUT_S = 2.0
+# GetRecords answers carry up to the server's byte limit (several MiB); the
+# gRPC default of 4 MiB per message would cut large reads short.
+MAX_MESSAGE_BYTES = 64 << 20
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Reconnect quickly when a restarted node comes back.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+START_POSITIONS: dict[str, pb.StartPosition.ValueType] = {
+    "TRIM_HORIZON": pb.TRIM_HORIZON,
+    "LATEST": pb.LATEST,
+    "AT_SEQUENCE": pb.AT_SEQUENCE,
+    "AFTER_SEQUENCE": pb.AFTER_SEQUENCE,
+    "AT_TIMESTAMP": pb.AT_TIMESTAMP,
+}
+
+
+@dataclass
+class _Lane:
+    """One producer identity with at most one put outstanding."""
+
+    producer_id: str
+    next_sequence: int = 1
+
+
+class RailyardClient:
+    """An async client for a railyard cluster; use as ``async with RailyardClient(...)``."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        producer_id: str | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("RailyardClient needs at least one endpoint (host:port)")
+        self.endpoints: list[str] = list(dict.fromkeys(endpoints))
+        self.timeout_s = timeout_s
+        self.producer_id = producer_id or uuid.uuid4().hex
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._leader_address: str | None = None
+        self._next_endpoint = 0
+        self._free_lanes: list[_Lane] = []
+        self._lane_count = itertools.count()
+        self._rng = random.Random()
+        self._attempt_timeout_s = max(ATTEMPT_TIMEOUT_MIN_S, timeout_s * ATTEMPT_TIMEOUT_SHARE)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> RailyardClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close(None)
+
+    @property
+    def leader_address(self) -> str | None:
+        """The leader's address as last learned, if any."""
+        return self._leader_address
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            self._channels[endpoint] = channel
+        return channel
+
+    def _streams(self, endpoint: str) -> pb_grpc.StreamsAsyncStub:
+        return pb_grpc.StreamsStub(self._channel(endpoint))
+
+    def _cluster(self, endpoint: str) -> pb_grpc.ClusterAsyncStub:
+        return pb_grpc.ClusterStub(self._channel(endpoint))
+
+    # ------------------------------------------------------------ retry loop
+
+    def _pick_endpoint(self) -> str:
+        if self._leader_address is not None:
+            return self._leader_address
+        endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+        return endpoint
+
+    def _note_failure(self, endpoint: str, error: grpc.aio.AioRpcError) -> bool:
+        """Learn from an UNAVAILABLE answer; True when a new leader to try is known."""
+        _, leader_address = leader_hint(error)
+        if leader_address and leader_address != endpoint:
+            self._leader_address = leader_address
+            return True
+        if self._leader_address == endpoint or leader_address == endpoint:
+            self._leader_address = None
+        if endpoint in self.endpoints:
+            self._next_endpoint = self.endpoints.index(endpoint) + 1
+        else:
+            self._next_endpoint += 1
+        return False
+
+    async def _call(self, what: str, call: Callable[[str, float], Awaitable[R]]) -> R:
+        """`call(endpoint, timeout)` against the leader (or any node) until it succeeds.
+
+        UNAVAILABLE is retried on the hinted leader at once, else on the next
+        endpoint after a backoff; any other error is raised as its typed
+        exception. The whole thing is bounded by `timeout_s`; when every
+        endpoint has refused connections for `REFUSED_GIVE_UP_S`, sooner.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.timeout_s
+        backoff_s = BACKOFF_INITIAL_S
+        last: Unavailable | None = None
+        refused: set[str] = set()
+        # A fresh leader hint is followed at once, but once per backoff round:
+        # two nodes naming each other in mid-election must not make a busy loop.
+        followed_hint = False
+        while (remaining := deadline - loop.time()) > 0:
+            endpoint = self._pick_endpoint()
+            try:
+                return await call(endpoint, min(remaining, self._attempt_timeout_s))
+            except grpc.aio.AioRpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline - loop.time() <= 0:
+                    raise DeadlineExceeded(
+                        f"{what}: no answer within {self.timeout_s:g}s; "
+                        "it may or may not have been applied"
+                    ) from None
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise error_from_rpc(e, endpoint) from None
+                error = error_from_rpc(e, endpoint)
+                last = error if isinstance(error, Unavailable) else last
+                if _is_refused(e):
+                    refused.add(endpoint)
+                else:
+                    refused.discard(endpoint)
+                if self._note_failure(endpoint, e) and not followed_hint:
+                    followed_hint = True
+                    continue
+            if refused >= set(self.endpoints) and loop.time() - started >= REFUSED_GIVE_UP_S:
+                break
+            sleep_s = min(backoff_s * (0.5 + self._rng.random()), deadline - loop.time())
+            if sleep_s > 0:
+                await asyncio.sleep(sleep_s)
+            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+            followed_hint = False
+        raise self._unavailable(what, last, refused)
+
+    def _unavailable(self, what: str, last: Unavailable | None, refused: set[str]) -> Unavailable:
+        where = ", ".join(self.endpoints)
+        if refused >= set(self.endpoints):
+            message = (
+                f"{what}: no node is listening at {where} (connection refused); "
+                "is the cluster running? (railyard node start)"
+            )
+        else:
+            message = (
+                f"{what}: the cluster did not answer within {self.timeout_s:g}s at {where}"
+                f" ({_short(last)}); check `railyard status`"
+            )
+        return Unavailable(
+            message,
+            leader=last.leader if last else None,
+            leader_address=last.leader_address if last else None,
+        )
+
+    # ------------------------------------------------------------ streams
+
+    async def create_stream(
+        self, name: str, *, max_age_ms: int = 0, max_records: int = 0, max_bytes: int = 0
+    ) -> pb.StreamInfo:
+        request = pb.CreateStreamRequest(
+            name=name,
+            retention=cmd_pb.Retention(
+                max_age_ms=max_age_ms, max_records=max_records, max_bytes=max_bytes
+            ),
+        )
+
+        async def call(endpoint: str, timeout: float) -> pb.StreamInfo:
+            response = await self._streams(endpoint).CreateStream(request, timeout=timeout)
+            return response.stream
+
+        return await self._call(f"create stream {name!r}", call)
+
+    async def delete_stream(self, name: str) -> None:
+        request = pb.DeleteStreamRequest(name=name)
+
+        async def call(endpoint: str, timeout: float) -> None:
+            await self._streams(endpoint).DeleteStream(request, timeout=timeout)
+
+        await self._call(f"delete stream {name!r}", call)
+
+    async def list_streams(self) -> list[pb.StreamInfo]:
+        async def call(endpoint: str, timeout: float) -> list[pb.StreamInfo]:
+            response = await self._streams(endpoint).ListStreams(
+                pb.ListStreamsRequest(), timeout=timeout
+            )
+            return list(response.streams)
+
+        return await self._call("list streams", call)
+
+    async def describe_stream(self, name: str) -> pb.StreamInfo:
+        request = pb.DescribeStreamRequest(name=name)
+
+        async def call(endpoint: str, timeout: float) -> pb.StreamInfo:
+            response = await self._streams(endpoint).DescribeStream(request, timeout=timeout)
+            return response.stream
+
+        return await self._call(f"describe stream {name!r}", call)
+
+    # ------------------------------------------------------------ puts
+
+    def _take_lane(self) -> _Lane:
+        if self._free_lanes:
+            return self._free_lanes.pop()
+        n = next(self._lane_count)
+        return _Lane(self.producer_id if n == 0 else f"{self.producer_id}/{n}")
+
+    def _return_lane(self, lane: _Lane) -> None:
+        # The sequence is spent whatever the outcome: the cluster may have
+        # recorded it with its result, so it is never reused for other data.
+        lane.next_sequence += 1
+        self._free_lanes.append(lane)
+
+    async def put(self, stream: str, data: bytes, key: bytes | None = None) -> int:
+        """Append one record; returns its sequence number. Applied once across retries."""
+        lane = self._take_lane()
+        request = pb.PutRecordRequest(
+            stream=stream,
+            data=data,
+            key=key or b"",
+            has_key=key is not None,
+            producer_id=lane.producer_id,
+            producer_sequence=lane.next_sequence,
+        )
+
+        async def call(endpoint: str, timeout: float) -> int:
+            response = await self._streams(endpoint).PutRecord(request, timeout=timeout)
+            return response.sequence
+
+        try:
+            return await self._call(f"put to {stream!r}", call)
+        finally:
+            self._return_lane(lane)
+
+    async def put_records(
+        self, stream: str, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> list[int]:
+        """Append a batch as one entry (all or nothing); returns the sequences in order."""
+        if not records:
+            return []
+        lane = self._take_lane()
+        request = pb.PutRecordsRequest(
+            stream=stream,
+            records=[
+                cmd_pb.Record(data=data, key=key or b"", has_key=key is not None)
+                for data, key in records
+            ],
+            producer_id=lane.producer_id,
+            producer_sequence=lane.next_sequence,
+        )
+
+        async def call(endpoint: str, timeout: float) -> list[int]:
+            response = await self._streams(endpoint).PutRecords(request, timeout=timeout)
+            return list(response.sequences)
+
+        try:
+            sequences = await self._call(f"put {len(records)} records to {stream!r}", call)
+        finally:
+            self._return_lane(lane)
+        if len(sequences) != len(records):
+            raise RailyardError(
+                f"put to {stream!r}: the cluster acknowledged {len(sequences)} of "
+                f"{len(records)} records"
+            )
+        return sequences
+
+    # ------------------------------------------------------------ reads
+
+    async def get_iterator_index(
+        self, stream: str, position: str, sequence: int = 0, timestamp_ms: int = 0
+    ) -> int:
+        """The sequence to start reading at for `position` (a START_POSITIONS name)."""
+        try:
+            start = START_POSITIONS[position.upper()]
+        except KeyError:
+            raise InvalidArgument(
+                f"position: expected one of {', '.join(START_POSITIONS)} (got {position!r})"
+            ) from None
+        request = pb.GetIteratorIndexRequest(
+            stream=stream, position=start, sequence=sequence, timestamp_ms=timestamp_ms
+        )
+
+        async def call(endpoint: str, timeout: float) -> int:
+            response = await self._streams(endpoint).GetIteratorIndex(request, timeout=timeout)
+            return response.sequence
+
+        return await self._call(f"position in {stream!r}", call)
+
+    async def get_records(
+        self,
+        stream: str,
+        from_sequence: int,
+        *,
+        limit: int = 1000,
+        max_bytes: int = 0,
+        stale: bool = False,
+    ) -> pb.GetRecordsResponse:
+        request = pb.GetRecordsRequest(
+            stream=stream,
+            from_sequence=from_sequence,
+            limit=limit,
+            max_bytes=max_bytes,
+            stale=stale,
+        )
+
+        async def call(endpoint: str, timeout: float) -> pb.GetRecordsResponse:
+            response: pb.GetRecordsResponse = await self._streams(endpoint).GetRecords(
+                request, timeout=timeout
+            )
+            return response
+
+        return await self._call(f"read {stream!r}", call)
+
+    # ------------------------------------------------------------ cluster
+
+    async def status(self, endpoint: str) -> pb.NodeStatus:
+        """One node's own view; raises Unavailable when it does not answer quickly."""
+        timeout = min(self.timeout_s, STATUS_TIMEOUT_S)
+        try:
+            status: pb.NodeStatus = await self._cluster(endpoint).Status(
+                pb.StatusRequest(), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            error = error_from_rpc(e, endpoint)
+            if isinstance(error, DeadlineExceeded):
+                raise Unavailable(f"{endpoint}: no answer within {timeout:g}s") from None
+            raise error from None
+        return status
+
+    async def cluster_status(self) -> list[tuple[str, pb.NodeStatus | None]]:
+        """Every endpoint's status, in endpoint order; None for a node that did not answer."""
+
+        async def probe(endpoint: str) -> pb.NodeStatus | None:
+            try:
+                return await self.status(endpoint)
+            except RailyardError:
+                return None
+
+        statuses = await asyncio.gather(*(probe(e) for e in self.endpoints))
+        return list(zip(self.endpoints, statuses, strict=True))
+
+    async def watch_status(
+        self, endpoint: str, interval_ms: int = 250
+    ) -> AsyncIterator[pb.NodeStatus]:
+        """The node's status every `interval_ms`, until the caller stops iterating.
+
+        NB: the stream has no overall deadline (it is meant to run for as long
+        as someone watches); a node that goes away ends it with Unavailable.
+        """
+        call = self._cluster(endpoint).WatchStatus(pb.WatchStatusRequest(interval_ms=interval_ms))
+        try:
+            async for status in call:
+                yield status
+        except grpc.aio.AioRpcError as e:
+            raise error_from_rpc(e, endpoint) from None
+        finally:
+            call.cancel()
+
+    async def read_log(self, endpoint: str, count: int = 50) -> list[pb.LogEntryInfo]:
+        """The most recent `count` Raft log entries of one node."""
+        try:
+            response = await self._cluster(endpoint).ReadLog(
+                pb.ReadLogRequest(count=count), timeout=min(self.timeout_s, STATUS_TIMEOUT_S)
+            )
+        except grpc.aio.AioRpcError as e:
+            raise error_from_rpc(e, endpoint) from None
+        return list(response.entries)
+
+    async def transfer_leadership(self, to: str | None = None) -> pb.TransferLeadershipResponse:
+        """Move leadership to node `to` (an id), or to the most up-to-date other node."""
+        request = pb.TransferLeadershipRequest(to=to or "")
+
+        async def call(endpoint: str, timeout: float) -> pb.TransferLeadershipResponse:
+            response: pb.TransferLeadershipResponse = await self._cluster(
+                endpoint
+            ).TransferLeadership(request, timeout=timeout)
+            return response
+
+        response = await self._call("transfer leadership", call)
+        # The leader moved: forget the old one rather than be bounced once.
+        self._leader_address = None
+        return response
+
+
+def _is_refused(error: grpc.aio.AioRpcError) -> bool:
+    details = (error.details() or "").lower()
+    return "connection refused" in details or "failed to connect" in details
+
+
+def _short(error: Unavailable | None) -> str:
+    if error is None:
+        return "no answer"
+    text = " ".join(str(error).split())
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."

@@ -1,0 +1,212 @@
+"""The Cluster service: what operators and the dashboard ask a node.
+
+`Status` is this node's own view (role, term, indexes, peers' progress when
+leader, streams); `WatchStatus` repeats it at an interval. `ReadLog` shows
+the most recent entries of this node's log, decoded enough to display.
+`TransferLeadership` moves leadership (Raft §3.10): the leader asks the core
+to transfer; a follower forwards the request to the leader; either way the
+answer comes once a new leader is known, or fails after a few election
+timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from railyard.node.errors import ServiceError, rpc, unavailable
+from railyard.node.services import FORWARDED_KEY, Forwarder, NodeContext, stream_info_to_pb
+from railyard.proto import commands_pb2 as cmd
+from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+from railyard.raft import Entry, EntryKind, Index, NodeId, Role
+
+# The dashboard may ask often, but a status every 50 ms is plenty.
+MIN_WATCH_INTERVAL_MS = 50
+DEFAULT_WATCH_INTERVAL_MS = 1000
+DEFAULT_READ_LOG_COUNT = 50
+MAX_READ_LOG_COUNT = 10_000
+# A transfer normally completes within one election timeout (the target
+# campaigns at once); after this many the answer is DEADLINE_EXCEEDED.
+TRANSFER_TIMEOUT_ELECTIONS = 3
+
+ROLE_TO_PB = {
+    Role.FOLLOWER: pb.ROLE_FOLLOWER,
+    Role.PRE_CANDIDATE: pb.ROLE_PRE_CANDIDATE,
+    Role.CANDIDATE: pb.ROLE_CANDIDATE,
+    Role.LEADER: pb.ROLE_LEADER,
+}
+
+
+def describe_entry(entry: Entry, commit_index: Index) -> pb.LogEntryInfo:
+    info = pb.LogEntryInfo(
+        index=entry.index,
+        term=entry.term,
+        size=len(entry.data),
+        committed=entry.index <= commit_index,
+    )
+    if entry.kind is EntryKind.NOOP:
+        info.kind = "noop"
+        return info
+    if entry.kind is EntryKind.CONFIG:
+        info.kind = "config"
+        return info
+    command = cmd.Command()
+    try:
+        command.ParseFromString(entry.data)
+    except DecodeError:
+        info.kind = "unknown"
+        return info
+    which = command.WhichOneof("command")
+    if which == "create_stream":
+        info.kind, info.stream = "create_stream", command.create_stream.name
+    elif which == "delete_stream":
+        info.kind, info.stream = "delete_stream", command.delete_stream.name
+    elif which == "append_records":
+        info.kind, info.stream = "append", command.append_records.stream
+        info.records = len(command.append_records.records)
+    else:
+        info.kind = "unknown"
+    return info
+
+
+class ClusterService(pb_grpc.ClusterServicer):
+    def __init__(self, node: NodeContext, forwarder: Forwarder) -> None:
+        self.node = node
+        self.driver = node.driver
+        self.addresses = node.addresses
+        self.forwarder = forwarder
+
+    async def status(self) -> pb.NodeStatus:
+        core = self.driver.core.status()
+        streams = await self.driver.machine_call(self.driver.machine.list_streams)
+        heartbeat_ms = self.node.heartbeat_interval_ms
+        ticks = (
+            getattr(core, "ticks_since_quorum_contact", None)
+            if core.role is Role.LEADER
+            else getattr(core, "ticks_since_leader_contact", None)
+        )
+        now = time.monotonic()
+        status = pb.NodeStatus(
+            cluster=self.node.cluster,
+            node_id=self.node.node_id,
+            address=self.node.address,
+            role=ROLE_TO_PB[core.role],
+            term=core.term,
+            leader_id=core.leader_id or "",
+            commit_index=core.commit_index,
+            applied_index=self.driver.applied,
+            last_log_index=core.last_index,
+            snapshot_index=core.snapshot_index,
+            voted_for=core.voted_for or "",
+            last_contact_ms_ago=-1 if ticks is None else ticks * heartbeat_ms,
+            uptime_ms=int((now - self.node.started_at) * 1000),
+            snapshots_taken=self.driver.stats.snapshots_taken,
+            snapshots_installed=self.driver.stats.snapshots_installed,
+            streams=[stream_info_to_pb(s) for s in streams],
+        )
+        for peer_id, progress in sorted(core.progress.items()):
+            if peer_id == self.node.node_id:
+                continue
+            heard = self.node.last_heard.get(peer_id)
+            status.peers.append(
+                pb.PeerProgress(
+                    node_id=peer_id,
+                    match_index=progress.match_index,
+                    next_index=progress.next_index,
+                    state=str(progress.state),
+                    last_contact_ms_ago=-1 if heard is None else int((now - heard) * 1000),
+                )
+            )
+        return status
+
+    @rpc
+    async def Status(self, request: pb.StatusRequest, context: Any) -> pb.NodeStatus:
+        return await self.status()
+
+    async def WatchStatus(
+        self, request: pb.WatchStatusRequest, context: Any
+    ) -> AsyncIterator[pb.NodeStatus]:
+        interval_ms = max(request.interval_ms or DEFAULT_WATCH_INTERVAL_MS, MIN_WATCH_INTERVAL_MS)
+        while True:
+            yield await self.status()
+            await asyncio.sleep(interval_ms / 1000)
+
+    @rpc
+    async def ReadLog(self, request: pb.ReadLogRequest, context: Any) -> pb.ReadLogResponse:
+        count = min(request.count or DEFAULT_READ_LOG_COUNT, MAX_READ_LOG_COUNT)
+        core = self.driver.core.status()
+        lo = Index(max(core.snapshot_index + 1, core.last_index - count + 1))
+        entries = self.driver.core.log_entries(lo, Index(core.last_index + 1))
+        return pb.ReadLogResponse(entries=[describe_entry(e, core.commit_index) for e in entries])
+
+    @rpc
+    async def TransferLeadership(
+        self, request: pb.TransferLeadershipRequest, context: Any
+    ) -> pb.TransferLeadershipResponse:
+        target = NodeId(request.to) if request.to else None
+        if target is not None and target not in self.addresses:
+            known = ", ".join(sorted(self.addresses))
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"to: no node {target!r} in cluster {self.node.cluster!r} (nodes: {known})",
+            )
+        leader = self.node.leader()
+        if leader is None:
+            raise unavailable("no leader is known; retry shortly", None)
+        if leader != self.node.node_id:
+            return await self._forward(request, context, leader)
+        term = self.driver.core.status().term
+        if target == leader:
+            return pb.TransferLeadershipResponse(previous_leader=leader, leader=leader, term=term)
+        await self.driver.call(lambda: self.driver.core.transfer_leadership(target))
+        new_leader, new_term = await self._await_new_leader(leader, context)
+        if target is not None and new_leader != target:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"leadership moved to {new_leader}, not {target}",
+            )
+        return pb.TransferLeadershipResponse(
+            previous_leader=leader, leader=new_leader, term=new_term
+        )
+
+    async def _await_new_leader(self, previous: NodeId, context: Any) -> tuple[NodeId, int]:
+        timeout_s = TRANSFER_TIMEOUT_ELECTIONS * self.node.election_timeout_ms / 1000
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout_s = min(timeout_s, remaining)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            core = self.driver.core.status()
+            if core.leader_id is not None and core.leader_id != previous:
+                return core.leader_id, core.term
+            await asyncio.sleep(self.node.heartbeat_interval_ms / 1000)
+        raise ServiceError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"leadership did not move from {previous} within {timeout_s:.1f}s",
+        )
+
+    async def _forward(
+        self, request: pb.TransferLeadershipRequest, context: Any, leader: NodeId
+    ) -> pb.TransferLeadershipResponse:
+        if any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ()):
+            raise unavailable(f"not the leader (leader: {leader})", leader)
+        stub = pb_grpc.ClusterStub(self.forwarder.channel(leader))
+        remaining = context.time_remaining()
+        if remaining is None:
+            # Our own wait plus one for the hop: every call has a deadline.
+            remaining = (TRANSFER_TIMEOUT_ELECTIONS + 1) * self.node.election_timeout_ms / 1000
+        try:
+            response: pb.TransferLeadershipResponse = await stub.TransferLeadership(
+                request,
+                timeout=remaining,
+                metadata=((FORWARDED_KEY, self.node.node_id),),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ServiceError(exc.code(), exc.details() or "") from exc
+        return response

@@ -1,0 +1,769 @@
+"""The driver: the one task that owns the Raft core.
+
+Everything that changes the core goes through the driver's inbox: messages
+from peers, ticks, proposals, read requests, leadership transfers, and the
+completions of background work (a snapshot written, a peer unreachable).
+The driver takes whatever has queued up, steps the core with all of it
+(proposals that arrived together become one `propose_batch`, i.e. one
+fsync), then handles every `Ready` in the order its docstring prescribes:
+
+1. install a received snapshot (restore the state machine, reset the log);
+2. send `messages`;
+3. persist entries and hard state in ONE `LogStore.save` (a worker thread);
+4. send `persisted_messages`;
+5. apply committed entries (one state-machine transaction per batch);
+6. answer the proposals waiting on those entries and the reads whose
+   index is now applied;
+7. `advance`.
+
+Two liberties, both safe: committed entries that earlier Readys already
+persisted are applied while this Ready's entries are written (disk and
+apply overlap, Raft dissertation §10.2.1), and a hard state that changed
+only its commit index is not fsync'd on its own (the commit index is
+volatile in Raft; it rides along with the next write).
+
+Invariants:
+- Only this task calls a mutating method of the core. Request handlers may
+  read `core.status()` between steps (the loop is single-threaded and core
+  methods never yield), nothing more.
+- Log-store calls run on one worker thread, state-machine calls on another:
+  each SQLite connection is used by one thread at a time, in submission
+  order, so a read queued after an apply sees that apply.
+- A storage error is fatal (`FatalError`): the node stops rather than
+  acknowledge what might not be on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import itertools
+import logging
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from railyard.raft import (
+    NO_INDEX,
+    Entry,
+    EntryKind,
+    HardState,
+    Index,
+    Message,
+    MessageType,
+    NodeId,
+    NotLeader,
+    ProposalDropped,
+    RaftCore,
+    Ready,
+    Role,
+    SnapshotMeta,
+    SoftState,
+    Term,
+)
+from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
+from railyard.streams import StreamsMachine
+
+T = TypeVar("T")
+
+# Inbox items handled per round before the core's Ready is processed: large
+# enough to batch a burst of proposals into one fsync, small enough that a
+# flood of messages cannot starve persistence.
+MAX_EVENTS_PER_ROUND = 4096
+# Bounded inbox: a peer or client that floods the node waits (gRPC flow
+# control pushes back) instead of growing memory without limit.
+INBOX_SIZE = 65536
+
+
+# Writes are refused while the data directory's disk has less than this free:
+# room for SQLite's WAL checkpoints, a snapshot's metadata and the batches in
+# flight, so the stores never meet ENOSPC halfway through a transaction.
+DISK_RESERVE_BYTES = 1 << 20
+# Bytes of disk one byte of command takes before a checkpoint frees the WAL:
+# the log's WAL and main file, the state's WAL and main file.
+WRITE_AMPLIFICATION = 4
+# A follower keeps accepting appends down to this share of the reserve, so a
+# leader with a disk as full as its followers' refuses client writes first
+# (RESOURCE_EXHAUSTED) instead of losing its quorum.
+FOLLOWER_RESERVE_SHARE = 0.5
+# Free space is asked of the kernel at most this often (a statvfs); between
+# two looks, admitted writes are subtracted from the last figure.
+DISK_CHECK_INTERVAL_S = 0.05
+# Warnings about a full disk are logged at most this often.
+DISK_WARNING_INTERVAL_S = 5.0
+# Core restarts after a save that met a full disk, in a row (no successful
+# save in between), before the node gives up and stops.
+MAX_RESTARTS_ON_FULL_DISK = 20
+SQLITE_FULL = 13
+
+# Message types not worth a debug line each.
+_ROUTINE = frozenset(
+    {
+        MessageType.APPEND,
+        MessageType.APPEND_RESPONSE,
+        MessageType.HEARTBEAT,
+        MessageType.HEARTBEAT_RESPONSE,
+    }
+)
+
+
+class FatalError(Exception):
+    """Durable state may be lost or inconsistent: the node must stop."""
+
+
+class DiskFull(Exception):
+    """The data directory's disk is (nearly) full: the write was refused, nothing was proposed."""
+
+    def __init__(self, node_id: NodeId, data_dir: Path, free_bytes: int, needed_bytes: int) -> None:
+        super().__init__(
+            f"node {node_id}: data dir {data_dir}: disk full ({free_bytes} bytes free, a write "
+            f"needs {needed_bytes}); writes are refused until space is freed, reads still work"
+        )
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.free_bytes = free_bytes
+
+
+class _SaveFailedDiskFull(Exception):
+    """A log save met a full disk: nothing of it is durable (the transaction rolled back)."""
+
+
+class LeadershipLost(Exception):
+    """The proposal's outcome is unknown: leadership changed before it was applied."""
+
+    def __init__(self, leader_id: NodeId | None) -> None:
+        super().__init__(f"leadership changed (leader: {leader_id or 'unknown'})")
+        self.leader_id = leader_id
+
+
+class Outbox(Protocol):
+    """Where the driver hands messages for peers (the transport)."""
+
+    def send(self, messages: Sequence[Message]) -> None: ...
+
+
+@dataclass(slots=True)
+class _Proposal:
+    data: bytes
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _ReadRequest:
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any] | None = None
+
+
+@dataclass(slots=True)
+class _Waiter:
+    term: Term
+    future: asyncio.Future[Any]
+
+
+@dataclass
+class DriverStats:
+    """Counters for Status."""
+
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
+
+
+@dataclass
+class _Pending:
+    """Work collected in one round, handed to the core at its end."""
+
+    proposals: list[_Proposal] = field(default_factory=list)
+    reads: list[_ReadRequest] = field(default_factory=list)
+
+
+class Driver:
+    """Owns the core; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        voters: tuple[NodeId, ...],
+        core: RaftCore,
+        log_store: LogStore,
+        snapshots: SnapshotStore,
+        machine: StreamsMachine,
+        outbox: Outbox,
+        snapshot_every: int,
+        election_ticks: int,
+        applied: Index,
+        applied_term: Term,
+        snapshot_index: Index,
+        log: logging.Logger,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.voters = voters
+        self.core = core
+        self.log_store = log_store
+        self.snapshots = snapshots
+        self.machine = machine
+        self.outbox = outbox
+        self.snapshot_every = snapshot_every
+        self.election_ticks = election_ticks
+        self._skipped_timeout_for: tuple[NodeId, Term] | None = None
+        self.log = log
+        self.inbox: asyncio.Queue[Message | _Proposal | _ReadRequest | _Call] = asyncio.Queue(
+            INBOX_SIZE
+        )
+        self.log_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-log")
+        self.sm_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streams")
+        self.applied = applied
+        self.applied_term = applied_term
+        self.snapshot_index = snapshot_index
+        self.stats = DriverStats()
+        self.soft_state = SoftState()
+        # The hard state last written, and a newer one that differs from it
+        # only in commit_index (not worth an fsync of its own, see _persist).
+        self._saved_hard_state = log_store.hard_state()
+        self._unsaved_hard_state: HardState | None = None
+        self._waiters: dict[Index, _Waiter] = {}
+        self._read_contexts = itertools.count(1)
+        self._reads_by_context: dict[int, list[asyncio.Future[None]]] = {}
+        self._reads_by_index: list[tuple[Index, list[asyncio.Future[None]]]] = []
+        self._received_snapshots: dict[tuple[Index, Term], SnapshotReceiver] = {}
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        # Free space of the data directory's disk (None: not watched).
+        self.data_dir = data_dir
+        self._free_bytes: int | None = None
+        self._free_checked_at = -DISK_CHECK_INTERVAL_S
+        self._disk_warned_at = -DISK_WARNING_INTERVAL_S
+        self._restarts_on_full_disk = 0
+        self._snapshot_retry_at = 0.0
+
+    # ------------------------------------------------------------ API for handlers
+
+    async def deliver(self, message: Message) -> None:
+        """Queue a message from a peer (waits while the inbox is full)."""
+        await self.inbox.put(message)
+
+    async def propose(self, data: bytes) -> Any:
+        """Replicate `data`; returns the state machine's result for its entry.
+
+        Raises NotLeader, ProposalDropped, LeadershipLost, or DiskFull
+        (before proposing anything) when the data directory's disk is full.
+        """
+        self.check_writable(len(data))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self.inbox.put(_Proposal(data, future))
+        return await future
+
+    def check_writable(self, size: int = 0) -> None:
+        """Raise DiskFull unless the disk has room for a write of `size` bytes and the reserve."""
+        needed = DISK_RESERVE_BYTES + WRITE_AMPLIFICATION * size
+        free = self._disk_free()
+        if free is None:
+            return
+        if free < needed:
+            assert self.data_dir is not None
+            self._warn_disk_full(f"refusing writes: {free} bytes free in {self.data_dir}")
+            raise DiskFull(self.node_id, self.data_dir, free, needed)
+        self._free_bytes = free - WRITE_AMPLIFICATION * size
+
+    def _disk_free(self) -> int | None:
+        if self.data_dir is None:
+            return None
+        now = time.monotonic()
+        if self._free_bytes is None or now - self._free_checked_at >= DISK_CHECK_INTERVAL_S:
+            try:
+                self._free_bytes = shutil.disk_usage(self.data_dir).free
+            except OSError:
+                return None
+            self._free_checked_at = now
+        return self._free_bytes
+
+    def _follower_has_room(self, message: Message) -> bool:
+        """Whether a follower may persist the entries of an APPEND (else it drops it)."""
+        if not message.entries:
+            return True
+        size = sum(len(e.data) for e in message.entries)
+        free = self._disk_free()
+        needed = int(DISK_RESERVE_BYTES * FOLLOWER_RESERVE_SHARE) + WRITE_AMPLIFICATION * size
+        if free is None or free >= needed:
+            if free is not None:
+                self._free_bytes = free - WRITE_AMPLIFICATION * size
+            return True
+        self._warn_disk_full(
+            f"dropping appends from {message.sender}: {free} bytes free in {self.data_dir}"
+        )
+        return False
+
+    def _warn_disk_full(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._disk_warned_at >= DISK_WARNING_INTERVAL_S:
+            self._disk_warned_at = now
+            self.log.warning("disk full: %s", what)
+
+    async def read_barrier(self) -> None:
+        """Return once this node's state machine reflects every write committed
+        before the call (ReadIndex, Raft §6.4). Raises NotLeader when no
+        leader is known."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.inbox.put(_ReadRequest(future))
+        await future
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` inside the driver, between steps; its exception is re-raised here."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self.inbox.put(_Call(fn, future))
+        return await future
+
+    def post(self, fn: Callable[[], object]) -> None:
+        """Run `fn` inside the driver later, without waiting (never blocks the caller)."""
+        try:
+            self.inbox.put_nowait(_Call(fn))
+        except asyncio.QueueFull:
+            self.log.warning("inbox full; dropped an internal event")
+
+    async def machine_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a state-machine call on its worker thread, after queued applies."""
+        return await asyncio.get_running_loop().run_in_executor(self.sm_io, fn, *args)
+
+    async def log_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a log-store call on its worker thread, after queued writes."""
+        return await asyncio.get_running_loop().run_in_executor(self.log_io, fn, *args)
+
+    async def deliver_snapshot(self, message: Message, receiver: SnapshotReceiver) -> None:
+        """Step a SNAPSHOT message whose bytes `receiver` has staged.
+
+        The staged file becomes the node's latest snapshot only if the core
+        accepts the message (its meta comes back in `Ready.snapshot`); a
+        message the core refuses (stale term, older than the log) has its
+        file deleted at the end of the round, so it can never be taken for
+        the node's own snapshot at the next start.
+        """
+
+        def step() -> None:
+            assert message.snapshot is not None
+            key = (message.snapshot.index, message.snapshot.term)
+            previous = self._received_snapshots.pop(key, None)
+            if previous is not None:
+                previous.abort()
+            self._received_snapshots[key] = receiver
+            self.core.step(message)
+
+        await self.inbox.put(_Call(step))
+
+    def leader_refuses_connections(self, peer: NodeId) -> None:
+        """Called in the driver when connecting to `peer` was refused: its process is gone.
+
+        A follower of that leader skips the fixed part of its election timeout
+        (`election_ticks` ticks at once), keeping the randomized part, so the
+        followers of a crashed leader still campaign at staggered times, and
+        no sooner than Raft would let them win a (pre-)vote: every follower
+        of the dead leader sees the refusal and leaves its lease too. Safety
+        never depends on timing; a false alarm costs at most an election.
+        """
+        status = self.core.status()
+        if status.role is not Role.FOLLOWER or status.leader_id != peer:
+            return
+        if self._skipped_timeout_for == (peer, status.term):
+            return  # once per leader and term, or the randomization would be lost
+        self._skipped_timeout_for = (peer, status.term)
+        self.log.info("leader %s refuses connections; not waiting out its lease", peer)
+        for _ in range(self.election_ticks):
+            self.core.tick()
+
+    def shutdown_workers(self) -> None:
+        """Wait for the write or apply in progress to finish (called at exit)."""
+        self.log_io.shutdown(wait=True, cancel_futures=True)
+        self.sm_io.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            while True:
+                pending = _Pending()
+                self._take(await self.inbox.get(), pending)
+                for _ in range(MAX_EVENTS_PER_ROUND):
+                    try:
+                        event = self.inbox.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    self._take(event, pending)
+                self._submit(pending)
+                while self.core.has_ready():
+                    ready = self.core.ready()
+                    try:
+                        await self._handle_ready(ready)
+                    except _SaveFailedDiskFull as exc:
+                        await self._restart_core(exc)
+                        continue
+                    self.core.advance(ready)
+                self._discard_refused_snapshots()
+
+    def _take(self, event: Message | _Proposal | _ReadRequest | _Call, pending: _Pending) -> None:
+        if isinstance(event, Message):
+            if event.type is MessageType.APPEND and not self._follower_has_room(event):
+                return  # unanswered: the leader sends it again later
+            if self.log.isEnabledFor(logging.DEBUG) and event.type not in _ROUTINE:
+                self.log.debug(
+                    "step %s from %s term=%d granted=%s",
+                    event.type.value,
+                    event.sender,
+                    event.term,
+                    event.vote_granted,
+                )
+            self.core.step(event)
+        elif isinstance(event, _Proposal):
+            pending.proposals.append(event)
+        elif isinstance(event, _ReadRequest):
+            pending.reads.append(event)
+        else:
+            self._run_call(event)
+
+    def _run_call(self, call: _Call) -> None:
+        try:
+            result = call.fn()
+        except Exception as exc:
+            if call.future is None:
+                raise
+            if not call.future.done():
+                call.future.set_exception(exc)
+            return
+        if call.future is not None and not call.future.done():
+            call.future.set_result(result)
+
+    def _submit(self, pending: _Pending) -> None:
+        proposals = [p for p in pending.proposals if not p.future.done()]
+        if proposals:
+            self._propose_batch(proposals)
+        reads = [r.future for r in pending.reads if not r.future.done()]
+        if reads:
+            self._start_read(reads)
+
+    def _propose_batch(self, proposals: list[_Proposal]) -> None:
+        try:
+            first = self.core.propose_batch([p.data for p in proposals])
+        except (NotLeader, ProposalDropped) as exc:
+            for p in proposals:
+                p.future.set_exception(exc)
+            return
+        term = self.core.status().term
+        for offset, p in enumerate(proposals):
+            self._waiters[Index(first + offset)] = _Waiter(term, p.future)
+
+    def _start_read(self, futures: list[asyncio.Future[None]]) -> None:
+        # Forget rounds whose callers all gave up (a lost READ_INDEX is never answered).
+        for stale in [c for c, fs in self._reads_by_context.items() if all(f.done() for f in fs)]:
+            del self._reads_by_context[stale]
+        context = next(self._read_contexts)
+        try:
+            self.core.read_index(context)
+        except NotLeader as exc:
+            for f in futures:
+                f.set_exception(exc)
+            return
+        self._reads_by_context[context] = futures
+
+    # ------------------------------------------------------------ Ready
+
+    async def _handle_ready(self, ready: Ready) -> None:
+        if ready.soft_state is not None:
+            self._on_soft_state(ready.soft_state)
+        if ready.snapshot is not None:
+            await self._install_snapshot(ready.snapshot)
+        if ready.messages:
+            self.outbox.send(ready.messages)
+        committed = ready.committed_entries
+        if committed and (not ready.entries or committed[-1].index < ready.entries[0].index):
+            # The committed entries were persisted by earlier Readys: apply them
+            # (state-machine thread) while this Ready's entries are written
+            # (log thread). Disk and apply overlap; the order of effects that
+            # others can see is unchanged.
+            # Both run to their end before a failure of either is raised, so
+            # the apply never continues behind a restarted core.
+            outcomes = await asyncio.gather(
+                self._persist_and_send(ready), self._apply(committed), return_exceptions=True
+            )
+            errors = [e for e in outcomes if isinstance(e, BaseException)]
+            if errors:
+                raise next((e for e in errors if not isinstance(e, _SaveFailedDiskFull)), errors[0])
+        else:
+            await self._persist_and_send(ready)
+            if committed:
+                await self._apply(committed)
+        for read_state in ready.read_states:
+            futures = self._reads_by_context.pop(read_state.context, None)
+            if futures:
+                self._reads_by_index.append((read_state.index, futures))
+        self._serve_reads()
+        self._maybe_snapshot()
+
+    async def _persist_and_send(self, ready: Ready) -> None:
+        if ready.entries or ready.hard_state is not None:
+            await self._persist(ready.hard_state, ready.entries)
+        if ready.persisted_messages:
+            self.outbox.send(ready.persisted_messages)
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        previous = self.soft_state
+        self.soft_state = soft
+        term = self.core.status().term
+        if soft.role != previous.role:
+            if soft.role is Role.LEADER:
+                self.log.info("became leader term=%d", term)
+            else:
+                self.log.info(
+                    "became %s term=%d leader=%s", soft.role.value, term, soft.leader_id or "-"
+                )
+        elif soft.leader_id != previous.leader_id:
+            self.log.info("leader is %s term=%d", soft.leader_id or "unknown", term)
+        if previous.role is Role.LEADER and soft.role is not Role.LEADER:
+            # NB: an entry proposed here may still commit under the next leader;
+            # clients retry with their producer id, so failing fast is safe.
+            self._fail_waiters(lambda _index: True, soft.leader_id)
+        if soft.leader_id != previous.leader_id:
+            # Read contexts in flight were addressed to the old leader.
+            for futures in self._reads_by_context.values():
+                _fail_all(futures, NotLeader(soft.leader_id))
+            self._reads_by_context.clear()
+
+    async def _persist(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """Write entries and hard state in one transaction (one fsync).
+
+        A hard state that changed only its commit index is not written on its
+        own: the commit index is volatile in Raft (Figure 2) and a restart
+        learns it again from the leader (etcd's MustSync makes the same call).
+        It rides along with the next write instead.
+        """
+        if hard_state is not None:
+            saved = self._saved_hard_state
+            if not entries and (hard_state.current_term, hard_state.voted_for) == (
+                saved.current_term,
+                saved.voted_for,
+            ):
+                self._unsaved_hard_state = hard_state
+                return
+        elif self._unsaved_hard_state is not None and entries:
+            hard_state = self._unsaved_hard_state
+        if hard_state is None and not entries:
+            return
+        started = time.perf_counter()
+        try:
+            await self.log_call(self.log_store.save, hard_state, entries)
+        except Exception as exc:
+            if _is_disk_full(exc):
+                raise _SaveFailedDiskFull(f"cannot persist the raft log: {exc}") from exc
+            raise FatalError(f"cannot persist the raft log: {exc}") from exc
+        self._restarts_on_full_disk = 0
+        if hard_state is not None:
+            self._saved_hard_state = hard_state
+            self._unsaved_hard_state = None
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "persisted %d entries in %.1f ms",
+                len(entries),
+                (time.perf_counter() - started) * 1e3,
+            )
+
+    async def _apply(self, entries: Sequence[Entry]) -> None:
+        started = time.perf_counter()
+        batch = [(e.index, e.data if e.kind is EntryKind.NORMAL else None) for e in entries]
+        try:
+            results = await self.machine_call(self.machine.apply, batch)
+        except Exception as exc:
+            raise FatalError(f"cannot apply entries {entries[0].index}..: {exc}") from exc
+        for entry, result in zip(entries, results, strict=True):
+            waiter = self._waiters.pop(entry.index, None)
+            if waiter is None or waiter.future.done():
+                continue
+            if waiter.term == entry.term:
+                waiter.future.set_result(result)
+            else:
+                waiter.future.set_exception(LeadershipLost(self.soft_state.leader_id))
+        self.applied = entries[-1].index
+        self.applied_term = entries[-1].term
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "applied %d entries in %.1f ms", len(entries), (time.perf_counter() - started) * 1e3
+            )
+
+    async def _restart_core(self, failure: _SaveFailedDiskFull) -> None:
+        """After a save met a full disk: rebuild the core from what is durable, keep serving.
+
+        The failed transaction rolled back, so the log store holds exactly
+        what was durable before it; nothing of that Ready was acknowledged
+        (persisted messages leave only after the save). A core rebuilt from
+        the store is the core of a node that crashed and restarted at this
+        point -- a case Raft handles at any moment -- without losing the
+        process: reads go on, the leader (if this node was it) steps down,
+        and writes resume when space returns. Exiting instead would also be
+        safe, but would take reads away from a node whose only fault is a
+        full disk. A disk that stays full after many restarts in a row is
+        fatal.
+        """
+        self._restarts_on_full_disk += 1
+        if self._restarts_on_full_disk > MAX_RESTARTS_ON_FULL_DISK:
+            raise FatalError(f"{failure} ({MAX_RESTARTS_ON_FULL_DISK} times in a row)") from failure
+        self.log.error("%s; restarting the core from what is on disk", failure)
+        hard_state, snapshot, entries = await self.log_call(self._durable_state)
+        if hard_state.commit_index < self.applied:
+            hard_state = replace(hard_state, commit_index=self.applied)
+        old = self.core
+        self.core = RaftCore(
+            old.config,
+            old.rng,
+            hard_state=hard_state,
+            snapshot=snapshot,
+            entries=entries,
+            applied=self.applied,
+        )
+        self._saved_hard_state = self.log_store.hard_state()
+        self._unsaved_hard_state = None
+        self._on_soft_state(SoftState())  # what a fresh core starts from
+        # Outcome unknown: an entry proposed here may still commit elsewhere.
+        self._fail_waiters(lambda _index: True, None)
+        for futures in self._reads_by_context.values():
+            _fail_all(futures, NotLeader(None))
+        self._reads_by_context.clear()
+
+    def _durable_state(self) -> tuple[HardState, SnapshotMeta | None, list[Entry]]:
+        store = self.log_store
+        entries = store.entries(store.first_index(), Index(store.last_index() + 1))
+        return store.hard_state(), store.snapshot_meta(), entries
+
+    def _serve_reads(self) -> None:
+        still: list[tuple[Index, list[asyncio.Future[None]]]] = []
+        for index, futures in self._reads_by_index:
+            if all(f.done() for f in futures):
+                continue  # the callers gave up (deadline)
+            if index <= self.applied:
+                for f in futures:
+                    if not f.done():
+                        f.set_result(None)
+            else:
+                still.append((index, futures))
+        self._reads_by_index = still
+
+    def _fail_waiters(self, which: Callable[[Index], bool], leader: NodeId | None) -> None:
+        for index in [i for i in self._waiters if which(i)]:
+            waiter = self._waiters.pop(index)
+            if not waiter.future.done():
+                waiter.future.set_exception(LeadershipLost(leader))
+
+    # ------------------------------------------------------------ snapshots
+
+    async def _install_snapshot(self, meta: SnapshotMeta) -> None:
+        """Make the accepted snapshot the latest, restore the state machine from it, reset the log.
+
+        Order matters for a crash in between: the file is installed first
+        (start-up restores a state machine behind it), the log is reset last
+        (start-up compacts a log behind the latest snapshot).
+        """
+        receiver = self._received_snapshots.pop((meta.index, meta.term), None)
+        try:
+            if receiver is not None:
+                path = await self.machine_call(receiver.install)
+            else:
+                latest = await self.machine_call(self.snapshots.latest)
+                if latest is None or (latest[0].index, latest[0].term) != (meta.index, meta.term):
+                    raise FatalError(f"the core installed snapshot {meta} but its file is missing")
+                path = latest[1]
+            await self.machine_call(self.machine.restore_from, path)
+            await self.log_call(self._reset_log, meta)
+        except Exception as exc:
+            raise FatalError(f"cannot install snapshot at index {meta.index}: {exc}") from exc
+        self._fail_waiters(lambda index: index <= meta.index, self.soft_state.leader_id)
+        self.applied = meta.index
+        self.applied_term = meta.term
+        self.snapshot_index = meta.index
+        self.stats.snapshots_installed += 1
+        self.log.info("installed snapshot index=%d term=%d", meta.index, meta.term)
+
+    def _discard_refused_snapshots(self) -> None:
+        """Delete the staged files of SNAPSHOT messages the core did not accept this round."""
+        for receiver in self._received_snapshots.values():
+            self.log.info(
+                "discarded snapshot index=%d term=%d: not accepted",
+                receiver.meta.index,
+                receiver.meta.term,
+            )
+            receiver.abort()  # one unlink of a temporary file
+        self._received_snapshots.clear()
+
+    def _reset_log(self, meta: SnapshotMeta) -> None:
+        self.log_store.compact(meta)
+        if self.log_store.last_index() > meta.index:
+            self.log_store.truncate_suffix(Index(meta.index + 1))
+
+    def _maybe_snapshot(self) -> None:
+        """Every `snapshot_every` applied entries, write a snapshot and compact the log."""
+        if self._snapshot_task is not None or self._tg is None:
+            return
+        if time.monotonic() < self._snapshot_retry_at:
+            return
+        if self.applied - self.snapshot_index < self.snapshot_every or self.applied == NO_INDEX:
+            return
+        meta = SnapshotMeta(self.applied, self.applied_term, self.voters)
+        # Submitted now, before the next apply: the state machine's worker runs
+        # it while the state is exactly at `meta.index`.
+        write = asyncio.get_running_loop().run_in_executor(
+            self.sm_io, self.snapshots.create, meta, self.machine.snapshot_to
+        )
+        self._snapshot_task = self._tg.create_task(self._finish_snapshot(meta, write))
+
+    async def _finish_snapshot(self, meta: SnapshotMeta, write: asyncio.Future[Path]) -> None:
+        try:
+            await write
+            await self.call(lambda: self._compact(meta))
+            await self.log_call(self.log_store.compact, meta)
+        except Exception as exc:
+            if not _is_disk_full(exc):
+                raise FatalError(f"cannot write snapshot at index {meta.index}: {exc}") from exc
+            # A snapshot is an optimisation: the log still holds everything.
+            self._snapshot_retry_at = time.monotonic() + DISK_WARNING_INTERVAL_S
+            self._warn_disk_full(f"snapshot at index {meta.index} not written: {exc}")
+            return
+        finally:
+            self._snapshot_task = None
+        self.stats.snapshots_taken += 1
+        self.log.info("snapshot index=%d term=%d; log compacted", meta.index, meta.term)
+
+    def _compact(self, meta: SnapshotMeta) -> None:
+        if meta.index > self.snapshot_index:
+            self.core.compact(meta)
+            self.snapshot_index = meta.index
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether a storage failure (or what it was raised from) is a full disk."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain is short; bounded anyway
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if isinstance(seen, sqlite3.Error) and getattr(seen, "sqlite_errorcode", None) == (
+            SQLITE_FULL
+        ):
+            return True
+        if "disk is full" in str(seen) or "no space left" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _fail_all(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
+    for f in futures:
+        if not f.done():
+            f.set_exception(exc)

@@ -1,0 +1,225 @@
+"""Inbound Raft RPCs: check the sender, hand its messages to the driver.
+
+`RaftService` checks that every request names this cluster and a known node
+(else PERMISSION_DENIED, logged at most every few seconds per sender) and
+hands the messages to the driver. `Pipe` is the fast path: one long-lived
+stream per peer, read until the peer closes it. The unary RPCs
+(RequestVote, AppendEntries, TimeoutNow) step their messages and reply with
+an empty envelope: the answers travel over our own pipe to the sender, like
+all others. `InstallSnapshot` writes the chunks through a
+`SnapshotReceiver`, checks the checksum, stages the file and hands it with
+the SNAPSHOT message to the driver, which installs it only if the core
+accepts the message. Malformed input is refused with INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import grpc
+
+from railyard.node.codec import envelope, envelope_sender, message_from_pb
+from railyard.node.driver import Driver
+from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+from railyard.raft import Message, MessageType, NodeId
+from railyard.storage import CorruptSnapshot, SnapshotReceiver, SnapshotStore
+
+# Refusals of a foreign peer are logged at most this often (it retries a lot).
+REFUSAL_LOG_INTERVAL_S = 5.0
+
+
+class RaftService(pb_grpc.RaftServicer):
+    """Inbound Raft RPCs: check the sender, hand its messages to the driver."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        node_id: NodeId,
+        peers: Sequence[NodeId],
+        driver: Driver,
+        snapshots: SnapshotStore,
+        log: logging.Logger,
+        last_heard: dict[str, float] | None = None,
+        on_pipe_ended: Callable[[NodeId], None] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        # A peer's pipe to us ended (its process may be gone): probe it.
+        self.on_pipe_ended = on_pipe_ended
+        self.last_heard = last_heard if last_heard is not None else {}
+        self.node_id = node_id
+        self.peers = frozenset(peers)
+        self.local = pb.Peer(cluster=cluster, node_id=node_id)
+        self.driver = driver
+        self.snapshots = snapshots
+        self.log = log
+        self._refusals_logged: dict[tuple[str, str], float] = {}
+
+    def _refusal(self, sender: pb.Peer) -> str | None:
+        if sender.cluster != self.cluster:
+            return (
+                f"node {self.node_id} of cluster {self.cluster!r} refuses node "
+                f"{sender.node_id!r} of cluster {sender.cluster!r}"
+            )
+        if sender.node_id not in self.peers:
+            return (
+                f"node {self.node_id} of cluster {self.cluster!r} refuses unknown node "
+                f"{sender.node_id!r}"
+            )
+        return None
+
+    async def _check(self, sender: pb.Peer, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        reason = self._refusal(sender)
+        if reason is None:
+            return
+        key = (sender.cluster, sender.node_id)
+        now = time.monotonic()
+        if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+            self._refusals_logged[key] = now
+            self.log.warning("refused peer %r of cluster %r", sender.node_id, sender.cluster)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    async def _deliver(
+        self,
+        sender: pb.Peer,
+        messages: Sequence[pb.RaftMessage],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> None:
+        self.last_heard[sender.node_id] = time.monotonic()
+        for m in messages:
+            try:
+                msg = message_from_pb(m)
+            except ValueError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"messages: {exc}")
+                return
+            if msg.to != self.node_id or msg.sender != sender.node_id:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"messages: from {msg.sender!r} to {msg.to!r} on a link from "
+                    f"{sender.node_id!r} to {self.node_id!r}",
+                )
+                return
+            await self.driver.deliver(msg)
+
+    async def _unary(
+        self,
+        request: pb.RaftEnvelope,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.RaftEnvelope:
+        sender = envelope_sender(request)
+        await self._check(sender, context)
+        await self._deliver(sender, request.messages, context)
+        return envelope(self.local, [])
+
+    async def RequestVote(
+        self,
+        request: pb.RaftEnvelope,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.RaftEnvelope:
+        return await self._unary(request, context)
+
+    async def AppendEntries(
+        self,
+        request: pb.RaftEnvelope,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.RaftEnvelope:
+        return await self._unary(request, context)
+
+    async def TimeoutNow(
+        self,
+        request: pb.RaftEnvelope,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.RaftEnvelope:
+        return await self._unary(request, context)
+
+    async def Pipe(  # type: ignore[override]  # one-way: never answers on the stream
+        self,
+        request_iterator: AsyncIterator[pb.RaftEnvelope],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> None:
+        sender: pb.Peer | None = None
+        try:
+            async for env in request_iterator:
+                if sender is None:
+                    sender = envelope_sender(env)
+                    await self._check(sender, context)
+                await self._deliver(sender, env.messages, context)
+        finally:
+            # A rotated pipe ends the same way as the pipe of a killed process;
+            # a probe tells them apart (cheap: once per rotation).
+            if sender is not None and self.on_pipe_ended is not None:
+                self.on_pipe_ended(NodeId(sender.node_id))
+
+    async def InstallSnapshot(
+        self,
+        request_iterator: AsyncIterator[pb.SnapshotChunk],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.RaftEnvelope:
+        """Receive a leader's snapshot; malformed input is INVALID_ARGUMENT, never UNKNOWN.
+
+        The bytes are staged (verified and fsync'd under a temporary name),
+        not installed: the driver makes them the node's latest snapshot only
+        if the core accepts the SNAPSHOT message, and deletes them otherwise
+        (a stale or forged message must not replace the node's own snapshot).
+        """
+        receiver: SnapshotReceiver | None = None
+        message: Message | None = None
+        try:
+            async for chunk in request_iterator:
+                if receiver is None:
+                    sender = envelope_sender(chunk)
+                    await self._check(sender, context)
+                    message = await self._snapshot_message(chunk, sender, context)
+                    assert message.snapshot is not None
+                    receiver = await asyncio.to_thread(self.snapshots.receiver, message.snapshot)
+                await asyncio.to_thread(receiver.write, chunk.data)
+                if chunk.last:
+                    assert message is not None and message.snapshot is not None
+                    try:
+                        await asyncio.to_thread(receiver.stage, chunk.checksum)
+                    except CorruptSnapshot as exc:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"checksum: {exc}")
+                    staged, receiver = receiver, None
+                    await self.driver.deliver_snapshot(message, staged)
+                    self.log.info(
+                        "received snapshot index=%d term=%d from %s",
+                        message.snapshot.index,
+                        message.snapshot.term,
+                        message.sender,
+                    )
+                    return envelope(self.local, [])
+        finally:
+            if receiver is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(receiver.abort)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "snapshot ended without a last chunk")
+        raise AssertionError("unreachable")
+
+    async def _snapshot_message(
+        self,
+        chunk: pb.SnapshotChunk,
+        sender: pb.Peer,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> Message:
+        """The first chunk's SNAPSHOT message, checked; aborts the call otherwise."""
+        if not chunk.HasField("message"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: missing")
+        try:
+            message = message_from_pb(chunk.message)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message: {exc}")
+            raise AssertionError("unreachable") from exc
+        if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: expected a SNAPSHOT")
+        if message.to != self.node_id or message.sender != sender.node_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"message: from {message.sender!r} to {message.to!r} on a link from "
+                f"{sender.node_id!r} to {self.node_id!r}",
+            )
+        return message

@@ -1,0 +1,456 @@
+"""One node process: open the data directory, build the core, serve gRPC.
+
+`run_node` is the whole life of a node in the foreground:
+
+1. take the data directory's lock, open the log store, the snapshot store
+   and the state machine, and reconcile them after a crash (a snapshot
+   written but the log not yet compacted; a state machine behind a
+   compacted log is restored from the snapshot);
+2. build the Raft core from the hard state, the snapshot metadata, the
+   entries after it, and the state machine's `last_applied` (entries
+   between `last_applied` and the commit index are applied again);
+3. serve Raft, Streams, Cluster, health and reflection on the node's
+   address, and run the driver, the peer links and the ticker in one
+   TaskGroup;
+4. on SIGTERM/SIGINT stop accepting calls, let the write in progress
+   finish, close the stores, release the lock and return 0. A storage error
+   stops the node with a non-zero exit code instead.
+
+Every log line names the node ("n1 became leader term=3").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from railyard.config import ClusterConfig, ConfigError
+from railyard.node.cluster_service import ClusterService
+from railyard.node.driver import Driver, FatalError
+from railyard.node.raft_service import RaftService
+from railyard.node.services import NodeContext, StreamsService
+from railyard.node.transport import SERVER_OPTIONS, PeerLink, Transport
+from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+from railyard.raft import (
+    NO_TERM,
+    Index,
+    NodeId,
+    RaftConfig,
+    RaftCore,
+    RaftError,
+    SnapshotMeta,
+    Term,
+)
+from railyard.storage import DataDirLock, SnapshotStore, SqliteLogStore, StorageError
+from railyard.streams import Limits, StreamsError, StreamsMachine
+
+LOG_FILE = "raft.db"
+STATE_FILE = "streams.db"
+SNAPSHOT_DIR = "snapshots"
+# Causes quoted in a fatal error's line (each names what failed).
+MAX_CAUSES = 3
+# In-flight calls get this long to finish when the node stops.
+STOP_GRACE_S = 0.5
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+LOG_FORMAT = "%(asctime)s %(levelname)s {node_id} %(message)s"
+
+
+@dataclass
+class NodeState:
+    """What was opened from the data directory, ready to build the core from."""
+
+    lock: DataDirLock
+    log_store: SqliteLogStore
+    snapshots: SnapshotStore
+    machine: StreamsMachine
+    core: RaftCore
+    core_config: RaftConfig
+    applied_term: Term
+    snapshot_index: Index
+
+    def close(self) -> None:
+        try:
+            self.machine.close()
+            self.log_store.close()
+        finally:
+            self.lock.release()
+
+
+def configure_logging(node_id: str, level: str) -> logging.Logger:
+    log = logging.getLogger("railyard.node")
+    log.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT.format(node_id=node_id)))
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+    return log
+
+
+def limits_of(config: ClusterConfig) -> Limits:
+    return Limits(
+        max_record_bytes=config.max_record_bytes,
+        max_batch_records=config.max_batch_records,
+        max_batch_bytes=config.max_batch_bytes,
+    )
+
+
+def raft_config(config: ClusterConfig, node_id: NodeId) -> RaftConfig:
+    # One tick per heartbeat interval: the core counts ticks, the node owns time.
+    election_ticks = max(2, config.election_timeout_ms // config.heartbeat_interval_ms)
+    return RaftConfig(
+        node_id=node_id,
+        voters=tuple(NodeId(n) for n in config.node_ids),
+        election_ticks=election_ticks,
+        heartbeat_ticks=1,
+    )
+
+
+def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> NodeState:
+    """Open and reconcile the data directory (blocking; runs before serving)."""
+    data_dir = config.node_data_dir(node_id)
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    try:
+        log_store = SqliteLogStore.open(data_dir / LOG_FILE, cluster=config.name, node_id=node_id)
+        snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR)
+        machine = StreamsMachine.open(data_dir / STATE_FILE, limits_of(config))
+        try:
+            # Every record and producer row against its checksum: a flipped
+            # byte refuses the start, naming the file, rather than being
+            # served and replicated in snapshots.
+            machine.verify()
+            meta = _reconcile(log_store, snapshots, machine, log)
+            _check_log_reaches_applied(log_store, machine, meta, data_dir / LOG_FILE)
+        except BaseException:
+            machine.close()
+            log_store.close()
+            raise
+        hard_state = log_store.hard_state()
+        applied = Index(machine.last_applied)
+        if hard_state.commit_index < applied:
+            # Applied entries are committed by definition (a snapshot installed
+            # just before a crash can be ahead of the stored commit index).
+            hard_state = replace(hard_state, commit_index=applied)
+        entries = log_store.entries(log_store.first_index(), Index(log_store.last_index() + 1))
+        applied_term = log_store.term(applied)
+        core_config = raft_config(config, node_id)
+        core = RaftCore(
+            core_config,
+            random.Random(),
+            hard_state=hard_state,
+            snapshot=meta,
+            entries=entries,
+            applied=applied,
+        )
+    except BaseException:
+        lock.release()
+        raise
+    log.info(
+        "opened %s: term=%d commit=%d applied=%d log=%d..%d snapshot=%d",
+        data_dir,
+        hard_state.current_term,
+        hard_state.commit_index,
+        applied,
+        log_store.first_index(),
+        log_store.last_index(),
+        meta.index if meta else 0,
+    )
+    return NodeState(
+        lock=lock,
+        log_store=log_store,
+        snapshots=snapshots,
+        machine=machine,
+        core=core,
+        core_config=core_config,
+        applied_term=applied_term if applied_term is not None else NO_TERM,
+        snapshot_index=meta.index if meta else Index(0),
+    )
+
+
+def _reconcile(
+    log_store: SqliteLogStore,
+    snapshots: SnapshotStore,
+    machine: StreamsMachine,
+    log: logging.Logger,
+) -> SnapshotMeta | None:
+    """Bring the log and the state machine in line with the newest snapshot."""
+    meta = log_store.snapshot_meta()
+    latest = snapshots.latest()
+    if latest is not None and (meta is None or latest[0].index > meta.index):
+        if _fits_log(log_store, latest[0]):
+            # Crashed after writing (or installing) a snapshot, before
+            # compacting (or resetting) the log.
+            log.info("compacting the log to snapshot index=%d", latest[0].index)
+            log_store.compact(latest[0])  # keeps the entries after it if the terms match
+            meta = latest[0]
+        else:
+            log.warning(
+                "ignoring snapshot index=%d term=%d: it contradicts committed entries of the log",
+                latest[0].index,
+                latest[0].term,
+            )
+            latest = None
+    if meta is not None and machine.last_applied < meta.index:
+        if latest is None or latest[0].index != meta.index:
+            raise FatalError(
+                f"state machine at {machine.last_applied} is behind the compacted log "
+                f"({meta.index}) and snapshot {meta.index} is missing"
+            )
+        log.info("restoring state machine from snapshot index=%d", meta.index)
+        machine.restore_from(latest[1])
+    return meta
+
+
+def _fits_log(log_store: SqliteLogStore, meta: SnapshotMeta) -> bool:
+    """Whether a snapshot newer than the log's compaction may replace the log's prefix.
+
+    Only a snapshot this node wrote or its core accepted is ever installed
+    as the latest, so this guards against files from elsewhere: a snapshot
+    whose term differs from a log entry at its index that the hard state
+    already counts as committed cannot be part of the cluster's history.
+    """
+    term = log_store.term(meta.index)
+    if term is None or term == meta.term:
+        return True
+    return meta.index > log_store.hard_state().commit_index
+
+
+def _check_log_reaches_applied(
+    log_store: SqliteLogStore, machine: StreamsMachine, meta: SnapshotMeta | None, path: Path
+) -> None:
+    """Refuse a log that ends before what the state machine applied (Raft's durability).
+
+    Applied entries were committed, i.e. durable in this log before they
+    were applied; a log that no longer reaches them lost committed entries
+    (a damaged or truncated WAL), and with them possibly this node's term
+    and vote: voting again from it could elect a second leader in a term.
+    """
+    applied = machine.last_applied
+    reaches = max(log_store.last_index(), meta.index if meta is not None else 0)
+    if reaches < applied:
+        raise LogBehindState(
+            f"{path}: the raft log ends at index {reaches} but {STATE_FILE} applied up to "
+            f"{applied}: {LOG_FILE} lost committed entries (damaged or truncated); "
+            "restore this node's data directory or wipe it to rejoin by snapshot"
+        )
+
+
+async def _tick(driver: Driver, interval_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while True:
+        next_at += interval_s
+        delay = next_at - loop.time()
+        if delay < -interval_s:
+            # The loop stalled: do not fire a burst of ticks (a spurious election).
+            next_at = loop.time()
+            delay = 0.0
+        await asyncio.sleep(max(0.0, delay))
+        driver.post(driver.core.tick)
+
+
+class LogBehindState(Exception):
+    """The raft log lost entries the state machine already applied."""
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end every task on a signal."""
+
+
+async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> int:
+    me = config.node(node_id)
+    state = await asyncio.to_thread(open_state, config, node_id, log)
+    addresses = {n.id: n.address for n in config.nodes}
+    local = pb.Peer(cluster=config.name, node_id=node_id)
+    peers = [NodeId(n.id) for n in config.nodes if n.id != node_id]
+    links: list[PeerLink] = []
+    transport = Transport(links)
+    driver = Driver(
+        node_id=node_id,
+        voters=tuple(NodeId(n) for n in config.node_ids),
+        core=state.core,
+        log_store=state.log_store,
+        snapshots=state.snapshots,
+        machine=state.machine,
+        outbox=transport,
+        snapshot_every=config.snapshot_every,
+        election_ticks=state.core_config.election_ticks,
+        applied=Index(state.machine.last_applied),
+        applied_term=state.applied_term,
+        snapshot_index=state.snapshot_index,
+        log=log,
+        data_dir=config.node_data_dir(node_id),
+    )
+    for peer_id in peers:
+        links.append(
+            PeerLink(
+                local=local,
+                peer_id=peer_id,
+                address=addresses[peer_id],
+                snapshots=state.snapshots,
+                on_unreachable=lambda p: driver.post(lambda: driver.core.report_unreachable(p)),
+                on_snapshot_done=lambda p, ok: driver.post(
+                    lambda: driver.core.report_snapshot(p, ok)
+                ),
+                log=log,
+                on_refused=lambda p: driver.post(lambda: driver.leader_refuses_connections(p)),
+            )
+        )
+    transport.links = {link.peer_id: link for link in links}
+    node = NodeContext(
+        cluster=config.name,
+        node_id=node_id,
+        address=me.address,
+        addresses=addresses,
+        driver=driver,
+        limits=limits_of(config),
+        auto_create_streams=config.auto_create_streams,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        election_timeout_ms=config.election_timeout_ms,
+    )
+    raft_service = RaftService(
+        cluster=config.name,
+        node_id=node_id,
+        peers=peers,
+        driver=driver,
+        snapshots=state.snapshots,
+        log=log,
+        last_heard=node.last_heard,
+        on_pipe_ended=lambda p: transport.links[p].probe() if p in transport.links else None,
+    )
+    streams_service = StreamsService(node)
+    cluster_service = ClusterService(node, streams_service.forwarder)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_RaftServicer_to_server(raft_service, server)
+    pb_grpc.add_StreamsServicer_to_server(streams_service, server)
+    pb_grpc.add_ClusterServicer_to_server(cluster_service, server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_names = [
+        pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Raft", "Streams", "Cluster")
+    ]
+    reflection.enable_server_reflection(
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    exit_code = EXIT_OK
+    try:
+        try:
+            server.add_insecure_port(me.address)
+        except RuntimeError as exc:
+            log.error("cannot listen on %s (%s); is the port in use?", me.address, exc)
+            return EXIT_FAILED
+        await server.start()
+        for name in ["", *service_names]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving on %s (cluster %s, peers %s)", me.address, config.name, ", ".join(peers))
+        exit_code = await _run(driver, transport, server, config, log)
+    finally:
+        await server.stop(STOP_GRACE_S)
+        driver.shutdown_workers()
+        await transport.close()
+        await streams_service.forwarder.close()
+        try:
+            state.close()
+        except Exception as exc:  # a failing disk may refuse even the close
+            log.error("closing the data directory failed: %s", describe_failure(exc))
+            exit_code = EXIT_FAILED
+        log.info("stopped")
+    return exit_code
+
+
+async def _run(
+    driver: Driver,
+    transport: Transport,
+    server: grpc.aio.Server,
+    config: ClusterConfig,
+    log: logging.Logger,
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def stop_on_signal() -> None:
+        await stop.wait()
+        log.info("stopping")
+        await server.stop(STOP_GRACE_S)
+        raise _Stop
+
+    exit_code = EXIT_OK
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(driver.run())
+            tg.create_task(transport.run())
+            tg.create_task(_tick(driver, config.heartbeat_interval_ms / 1000))
+            tg.create_task(stop_on_signal())
+    except* _Stop:
+        pass
+    except* Exception as group:
+        # Nested TaskGroups wrap the failure in groups: name each real one.
+        for exc in _leaves(group):
+            log.critical("fatal: %s", describe_failure(exc))
+        exit_code = EXIT_FAILED
+    return exit_code
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    out: list[Exception] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out += _leaves(exc)
+        else:
+            out.append(exc)
+    return out
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line: what failed and why, down the chain of causes (which name the file)."""
+    parts = [str(exc) if isinstance(exc, FatalError) else f"{type(exc).__name__}: {exc}"]
+    cause = exc.__cause__
+    for _ in range(MAX_CAUSES):
+        if cause is None or str(cause) in parts[-1]:
+            break
+        parts.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__
+    return "; caused by ".join(parts)
+
+
+def run_node(config: ClusterConfig, node_id: str, *, log_level: str = "info") -> int:
+    """Run node `node_id` of `config` in the foreground; returns the exit code."""
+    log = configure_logging(node_id, log_level)
+    try:
+        config.node(node_id)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    try:
+        return asyncio.run(serve(config, NodeId(node_id), log))
+    except (StorageError, StreamsError, FatalError, LogBehindState, RaftError) as exc:
+        # What the data directory holds cannot be used: one line naming the
+        # file (the stores' errors do), no traceback.
+        log.error("cannot start: %s", describe_failure(exc))
+        return EXIT_FAILED
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,482 @@
+"""The Streams service: client requests -> commands, proposals and reads.
+
+Writes (create, delete, put) are validated here first, so bad input is
+refused without a trip through the log (`streams.validate`, the same rules
+`apply` runs). A follower forwards a valid write to the leader over a
+long-lived channel (one hop: a forwarded request is never forwarded again);
+with no leader known it answers UNAVAILABLE. The leader stamps the command's
+timestamp, proposes it (requests arriving together share one fsync, see the
+driver) and answers with the state machine's result for its entry.
+
+Reads are linearizable by default: a ReadIndex round (`Driver.read_barrier`)
+makes sure this node has applied every write acknowledged before the read
+began, on followers too. `stale=True` skips the round and reads what this
+node has applied.
+
+Failures are mapped to status codes in `node/errors.py`, nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from railyard.node.driver import Driver
+from railyard.node.errors import (
+    ServiceError,
+    abort,
+    exception_error,
+    result_error,
+    rpc,
+    unavailable,
+)
+from railyard.node.transport import CHANNEL_OPTIONS
+from railyard.proto import commands_pb2 as cmd
+from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+from railyard.raft import NodeId
+from railyard.streams import (
+    Appended,
+    Limits,
+    StaleProducerSequence,
+    StreamCreated,
+    StreamInfo,
+    StreamNotFound,
+    validate,
+)
+
+Resp = TypeVar("Resp")
+
+# Metadata that marks a request forwarded by a follower: the receiver serves
+# it or refuses it, never forwards it again (no forwarding loops).
+FORWARDED_KEY = "railyard-forwarded"
+# A request without a deadline still gets one (every call is bounded).
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+# A ReadIndex round needs one heartbeat round trip; if it has not come back
+# in this many election timeouts the leader is gone and the client should retry.
+READ_TIMEOUT_ELECTIONS = 2
+# GetRecords defaults and caps: enough records per call to amortise a round
+# trip, and responses well under gRPC's 4 MiB default message limit.
+DEFAULT_READ_LIMIT = 1000
+MAX_READ_LIMIT = 10_000
+DEFAULT_READ_MAX_BYTES = 1 << 20
+MAX_READ_MAX_BYTES = 3 << 20
+# Batches of one PutRecordStream proposed and not yet answered. Beyond this
+# the server stops reading the stream and gRPC flow control holds the
+# producer back; a producer's own window is normally smaller.
+STREAM_WINDOW_BATCHES = 256
+
+_POSITIONS: dict[int, str] = {
+    pb.TRIM_HORIZON: "TRIM_HORIZON",
+    pb.LATEST: "LATEST",
+    pb.AT_SEQUENCE: "AT_SEQUENCE",
+    pb.AFTER_SEQUENCE: "AFTER_SEQUENCE",
+    pb.AT_TIMESTAMP: "AT_TIMESTAMP",
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def stream_info_to_pb(info: StreamInfo) -> pb.StreamInfo:
+    return pb.StreamInfo(
+        name=info.name,
+        retention=cmd.Retention(
+            max_age_ms=info.retention.max_age_ms,
+            max_records=info.retention.max_records,
+            max_bytes=info.retention.max_bytes,
+        ),
+        first_sequence=info.first_sequence,
+        last_sequence=info.last_sequence,
+        record_count=info.record_count,
+        bytes=info.bytes,
+        created_ms=info.created_ms,
+    )
+
+
+def request_timeout(context: Any) -> float:
+    remaining = context.time_remaining()
+    return DEFAULT_REQUEST_TIMEOUT_S if remaining is None else max(0.0, remaining)
+
+
+@dataclass
+class NodeContext:
+    """What the services share about this node."""
+
+    cluster: str
+    node_id: NodeId
+    address: str
+    addresses: Mapping[str, str]  # every node id -> "host:port"
+    driver: Driver
+    limits: Limits
+    auto_create_streams: bool
+    heartbeat_interval_ms: int
+    election_timeout_ms: int
+    started_at: float = field(default_factory=time.monotonic)
+    # Monotonic time of the last message from each peer (kept by the transport).
+    last_heard: dict[str, float] = field(default_factory=dict)
+
+    def leader(self) -> NodeId | None:
+        return self.driver.soft_state.leader_id
+
+    def is_leader(self) -> bool:
+        return self.leader() == self.node_id
+
+
+class Forwarder:
+    """Long-lived channels to the other nodes, for writes sent to a follower."""
+
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, node_id: str) -> grpc.aio.Channel:
+        if node_id not in self._channels:
+            self._channels[node_id] = grpc.aio.insecure_channel(
+                self.node.addresses[node_id], options=CHANNEL_OPTIONS
+            )
+        return self._channels[node_id]
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close(grace=None)
+
+    async def forward(self, method: str, request: Any, context: Any) -> Any:
+        """Send the request to the leader; its answer (or its error) is ours."""
+        leader = self.node.leader()
+        if leader is None:
+            raise unavailable("no leader is known; retry shortly", None)
+        forwarded = any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ())
+        if forwarded:
+            raise unavailable(f"not the leader (leader: {leader})", leader)
+        stub = pb_grpc.StreamsStub(self.channel(leader))
+        try:
+            return await getattr(stub, method)(
+                request,
+                timeout=request_timeout(context),
+                metadata=((FORWARDED_KEY, self.node.node_id),),
+            )
+        except grpc.aio.AioRpcError as exc:
+            metadata = cast(Sequence[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+            trailing = tuple(
+                (k, v.decode() if isinstance(v, bytes) else str(v)) for k, v in metadata
+            )
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and not trailing:
+                # The leader itself is unreachable: naming it would send the
+                # client to a dead node.
+                raise unavailable(
+                    f"leader {leader} did not answer ({exc.details()})", None
+                ) from exc
+            raise ServiceError(exc.code(), exc.details() or "", trailing=trailing) from exc
+
+
+class StreamsService(pb_grpc.StreamsServicer):
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+        self.driver = node.driver
+        self.addresses = node.addresses
+        self.forwarder = Forwarder(node)
+
+    # ------------------------------------------------------------ helpers
+
+    async def _write(
+        self,
+        command: cmd.Command,
+        request: Any,
+        context: Any,
+        respond: Callable[[Any], Resp],
+    ) -> Resp:
+        invalid = validate(command, self.node.limits)
+        if invalid is not None:
+            error = result_error(invalid)
+            assert error is not None
+            raise error
+        if not self.node.is_leader():
+            method = type(request).__name__.removesuffix("Request")
+            response: Resp = await self.forwarder.forward(method, request, context)
+            return response
+        # asyncio.timeout, not wait_for: no extra task per request on the hot path.
+        async with asyncio.timeout(request_timeout(context)):
+            result = await self.driver.propose(command.SerializeToString())
+        error = result_error(result)
+        if error is not None:
+            raise error
+        return respond(result)
+
+    async def _read(self, context: Any, stale: bool, fn: Callable[..., Any], *args: Any) -> Any:
+        if not stale:
+            remaining = request_timeout(context)
+            timeout = min(remaining, READ_TIMEOUT_ELECTIONS * self.node.election_timeout_ms / 1000)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.driver.read_barrier()
+            except TimeoutError:
+                if timeout >= remaining:
+                    raise
+                raise unavailable(
+                    "the leader did not confirm a read index in time; retry",
+                    self.node.leader(),
+                ) from None
+        return await self.driver.machine_call(fn, *args)
+
+    # ------------------------------------------------------------ writes
+
+    @rpc
+    async def CreateStream(
+        self, request: pb.CreateStreamRequest, context: Any
+    ) -> pb.CreateStreamResponse:
+        command = cmd.Command(
+            create_stream=cmd.CreateStreamCommand(
+                name=request.name, retention=request.retention, timestamp_ms=now_ms()
+            )
+        )
+
+        def respond(result: StreamCreated) -> pb.CreateStreamResponse:
+            return pb.CreateStreamResponse(stream=stream_info_to_pb(result.info))
+
+        return await self._write(command, request, context, respond)
+
+    @rpc
+    async def DeleteStream(
+        self, request: pb.DeleteStreamRequest, context: Any
+    ) -> pb.DeleteStreamResponse:
+        command = cmd.Command(delete_stream=cmd.DeleteStreamCommand(name=request.name))
+        return await self._write(
+            command, request, context, lambda _result: pb.DeleteStreamResponse()
+        )
+
+    def _append(
+        self, stream: str, records: list[cmd.Record], producer_id: str, producer_sequence: int
+    ) -> cmd.Command:
+        return cmd.Command(
+            append_records=cmd.AppendRecordsCommand(
+                stream=stream,
+                records=records,
+                producer_id=producer_id,
+                producer_sequence=producer_sequence,
+                timestamp_ms=now_ms(),
+                create_if_missing=self.node.auto_create_streams,
+            )
+        )
+
+    @rpc
+    async def PutRecord(self, request: pb.PutRecordRequest, context: Any) -> pb.PutRecordResponse:
+        record = cmd.Record(data=request.data, key=request.key, has_key=request.has_key)
+        command = self._append(
+            request.stream, [record], request.producer_id, request.producer_sequence
+        )
+
+        def respond(result: Appended) -> pb.PutRecordResponse:
+            return pb.PutRecordResponse(
+                sequence=result.sequences[0], timestamp_ms=result.timestamp_ms
+            )
+
+        return await self._write(command, request, context, respond)
+
+    @rpc
+    async def PutRecords(
+        self, request: pb.PutRecordsRequest, context: Any
+    ) -> pb.PutRecordsResponse:
+        command = self._append(
+            request.stream, list(request.records), request.producer_id, request.producer_sequence
+        )
+
+        def respond(result: Appended) -> pb.PutRecordsResponse:
+            return pb.PutRecordsResponse(
+                sequences=list(result.sequences), timestamp_ms=result.timestamp_ms
+            )
+
+        return await self._write(command, request, context, respond)
+
+    async def PutRecordStream(
+        self, requests: AsyncIterator[pb.PutRecordsRequest], context: Any
+    ) -> AsyncIterator[pb.PutRecordsResponse]:
+        """A streaming producer: every batch is proposed as it arrives, answered in order.
+
+        Only the leader serves the stream (a follower answers UNAVAILABLE
+        naming the leader, and the producer reconnects there). The first
+        batch that fails ends the call with its status, and no later batch
+        of this call is proposed after it; the producer then resends every
+        unacknowledged batch with its producer sequence, so each is applied
+        once. A resent batch that a later batch of the same producer already
+        overtook in the log (its sequence is below the producer's last) was
+        applied before: it is acknowledged without sequences.
+        """
+        if not self.node.is_leader():
+            leader = self.node.leader()
+            await abort(
+                context,
+                unavailable(f"not the leader (leader: {leader or 'unknown'})", leader),
+                self.addresses,
+            )
+            return
+        window: asyncio.Queue[asyncio.Future[pb.PutRecordsResponse] | None] = asyncio.Queue(
+            STREAM_WINDOW_BATCHES
+        )
+        reader = asyncio.ensure_future(self._start_batches(requests, context, window))
+        try:
+            while (pending := await window.get()) is not None:
+                try:
+                    response = await pending
+                except Exception as exc:
+                    error = exception_error(exc)
+                    if error is None:
+                        raise
+                    await abort(context, error, self.addresses)
+                    return
+                yield response
+            await reader
+        finally:
+            reader.cancel()
+            while not window.empty():
+                left = window.get_nowait()
+                if left is not None:
+                    left.cancel()
+
+    async def _start_batches(
+        self,
+        requests: AsyncIterator[pb.PutRecordsRequest],
+        context: Any,
+        window: asyncio.Queue[asyncio.Future[pb.PutRecordsResponse] | None],
+    ) -> None:
+        """Propose each incoming batch at once (in arrival order); stop at the first failure."""
+        broken = asyncio.Event()
+
+        def seen(outcome: asyncio.Future[pb.PutRecordsResponse]) -> None:
+            # Also marks the failure as retrieved: a call that ended early never awaits it.
+            if not outcome.cancelled() and outcome.exception() is not None:
+                broken.set()
+
+        async for request in requests:
+            if broken.is_set():
+                break
+            outcome = self._start_batch(request, context)
+            outcome.add_done_callback(seen)
+            await window.put(outcome)
+        await window.put(None)
+
+    def _start_batch(
+        self, request: pb.PutRecordsRequest, context: Any
+    ) -> asyncio.Future[pb.PutRecordsResponse]:
+        command = self._append(
+            request.stream, list(request.records), request.producer_id, request.producer_sequence
+        )
+        invalid = validate(command, self.node.limits)
+        if invalid is not None or not self.node.is_leader():
+            failed: asyncio.Future[pb.PutRecordsResponse] = (
+                asyncio.get_running_loop().create_future()
+            )
+            leader = self.node.leader()
+            failed.set_exception(
+                result_error(invalid)
+                or unavailable(f"not the leader (leader: {leader or 'unknown'})", leader)
+            )
+            return failed
+        # Created in arrival order, each task's first step queues its proposal:
+        # the batches enter the log in the producer's order.
+        return asyncio.ensure_future(
+            self._propose_batch(command.SerializeToString(), request, request_timeout(context))
+        )
+
+    async def _propose_batch(
+        self, data: bytes, request: pb.PutRecordsRequest, timeout_s: float
+    ) -> pb.PutRecordsResponse:
+        async with asyncio.timeout(timeout_s):
+            result = await self.driver.propose(data)
+        if isinstance(result, StaleProducerSequence):
+            return pb.PutRecordsResponse(producer_sequence=request.producer_sequence)
+        error = result_error(result)
+        if error is not None:
+            raise error
+        return pb.PutRecordsResponse(
+            sequences=list(result.sequences),
+            timestamp_ms=result.timestamp_ms,
+            producer_sequence=request.producer_sequence,
+        )
+
+    # ------------------------------------------------------------ reads
+
+    @rpc
+    async def ListStreams(
+        self, request: pb.ListStreamsRequest, context: Any
+    ) -> pb.ListStreamsResponse:
+        infos = await self._read(context, False, self.driver.machine.list_streams)
+        return pb.ListStreamsResponse(streams=[stream_info_to_pb(i) for i in infos])
+
+    @rpc
+    async def DescribeStream(
+        self, request: pb.DescribeStreamRequest, context: Any
+    ) -> pb.DescribeStreamResponse:
+        info = await self._read(context, False, self.driver.machine.describe, request.name)
+        _raise_not_found(info)
+        return pb.DescribeStreamResponse(stream=stream_info_to_pb(info))
+
+    @rpc
+    async def GetIteratorIndex(
+        self, request: pb.GetIteratorIndexRequest, context: Any
+    ) -> pb.GetIteratorIndexResponse:
+        position = _POSITIONS.get(request.position)
+        if position is None:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "position: expected TRIM_HORIZON, LATEST, AT_SEQUENCE, AFTER_SEQUENCE "
+                "or AT_TIMESTAMP",
+            )
+        sequence = await self._read(
+            context,
+            False,
+            self.driver.machine.resolve_position,
+            request.stream,
+            position,
+            request.sequence,
+            request.timestamp_ms,
+        )
+        if not isinstance(sequence, int):
+            error = result_error(sequence)
+            assert error is not None
+            raise error
+        return pb.GetIteratorIndexResponse(sequence=sequence)
+
+    @rpc
+    async def GetRecords(
+        self, request: pb.GetRecordsRequest, context: Any
+    ) -> pb.GetRecordsResponse:
+        limit = min(request.limit or DEFAULT_READ_LIMIT, MAX_READ_LIMIT)
+        max_bytes = min(request.max_bytes or DEFAULT_READ_MAX_BYTES, MAX_READ_MAX_BYTES)
+        result = await self._read(
+            context,
+            request.stale,
+            self.driver.machine.read,
+            request.stream,
+            request.from_sequence,
+            limit,
+            max_bytes,
+        )
+        _raise_not_found(result)
+        return pb.GetRecordsResponse(
+            records=[
+                pb.StoredRecord(
+                    sequence=r.sequence,
+                    data=r.data,
+                    key=r.key or b"",
+                    has_key=r.key is not None,
+                    timestamp_ms=r.timestamp_ms,
+                )
+                for r in result.records
+            ],
+            next_sequence=result.next_sequence,
+            behind_latest=result.behind_latest,
+        )
+
+
+def _raise_not_found(result: object) -> None:
+    if isinstance(result, StreamNotFound):
+        error = result_error(result)
+        assert error is not None
+        raise error

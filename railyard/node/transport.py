@@ -1,0 +1,357 @@
+"""Node-to-node transport: Raft messages over gRPC.
+
+Outbound, each peer has one `PeerLink`: one long-lived channel, a bounded
+send queue and a sender task that streams the queued messages over one
+`Pipe` stream, many messages per envelope. The stream is used one way:
+replies come back over the peer's own stream to us. A slow or dead peer
+never blocks the driver: when its queue is full, or a call fails or
+stalls, messages are dropped and the core is told the peer is unreachable
+(etcd's ReportUnreachable); Raft retransmits what matters.
+
+SNAPSHOT messages travel beside the pipe: the link streams the snapshot
+file in chunks with `InstallSnapshot`, then tells the core how it went.
+
+The inbound side is `raft_service.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+
+from railyard.node.codec import envelope, message_to_pb
+from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+from railyard.raft import Message, MessageType, NodeId
+from railyard.storage import SnapshotStore
+
+# Messages queued per peer before new ones are dropped: a few heartbeat
+# rounds of a busy leader; beyond that the peer is not keeping up.
+SEND_QUEUE_SIZE = 4096
+# Messages and entry bytes per envelope: amortises gRPC's per-message cost
+# while keeping one envelope well under the message size limit.
+MAX_MESSAGES_PER_ENVELOPE = 256
+MAX_ENVELOPE_BYTES = 16 << 20
+# Raft messages and snapshot chunks can be large; the limit is generous.
+MAX_MESSAGE_BYTES = 64 << 20
+# A pipe is replaced after this long (every gRPC call has a deadline; the
+# replacement is opened before the old one ends, so nothing stalls).
+PIPE_ROTATE_S = 30.0
+PIPE_DEADLINE_S = 2 * PIPE_ROTATE_S
+# A write that cannot complete in this long means the peer is not reading
+# (partitioned, overloaded): the pipe is torn down and reopened.
+WRITE_STALL_S = 2.0
+# After a failed pipe, wait this long before reconnecting, doubling while it
+# keeps failing up to the cap (the channel has its own backoff too, capped
+# low so a restarted peer is found quickly).
+RECONNECT_DELAY_S = 0.05
+MAX_RECONNECT_DELAY_S = 1.0
+# A probe of a peer whose pipe to us broke: loopback or LAN answers fast.
+PROBE_TIMEOUT_S = 0.5
+PROBE_ATTEMPTS = 3
+PROBE_RETRY_S = 0.02
+# A snapshot transfer gets this long in all.
+SNAPSHOT_DEADLINE_S = 120.0
+
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Keepalive pings find a dead connection within a couple of seconds.
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A restarted peer is reconnected to within a second.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    # gRPC enables SO_REUSEPORT by default: a second process could then bind
+    # the same address and receive half of the connections. A node's port is
+    # its identity; binding must fail instead.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+class PipeClosed(Exception):
+    """The peer ended our pipe (e.g. PERMISSION_DENIED, or it is stopping)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str | None) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details or ""
+
+
+def _entry_bytes(m: pb.RaftMessage) -> int:
+    return sum(len(e.data) for e in m.entries)
+
+
+class PeerLink:
+    """The way to one peer: a channel, a queue, a pipe sender and a snapshot sender."""
+
+    def __init__(
+        self,
+        *,
+        local: pb.Peer,
+        peer_id: NodeId,
+        address: str,
+        snapshots: SnapshotStore,
+        on_unreachable: Callable[[NodeId], None],
+        on_snapshot_done: Callable[[NodeId, bool], None],
+        log: logging.Logger,
+        on_refused: Callable[[NodeId], None] | None = None,
+    ) -> None:
+        self.local = local
+        self.on_refused = on_refused
+        self.peer_id = peer_id
+        self.address = address
+        self.snapshots = snapshots
+        self.on_unreachable = on_unreachable
+        self.on_snapshot_done = on_snapshot_done
+        self.log = log
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.RaftStub(self.channel)
+        self.queue: asyncio.Queue[pb.RaftMessage] = asyncio.Queue(SEND_QUEUE_SIZE)
+        self._snapshot_request: Message | None = None
+        self._snapshot_wanted = asyncio.Event()
+        self._reported_at = 0.0
+        self._probe_wanted = asyncio.Event()
+        self.connected = False
+
+    def send(self, message: Message) -> None:
+        if message.type is MessageType.SNAPSHOT:
+            self._snapshot_request = message
+            self._snapshot_wanted.set()
+            return
+        try:
+            self.queue.put_nowait(message_to_pb(message))
+        except asyncio.QueueFull:
+            self._unreachable()
+
+    def _unreachable(self) -> None:
+        # Once per reconnect delay is enough for the core to pause the peer.
+        now = time.monotonic()
+        if now - self._reported_at >= RECONNECT_DELAY_S:
+            self._reported_at = now
+            self.on_unreachable(self.peer_id)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._run_pipe())
+            tg.create_task(self._run_snapshots())
+            tg.create_task(self._run_probes())
+
+    def probe(self) -> None:
+        """Check soon whether the peer still accepts connections (see `on_refused`)."""
+        self._probe_wanted.set()
+
+    async def _run_probes(self) -> None:
+        while True:
+            await self._probe_wanted.wait()
+            self._probe_wanted.clear()
+            await self._probe()
+
+    async def _probe(self) -> None:
+        """Try to reach the peer; report a refused connection.
+
+        The first attempt may still go out on the connection that just broke
+        (it fails as "socket closed", not "refused"); the next ones open a
+        new connection, which a dead process refuses.
+        """
+        for _ in range(PROBE_ATTEMPTS):
+            try:
+                # An empty envelope: a no-op for the peer, a connection attempt for us.
+                await self.stub.AppendEntries(envelope(self.local, []), timeout=PROBE_TIMEOUT_S)
+                return  # alive
+            except grpc.aio.AioRpcError as exc:
+                self.log.debug("probe of %s: %s", self.peer_id, brief(exc))
+                if _refused(exc):
+                    if self.on_refused is not None:
+                        self.on_refused(self.peer_id)
+                    return
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    return  # it answered, or it is slow: not gone
+            await asyncio.sleep(PROBE_RETRY_S)
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+    # ------------------------------------------------------------ pipe
+
+    async def _run_pipe(self) -> None:
+        delay_s = RECONNECT_DELAY_S
+        while True:
+            opened_at = time.monotonic()
+            try:
+                await self._pipe_once()
+            except (grpc.RpcError, TimeoutError, PipeClosed) as exc:
+                if isinstance(exc, PipeClosed) and exc.code is grpc.StatusCode.PERMISSION_DENIED:
+                    self.log.warning("%s refuses us: %s", self.peer_id, exc.details)
+                elif self.connected:
+                    self.log.info("lost %s at %s: %s", self.peer_id, self.address, brief(exc))
+                self.connected = False
+                if self.on_refused is not None and _refused(exc):
+                    self.on_refused(self.peer_id)
+                self._drop_queued()
+                if time.monotonic() - opened_at > MAX_RECONNECT_DELAY_S:
+                    delay_s = RECONNECT_DELAY_S  # the pipe worked for a while
+                await asyncio.sleep(delay_s)
+                # A peer that keeps failing is retried less often, up to a cap.
+                delay_s = min(2 * delay_s, MAX_RECONNECT_DELAY_S)
+
+    async def _pipe_once(self) -> None:
+        """Stream queued messages until the pipe is due for rotation or fails.
+
+        The pipe is opened when there is something to send (a pipe opened
+        long before its first message may have failed in the meantime and
+        would lose that message), and waits for the channel to connect, up
+        to the write stall limit.
+        """
+        first = await self.queue.get()
+        # No request iterator: the call is written to with `write()`.
+        call = cast(Any, self.stub).Pipe(timeout=PIPE_DEADLINE_S, wait_for_ready=True)
+        rotate_at = time.monotonic() + PIPE_ROTATE_S
+        try:
+            while True:
+                batch = self._drain(first)
+                async with asyncio.timeout(WRITE_STALL_S):
+                    await call.write(envelope(self.local, batch))
+                if not self.connected:
+                    self.connected = True
+                    self.log.info("connected to %s at %s", self.peer_id, self.address)
+                remaining = rotate_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        first = await self.queue.get()
+                except TimeoutError:
+                    break
+            async with asyncio.timeout(WRITE_STALL_S):
+                await call.done_writing()
+        except asyncio.InvalidStateError:
+            # The peer ended the call; its status says why.
+            raise PipeClosed(await call.code(), await call.details()) from None
+        except BaseException:
+            call.cancel()
+            raise
+
+    def _drain(self, first: pb.RaftMessage) -> list[pb.RaftMessage]:
+        batch = [first]
+        size = _entry_bytes(first)
+        while len(batch) < MAX_MESSAGES_PER_ENVELOPE and size < MAX_ENVELOPE_BYTES:
+            try:
+                m = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            batch.append(m)
+            size += _entry_bytes(m)
+        return batch
+
+    def _drop_queued(self) -> None:
+        dropped = 0
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            dropped += 1
+        if dropped:
+            self._unreachable()
+
+    # ------------------------------------------------------------ snapshots
+
+    async def _run_snapshots(self) -> None:
+        while True:
+            await self._snapshot_wanted.wait()
+            self._snapshot_wanted.clear()
+            request, self._snapshot_request = self._snapshot_request, None
+            if request is None:
+                continue
+            ok = await self._send_snapshot(request)
+            self.on_snapshot_done(self.peer_id, ok)
+
+    async def _send_snapshot(self, request: Message) -> bool:
+        assert request.snapshot is not None
+        latest = await asyncio.to_thread(self.snapshots.latest)
+        if latest is None or latest[0].index != request.snapshot.index:
+            self.log.warning(
+                "snapshot %d for %s is not on disk; will retry",
+                request.snapshot.index,
+                self.peer_id,
+            )
+            return False
+        meta, path = latest
+        self.log.info("sending snapshot index=%d to %s", meta.index, self.peer_id)
+        try:
+            await self.stub.InstallSnapshot(
+                self._chunks(request, path), timeout=SNAPSHOT_DEADLINE_S
+            )
+        except (grpc.RpcError, OSError) as exc:
+            self.log.warning("snapshot to %s failed: %s", self.peer_id, brief(exc))
+            return False
+        self.log.info("sent snapshot index=%d to %s", meta.index, self.peer_id)
+        return True
+
+    async def _chunks(self, request: Message, path: Path) -> AsyncIterator[pb.SnapshotChunk]:
+        checksum = await asyncio.to_thread(self.snapshots.checksum, path)
+        chunks = self.snapshots.chunks(path)
+        data = await asyncio.to_thread(next, chunks, None)
+        first = True
+        while True:
+            following = await asyncio.to_thread(next, chunks, None) if data is not None else None
+            last = following is None
+            chunk = pb.SnapshotChunk(data=data or b"", last=last)
+            getattr(chunk, "from").CopyFrom(self.local)
+            if first:
+                chunk.message.CopyFrom(message_to_pb(request))
+                first = False
+            if last:
+                chunk.checksum = checksum
+            yield chunk
+            if last:
+                return
+            data = following
+
+
+class Transport:
+    """All outbound links; the driver's outbox."""
+
+    def __init__(self, links: Sequence[PeerLink]) -> None:
+        self.links = {link.peer_id: link for link in links}
+
+    def send(self, messages: Sequence[Message]) -> None:
+        for m in messages:
+            link = self.links.get(m.to)
+            if link is not None:
+                link.send(m)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for link in self.links.values():
+                tg.create_task(link.run())
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            await link.close()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Did the peer's host refuse the connection (no process listening)?"""
+    return isinstance(exc, grpc.aio.AioRpcError) and "Connection refused" in (exc.details() or "")
+
+
+def brief(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

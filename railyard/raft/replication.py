@@ -1,0 +1,263 @@
+"""The leader's side of log replication (Raft §5.3, §5.4.2; etcd-io/raft's progress flow).
+
+The leader sends each follower appends according to its `Progress` state,
+reads acknowledgements, moves `next_index` back with the follower's conflict
+hint on a rejection (one round trip per conflicting term), and commits by
+counting durable match indexes, but only entries of its own term (§5.4.2).
+Followers whose entries were compacted get a SNAPSHOT instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from railyard.raft.progress import Progress, ProgressState
+from railyard.raft.quorum import committed_index
+from railyard.raft.roles import become_follower
+from railyard.raft.types import Index, Message, MessageType, NodeId
+
+if TYPE_CHECKING:
+    from railyard.raft.core import RaftCore
+
+
+def maybe_send_append(core: RaftCore, to: NodeId, send_if_empty: bool) -> bool:
+    """Send `to` the entries it lacks (or a snapshot); False when nothing was sent."""
+    progress = core.progress[to]
+    if progress.is_paused():
+        return False
+    log = core.log
+    prev_index = Index(progress.next_index - 1)
+    prev_term = log.term(prev_index)
+    if prev_term is None:
+        return maybe_send_snapshot(core, to, progress)
+    config = core.config
+    entries = log.entries_for_append(
+        progress.next_index, config.max_entries_per_append, config.max_bytes_per_append
+    )
+    if not entries and not send_if_empty:
+        return False
+    core.messages.append(
+        Message(
+            MessageType.APPEND,
+            to,
+            core.node_id,
+            core.current_term,
+            prev_log_index=prev_index,
+            prev_log_term=prev_term,
+            entries=entries,
+            leader_commit=log.committed,
+        )
+    )
+    progress.sent_append(Index(prev_index + len(entries)), len(entries))
+    return True
+
+
+def maybe_send_snapshot(core: RaftCore, to: NodeId, progress: Progress) -> bool:
+    """The follower needs compacted entries: send the latest snapshot's metadata."""
+    snapshot = core.latest_snapshot
+    if snapshot is None or not progress.recent_active:
+        # A peer not heard from lately is likely down: do not start a costly transfer.
+        return False
+    core.messages.append(
+        Message(MessageType.SNAPSHOT, to, core.node_id, core.current_term, snapshot=snapshot)
+    )
+    progress.become_snapshot(snapshot.index)
+    return True
+
+
+def broadcast_append(core: RaftCore, send_if_empty: bool) -> None:
+    """Send every follower what it lacks, as many appends as its progress allows."""
+    for peer in core.peers:
+        send_appends(core, peer, send_if_empty)
+
+
+def send_appends(core: RaftCore, to: NodeId, send_if_empty: bool) -> None:
+    if maybe_send_append(core, to, send_if_empty):
+        while maybe_send_append(core, to, send_if_empty=False):
+            pass
+
+
+def broadcast_heartbeat(core: RaftCore, context: int) -> None:
+    """Heartbeats carry commit = min(leader commit, match) so a follower never
+    commits an entry it may not hold yet (etcd-io/raft's sendHeartbeat)."""
+    committed = core.log.committed
+    for peer in core.peers:
+        progress = core.progress[peer]
+        core.messages.append(
+            Message(
+                MessageType.HEARTBEAT,
+                peer,
+                core.node_id,
+                core.current_term,
+                leader_commit=min(progress.match_index, committed),
+                context=context,
+            )
+        )
+
+
+def maybe_commit(core: RaftCore) -> bool:
+    """Advance the commit index to what a quorum stores, for current-term entries only."""
+    progress = core.progress
+    quorum_index = committed_index([progress[voter].match_index for voter in core.voters])
+    log = core.log
+    if quorum_index <= log.committed:
+        return False
+    # Raft §5.4.2: never commit an older term's entry by counting replicas.
+    if log.term(quorum_index) != core.current_term:
+        return False
+    log.commit_to(quorum_index)
+    core.on_commit_advanced()
+    return True
+
+
+def handle_append_response(core: RaftCore, message: Message) -> None:
+    progress = core.progress.get(message.sender)
+    if progress is None:
+        return
+    progress.recent_active = True
+    progress.last_contact_tick = core.tick_count
+    if not message.success:
+        _handle_rejection(core, message, progress)
+        return
+    if message.match_index > core.log.last_index or not progress.maybe_update(message.match_index):
+        return  # nothing new (or a claim beyond our log, which no correct peer makes)
+    if progress.state is ProgressState.PROBE:
+        progress.become_replicate()
+    elif progress.state is ProgressState.SNAPSHOT:
+        if progress.match_index >= progress.pending_snapshot:
+            progress.become_probe()
+            progress.become_replicate()
+    else:
+        progress.inflights.free_le(message.match_index)
+    maybe_commit(core)
+    send_appends(core, message.sender, send_if_empty=False)
+    _maybe_finish_transfer(core, message.sender, progress)
+
+
+def _handle_rejection(core: RaftCore, message: Message, progress: Progress) -> None:
+    """Back `next_index` off using the follower's conflict hint (Raft §5.3)."""
+    rejected = message.prev_log_index
+    if progress.state is ProgressState.REPLICATE:
+        if rejected <= progress.match_index:
+            return  # stale: about an append already overtaken by an acknowledgement
+    elif progress.state is ProgressState.PROBE:
+        if rejected != progress.next_index - 1:
+            return  # stale: answers an earlier probe
+    else:
+        return  # SNAPSHOT: waiting for the snapshot's outcome
+    hint = message.conflict_index
+    if message.conflict_term:
+        last_of_term = core.log.last_index_of_term(message.conflict_term)
+        if last_of_term is not None:
+            hint = Index(last_of_term + 1)
+    progress.become_probe()
+    progress.next_index = Index(max(min(hint, rejected), progress.match_index + 1))
+    maybe_send_append(core, message.sender, send_if_empty=True)
+
+
+def handle_heartbeat_response(core: RaftCore, message: Message) -> None:
+    progress = core.progress.get(message.sender)
+    if progress is None:
+        return
+    progress.recent_active = True
+    progress.last_contact_tick = core.tick_count
+    progress.probe_sent = False
+    if progress.state is ProgressState.REPLICATE and progress.inflights.full():
+        # An append may have been lost: let one more through rather than stall.
+        progress.inflights.free_first_one()
+    if progress.match_index < core.log.last_index:
+        # Even with nothing new to send: an empty append at next_index reveals lost
+        # appends (the follower rejects it and the leader probes again).
+        send_appends(core, message.sender, send_if_empty=True)
+    if message.context:
+        core.reads.acknowledge(core, message.sender, message.context)
+
+
+def handle_snapshot_response(core: RaftCore, message: Message) -> None:
+    """The follower installed (or already had) the snapshot: resume replication."""
+    progress = core.progress.get(message.sender)
+    if progress is None:
+        return
+    if progress.state is ProgressState.SNAPSHOT and not message.success:
+        report_snapshot(core, message.sender, success=False)
+        return
+    handle_append_response(core, message)
+
+
+def report_snapshot(core: RaftCore, peer: NodeId, success: bool) -> None:
+    progress = core.progress.get(peer)
+    if progress is None or progress.state is not ProgressState.SNAPSHOT:
+        return
+    if not success:
+        progress.pending_snapshot = progress.match_index
+    progress.become_probe()
+    # Wait for the next heartbeat response before probing (etcd-io/raft does the same).
+    progress.probe_sent = True
+
+
+def report_unreachable(core: RaftCore, peer: NodeId) -> None:
+    progress = core.progress.get(peer)
+    if progress is not None and progress.state is ProgressState.REPLICATE:
+        progress.become_probe()
+
+
+def tick_leader(core: RaftCore) -> None:
+    """Heartbeats every heartbeat_ticks; CheckQuorum and transfer expiry per election timeout."""
+    config = core.config
+    if config.check_quorum and ticks_since_quorum_contact(core) >= config.election_ticks:
+        # CheckQuorum: a leader cut off from a quorum steps down (Raft §6.2).
+        become_follower(core, core.current_term, None)
+        return
+    core.election_elapsed += 1
+    if core.election_elapsed >= config.election_ticks:
+        core.election_elapsed = 0
+        for peer, progress in core.progress.items():
+            progress.recent_active = peer == core.node_id
+        core.lead_transferee = None  # a transfer not done in an election timeout is abandoned
+    core.heartbeat_elapsed += 1
+    if core.heartbeat_elapsed >= config.heartbeat_ticks:
+        core.heartbeat_elapsed = 0
+        broadcast_heartbeat(core, core.reads.current_round)
+
+
+def ticks_since_quorum_contact(core: RaftCore) -> int:
+    """Ticks since a quorum of voters (the leader included) was last heard from."""
+    own = core.node_id
+    now = core.tick_count
+    last_contacts = [
+        Index(now if peer == own else progress.last_contact_tick)
+        for peer, progress in core.progress.items()
+    ]
+    return now - committed_index(last_contacts)
+
+
+def transfer_leadership(core: RaftCore, to: NodeId) -> None:
+    """Bring `to` up to date, then tell it to campaign at once (Raft §3.10)."""
+    if core.lead_transferee == to:
+        return
+    core.lead_transferee = to
+    core.election_elapsed = 0  # the transfer must finish within one election timeout
+    progress = core.progress[to]
+    if progress.match_index == core.log.last_index:
+        send_timeout_now(core, to)
+    else:
+        maybe_send_append(core, to, send_if_empty=True)
+
+
+def _maybe_finish_transfer(core: RaftCore, peer: NodeId, progress: Progress) -> None:
+    if core.lead_transferee == peer and progress.match_index == core.log.last_index:
+        send_timeout_now(core, peer)
+
+
+def send_timeout_now(core: RaftCore, to: NodeId) -> None:
+    core.messages.append(Message(MessageType.TIMEOUT_NOW, to, core.node_id, core.current_term))
+
+
+def most_up_to_date_follower(core: RaftCore) -> NodeId | None:
+    best: NodeId | None = None
+    best_match = -1
+    for peer in core.peers:
+        match = core.progress[peer].match_index
+        if match > best_match:
+            best, best_match = peer, match
+    return best

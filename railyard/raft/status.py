@@ -1,0 +1,42 @@
+"""A read-only snapshot of a core's state for status displays and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from railyard.raft.types import Index, NodeId, Role, Term
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """The leader's view of one voter: `state` is "probe", "replicate" or "snapshot"."""
+
+    match_index: Index
+    next_index: Index
+    state: str
+    recent_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStatus:
+    """Everything `status()` reports; `progress` is empty unless the node leads.
+
+    `ticks_since_leader_contact` counts for followers and candidates since a
+    leader was last heard; `ticks_since_quorum_contact` counts for a leader
+    since a quorum of voters (itself included) was last heard. Each is 0 for
+    the roles it does not apply to.
+    """
+
+    node_id: NodeId
+    term: Term
+    role: Role
+    leader_id: NodeId | None
+    voted_for: NodeId | None
+    commit_index: Index
+    applied_index: Index
+    last_index: Index
+    snapshot_index: Index
+    progress: Mapping[NodeId, PeerStatus] = field(default_factory=dict)
+    ticks_since_leader_contact: int = 0
+    ticks_since_quorum_contact: int = 0

@@ -1,0 +1,393 @@
+"""The replicated state machine: streams of records, applied from committed entries.
+
+Deterministic: the state after applying entries 1..n depends only on those
+entries' bytes, not on how they were batched into `apply` calls, the local
+clock, or the process's history. Time comes from the leader's timestamps in
+the commands: the machine's clock (`clock_ms`) is the largest one applied
+so far, and it stamps records, so record timestamps never go backwards even
+when a new leader's clock is behind its predecessor's.
+
+Exactly-once: `apply` writes `last_applied` in the same SQLite transaction
+as the effects of the entries, one transaction per call, and skips entries
+at or below it; replaying the log after a crash therefore never applies an
+entry twice. Appends carrying a producer id are deduplicated (Raft
+dissertation §6.3, see `producers.py`). Deleting a stream does not forget
+its producers.
+
+Retention (see `retention.py`) is enforced on the appended stream after
+every append, and on every age-limited stream whenever the clock has moved
+`AGE_SWEEP_INTERVAL_MS` past the last sweep, so idle streams also expire.
+
+Bad commands are result values (see `results.py`); an exception in `apply`
+means a broken invariant or a damaged database (`CorruptState`,
+`StateIOError`, naming the file), and the node must stop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from railyard.proto import commands_pb2
+from railyard.streams import queries
+from railyard.streams.checksums import fields_crc, record_crc
+from railyard.streams.errors import ApplyOrderError, CorruptState, StreamsError
+from railyard.streams.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    validate_append,
+    validate_create,
+    validate_delete,
+)
+from railyard.streams.producers import ProducerTable
+from railyard.streams.results import (
+    Appended,
+    ApplyResult,
+    InvalidArgument,
+    ReadResult,
+    Retention,
+    StreamCreated,
+    StreamDeleted,
+    StreamExists,
+    StreamInfo,
+    StreamNotFound,
+)
+from railyard.streams.retention import trim
+from railyard.streams.rows import (
+    StreamRow,
+    insert_stream,
+    load_stream,
+    load_streams,
+    store_stream,
+)
+from railyard.streams.schema import (
+    FORMAT_VERSION,
+    MAX_STREAM_ID,
+    connect,
+    fsync_path,
+    record_id,
+    remove_database_files,
+    remove_wal_files,
+    sqlite_errors_named,
+)
+
+# Idle age-limited streams are trimmed at most once per second of leader
+# time: often enough for retention measured in minutes or more, rarely
+# enough that a busy cluster with many streams does not sweep per entry.
+AGE_SWEEP_INTERVAL_MS = 1000
+
+_RESTORE_SUFFIX = ".restore"
+
+
+class StreamsMachine:
+    """The streams state over one SQLite database. Create with `StreamsMachine.open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, limits: Limits) -> None:
+        self.path = path
+        self.limits = limits
+        self._conn = conn
+        self._last_applied = 0
+        self._clock_ms = 0
+        self._last_sweep_ms = 0
+        self._next_stream_id = 1
+        # Stream rows read or changed by the current `apply`, written back before it commits.
+        self._rows: dict[str, StreamRow] = {}
+        self._producers: ProducerTable
+        with sqlite_errors_named(path):
+            self._load()
+
+    @classmethod
+    def open(cls, path: Path, limits: Limits = DEFAULT_LIMITS) -> StreamsMachine:
+        """Create the database, or open and check an existing one (`CorruptState` names it)."""
+        path = Path(path)
+        remove_database_files(path.with_name(path.name + _RESTORE_SUFFIX))
+        conn = connect(path)
+        try:
+            return cls(path, conn, limits)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _load(self) -> None:
+        *fields, crc = self._conn.execute(
+            "SELECT format, last_applied, clock_ms, last_sweep_ms, next_stream_id, crc FROM state"
+        ).fetchone()
+        if fields_crc(*fields) != crc:
+            raise CorruptState(self.path, "the state row fails its checksum")
+        _, self._last_applied, self._clock_ms, self._last_sweep_ms, self._next_stream_id = fields
+        self._producers = ProducerTable(self._conn)
+
+    def _state_fields(self) -> tuple[int, int, int, int, int]:
+        return (
+            FORMAT_VERSION,
+            self._last_applied,
+            self._clock_ms,
+            self._last_sweep_ms,
+            self._next_stream_id,
+        )
+
+    @property
+    def last_applied(self) -> int:
+        return self._last_applied
+
+    @property
+    def clock_ms(self) -> int:
+        """The largest leader timestamp applied so far."""
+        return self._clock_ms
+
+    # ------------------------------------------------------------ apply
+
+    def apply(self, entries: Sequence[tuple[int, bytes | None]]) -> list[ApplyResult | None]:
+        """Apply committed entries `(index, data)` in one transaction.
+
+        Entries at or below `last_applied` are skipped (result None); the
+        others must follow it without a gap. `data` None or empty is an
+        entry without a command (a leader's no-op): it only advances
+        `last_applied`.
+        """
+        with sqlite_errors_named(self.path):
+            return self._apply(entries)
+
+    def _apply(self, entries: Sequence[tuple[int, bytes | None]]) -> list[ApplyResult | None]:
+        results: list[ApplyResult | None] = []
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for index, data in entries:
+                if index <= self._last_applied:
+                    results.append(None)
+                    continue
+                if index != self._last_applied + 1:
+                    raise ApplyOrderError(index, self._last_applied)
+                results.append(self._apply_entry(index, data) if data else None)
+                self._last_applied = index
+            self._flush_rows()
+            fields = self._state_fields()
+            conn.execute(
+                "UPDATE state SET format = ?, last_applied = ?, clock_ms = ?, last_sweep_ms = ?, "
+                "next_stream_id = ?, crc = ?",
+                (*fields, fields_crc(*fields)),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rows.clear()
+            conn.execute("ROLLBACK")
+            self._load()
+            raise
+        return results
+
+    def _stream(self, name: str) -> StreamRow | None:
+        """A stream's row for the current `apply`; changes to it are written by `_flush_rows`."""
+        row = self._rows.get(name)
+        if row is None:
+            row = load_stream(self._conn, name)
+            if row is not None:
+                self._rows[name] = row
+        return row
+
+    def _flush_rows(self) -> None:
+        for row in self._rows.values():
+            store_stream(self._conn, row)
+        self._rows.clear()
+
+    def _apply_entry(self, index: int, data: bytes) -> ApplyResult:
+        command = commands_pb2.Command()
+        try:
+            command.ParseFromString(data)
+        except DecodeError:
+            return InvalidArgument("command", "entry data is not a Command message")
+        kind = command.WhichOneof("command")
+        if kind == "create_stream":
+            return self._create(command.create_stream)
+        if kind == "delete_stream":
+            return self._delete(command.delete_stream)
+        if kind == "append_records":
+            return self._append(index, command.append_records)
+        return InvalidArgument("command", "no command set")
+
+    def _advance_clock(self, timestamp_ms: int) -> None:
+        """Move the clock to a command's timestamp (never back); sweep if it is time."""
+        if timestamp_ms <= self._clock_ms:
+            return
+        self._clock_ms = timestamp_ms
+        if self._clock_ms - self._last_sweep_ms >= AGE_SWEEP_INTERVAL_MS:
+            self._last_sweep_ms = self._clock_ms
+            self._flush_rows()
+            for row in load_streams(self._conn, "WHERE max_age_ms > 0"):
+                trim(self._conn, row, self._clock_ms)
+                store_stream(self._conn, row)
+
+    def _create(self, cmd: commands_pb2.CreateStreamCommand) -> ApplyResult:
+        self._advance_clock(cmd.timestamp_ms)
+        invalid = validate_create(cmd, self.limits)
+        if invalid:
+            return invalid
+        retention = Retention(
+            cmd.retention.max_age_ms, cmd.retention.max_records, cmd.retention.max_bytes
+        )
+        existing = self._stream(cmd.name)
+        if existing is not None:
+            if existing.retention != retention:
+                return StreamExists(cmd.name)
+            return StreamCreated(existing.info())
+        return StreamCreated(self._insert_stream(cmd.name, retention).info())
+
+    def _insert_stream(self, name: str, retention: Retention) -> StreamRow:
+        if self._next_stream_id > MAX_STREAM_ID:
+            raise StreamsError(f"stream ids exhausted ({MAX_STREAM_ID} streams created)")
+        row = StreamRow(self._next_stream_id, name, retention, self._clock_ms, 1, 0, 0)
+        self._next_stream_id += 1
+        insert_stream(self._conn, row)
+        self._rows[name] = row
+        return row
+
+    def _delete(self, cmd: commands_pb2.DeleteStreamCommand) -> ApplyResult:
+        invalid = validate_delete(cmd, self.limits)
+        if invalid:
+            return invalid
+        row = self._stream(cmd.name)
+        if row is None:
+            return StreamNotFound(cmd.name)
+        del self._rows[cmd.name]
+        self._conn.execute(
+            "DELETE FROM records WHERE id >= ? AND id < ?",
+            (record_id(row.id, 0), record_id(row.id + 1, 0)),
+        )
+        self._conn.execute("DELETE FROM streams WHERE id = ?", (row.id,))
+        return StreamDeleted(cmd.name)
+
+    def _append(self, index: int, cmd: commands_pb2.AppendRecordsCommand) -> ApplyResult:
+        self._advance_clock(cmd.timestamp_ms)
+        invalid = validate_append(cmd, self.limits)
+        if invalid:
+            return invalid
+        if cmd.producer_id:
+            repeat = self._producers.check(index, cmd.producer_id, cmd.producer_sequence)
+            if repeat is not None:
+                return repeat
+        row = self._stream(cmd.stream)
+        if row is None:
+            if not cmd.create_if_missing:
+                return StreamNotFound(cmd.stream)
+            row = self._insert_stream(cmd.stream, Retention())
+        first = row.last_seq + 1
+        base = record_id(row.id, 0)
+        ts = self._clock_ms
+        rows = []
+        size = 0
+        for rid, r in enumerate(cmd.records, start=base + first):
+            key = r.key if r.has_key else None
+            data = r.data
+            rows.append((rid, ts, key, data, record_crc(rid, ts, key, data)))
+            size += len(data) + len(r.key)
+        self._conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", rows)
+        row.last_seq += len(rows)
+        row.bytes += size
+        trim(self._conn, row, self._clock_ms)
+        result = Appended(row.name, range(first, row.last_seq + 1), ts)
+        if cmd.producer_id:
+            self._producers.remember(
+                index, cmd.producer_id, cmd.producer_sequence, result, self.limits.max_producers
+            )
+        return result
+
+    # ------------------------------------------------------------ queries
+
+    def list_streams(self) -> list[StreamInfo]:
+        """Every stream, by name."""
+        with sqlite_errors_named(self.path):
+            return [row.info() for row in load_streams(self._conn)]
+
+    def describe(self, name: str) -> StreamInfo | StreamNotFound:
+        with sqlite_errors_named(self.path):
+            row = load_stream(self._conn, name)
+        return row.info() if row is not None else StreamNotFound(name)
+
+    def read(
+        self, name: str, from_sequence: int, limit: int, max_bytes: int
+    ) -> ReadResult | StreamNotFound:
+        """See `queries.read_records`. `limit` < 1 reads one; `max_bytes` <= 0: no byte limit."""
+        with sqlite_errors_named(self.path):
+            row = load_stream(self._conn, name)
+            if row is None:
+                return StreamNotFound(name)
+            return queries.read_records(self._conn, row, from_sequence, limit, max_bytes)
+
+    def resolve_position(
+        self, name: str, position: str, sequence: int = 0, timestamp_ms: int = 0
+    ) -> int | StreamNotFound | InvalidArgument:
+        """See `queries.resolve_position`; LATEST is the sequence after the last one."""
+        with sqlite_errors_named(self.path):
+            row = load_stream(self._conn, name)
+            if row is None:
+                return StreamNotFound(name)
+            return queries.resolve_position(self._conn, row, position, sequence, timestamp_ms)
+
+    def verify(self) -> None:
+        """Read the whole state and check every row's checksum; `CorruptState` names the file.
+
+        Reads check the records they return; this checks everything at once,
+        e.g. at start-up, at a cost proportional to the size of the state.
+        """
+        with sqlite_errors_named(self.path):
+            self._load()
+            queries.verify_records(self._conn, load_streams(self._conn))
+            self._producers.verify()
+
+    def producer_count(self) -> int:
+        return self._producers.count
+
+    def dump_sql(self) -> list[str]:
+        """The whole state as SQL text (`iterdump`): equal on replicas at equal `last_applied`."""
+        with sqlite_errors_named(self.path):
+            return list(self._conn.iterdump())
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot_to(self, path: Path) -> None:
+        """Write a consistent copy of the state, at `last_applied`, to `path` (backup API)."""
+        path = Path(path)
+        remove_database_files(path)
+        with sqlite_errors_named(path):
+            dest = sqlite3.connect(path)
+            try:
+                self._conn.backup(dest)
+            finally:
+                dest.close()
+
+    def restore_from(self, path: Path) -> None:
+        """Replace the whole state with a snapshot file, atomically.
+
+        The snapshot is copied beside the database and checked; then the
+        database is closed (which checkpoints its WAL), its WAL files are
+        removed so they cannot be replayed onto the new file, and the copy
+        is renamed over it. A crash leaves the old state or the new one.
+        """
+        temp = self.path.with_name(self.path.name + _RESTORE_SUFFIX)
+        remove_database_files(temp)
+        shutil.copyfile(path, temp)
+        try:
+            StreamsMachine.open(temp, self.limits).close()  # raises CorruptState naming it
+            fsync_path(temp)
+        except BaseException:
+            remove_database_files(temp)
+            raise
+        self._conn.close()
+        remove_wal_files(self.path)  # never the database itself: a crash must find one
+        os.replace(temp, self.path)
+        fsync_path(self.path.parent)
+        self._conn = connect(self.path)
+        self._rows.clear()
+        with sqlite_errors_named(self.path):
+            self._load()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+__all__ = ["AGE_SWEEP_INTERVAL_MS", "CorruptState", "StreamsMachine"]

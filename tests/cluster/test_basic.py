@@ -1,0 +1,199 @@
+"""A healthy 3-node cluster of real processes: writes, reads, status, transfer, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from railyard.node.codec import envelope
+from railyard.proto import commands_pb2 as cmd
+from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+from tests.cluster.helpers import (
+    CALL_TIMEOUT_S,
+    create_stream,
+    put_exactly_once,
+    read_all,
+    with_retries,
+)
+from tests.support.cluster import LocalCluster, node_command
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_writes_through_any_node_reach_every_node(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    followers = [n for n in cluster.node_ids if n != leader]
+    info = create_stream(cluster, followers[0], "orders")
+    assert info.name == "orders"
+
+    sequences = []
+    for i in range(30):
+        # Round-robin over the nodes: followers forward to the leader.
+        nodes = cluster.node_ids[i % 3 :] + cluster.node_ids[: i % 3]
+        sequences.append(
+            put_exactly_once(cluster, "orders", b"order-%d" % i, "writer", i + 1, among=nodes)
+        )
+    batch_request = pb.PutRecordsRequest(
+        stream="orders",
+        records=[cmd.Record(data=b"batch-%d" % i) for i in range(5)],
+        producer_id="writer",
+        producer_sequence=31,
+    )
+    batch = with_retries(
+        cluster,
+        lambda node: cluster.streams_stub(node).PutRecords(batch_request, timeout=CALL_TIMEOUT_S),
+        among=[followers[1], *cluster.node_ids],
+    )
+    assert sequences == list(range(1, 31))
+    assert list(batch.sequences) == list(range(31, 36))
+
+    expected = [b"order-%d" % i for i in range(30)] + [b"batch-%d" % i for i in range(5)]
+    # Linearizable reads on every node, followers included (ReadIndex).
+    for node in cluster.node_ids:
+        assert read_all(cluster, node, "orders", stale=False) == expected
+    # noop + create + 30 puts + 1 batch = 33 entries
+    statuses = cluster.wait_converged(min_applied=33)
+    assert {s.last_log_index for s in statuses.values()} == {statuses[leader].commit_index}
+    described = cluster.streams_stub(followers[0]).DescribeStream(
+        pb.DescribeStreamRequest(name="orders"), timeout=CALL_TIMEOUT_S
+    )
+    assert described.stream.record_count == 35
+
+
+def test_errors_map_to_status_codes(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    follower = next(n for n in cluster.node_ids if n != leader)
+    stub = cluster.streams_stub(follower)
+    with pytest.raises(grpc.RpcError) as bad_name:
+        stub.PutRecord(pb.PutRecordRequest(stream="no spaces!", data=b"x"), timeout=CALL_TIMEOUT_S)
+    assert bad_name.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "stream" in (bad_name.value.details() or "")
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.GetRecords(
+            pb.GetRecordsRequest(stream="nope", from_sequence=1), timeout=CALL_TIMEOUT_S
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as too_large:
+        stub.PutRecord(
+            pb.PutRecordRequest(stream="s", data=b"x" * ((1 << 20) + 1)), timeout=CALL_TIMEOUT_S
+        )
+    assert too_large.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Nothing was created by the refused requests.
+    listed = stub.ListStreams(pb.ListStreamsRequest(), timeout=CALL_TIMEOUT_S)
+    assert list(listed.streams) == []
+
+
+def test_status_health_and_read_log(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    cluster.streams_stub(leader).PutRecord(
+        pb.PutRecordRequest(stream="auto", data=b"hello"), timeout=CALL_TIMEOUT_S
+    )
+    status = cluster.status(leader)
+    assert status is not None
+    assert status.role == pb.ROLE_LEADER and status.cluster == "test"
+    assert {p.node_id for p in status.peers} == set(cluster.node_ids) - {leader}
+    assert [s.name for s in status.streams] == ["auto"]
+    health = health_pb2_grpc.HealthStub(cluster.channel(leader))
+    answer = health.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(cluster.channel(leader))
+    replies = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=CALL_TIMEOUT_S
+    )
+    services = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"railyard.v1.Streams", "railyard.v1.Cluster", "railyard.v1.Raft"} <= services
+    entries = cluster.cluster_stub(leader).ReadLog(pb.ReadLogRequest(count=10), timeout=2).entries
+    kinds = [e.kind for e in entries]
+    assert "noop" in kinds and kinds[-1] == "append"
+    assert entries[-1].stream == "auto" and entries[-1].records == 1 and entries[-1].committed
+    watched = cluster.cluster_stub(leader).WatchStatus(
+        pb.WatchStatusRequest(interval_ms=50), timeout=2
+    )
+    first_two = [next(watched), next(watched)]
+    watched.cancel()
+    assert all(s.node_id == leader for s in first_two)
+
+
+def test_transfer_leadership_to_a_named_node(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    target = next(n for n in cluster.node_ids if n != leader)
+    asked = next(n for n in cluster.node_ids if n not in (leader, target)) or leader
+    response = cluster.cluster_stub(asked).TransferLeadership(
+        pb.TransferLeadershipRequest(to=target), timeout=10
+    )
+    assert (response.previous_leader, response.leader) == (leader, target)
+    assert cluster.wait_for_leader() == target
+    # The cluster still commits under the new leader.
+    put = cluster.streams_stub(leader).PutRecord(
+        pb.PutRecordRequest(stream="after", data=b"x"), timeout=CALL_TIMEOUT_S
+    )
+    assert put.sequence == 1
+
+
+def test_peer_from_another_cluster_is_refused(cluster: LocalCluster) -> None:
+    stub = pb_grpc.RaftStub(cluster.channel("n1"))
+    heartbeat = pb.RaftMessage(type=pb.MESSAGE_TYPE_HEARTBEAT, to="n1", sender="n2", term=99)
+    for peer in (pb.Peer(cluster="other", node_id="n2"), pb.Peer(cluster="test", node_id="n9")):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.AppendEntries(envelope(peer, [heartbeat]), timeout=CALL_TIMEOUT_S)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "refused peer 'n2' of cluster 'other'" in cluster.log("n1")
+    status = cluster.status("n1")
+    assert status is not None and status.term < 99  # the message never reached the core
+
+
+def test_node_of_another_cluster_cannot_disturb_it(cluster: LocalCluster, tmp_path: Path) -> None:
+    leader = cluster.wait_for_leader()
+    term = cluster.status(leader).term  # type: ignore[union-attr]
+    # A node "n1" of cluster "other" whose peers are our n2 and n3.
+    foreign = LocalCluster(tmp_path / "other", name="other")
+    foreign.addresses["n2"] = cluster.addresses["n2"]
+    foreign.addresses["n3"] = cluster.addresses["n3"]
+    foreign.write_config()
+    try:
+        foreign.start_node("n1")
+        foreign.wait_ready("n1")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "refuses us" not in foreign.log("n1"):
+            time.sleep(0.1)
+        assert "refuses us" in foreign.log("n1")
+        assert "of cluster 'other'" in cluster.log("n2") + cluster.log("n3")
+        assert cluster.wait_for_leader() == leader
+        assert cluster.status(leader).term == term  # type: ignore[union-attr]
+    finally:
+        foreign.stop()
+
+
+def test_second_node_on_one_data_directory_exits(cluster: LocalCluster, tmp_path: Path) -> None:
+    result = subprocess.run(
+        node_command(cluster.config_path, "n1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "locked by process" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cluster.status("n1") is not None  # the first one is unharmed
+
+
+def test_unknown_node_id_exits(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path)  # never started: only its file is used
+    result = subprocess.run(
+        [sys.executable, "-m", "railyard.node", "-c", str(c.config_path), "--id", "n9"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "n9" in result.stderr and "n1, n2, n3" in result.stderr

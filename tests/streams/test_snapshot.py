@@ -1,0 +1,88 @@
+"""Snapshots of the streams machine: consistent copy, atomic restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from railyard.streams import CorruptState, StreamsMachine
+from tests.streams.helpers import query_dump, sql_dump, workload
+
+ENTRIES = 400
+CUT = 250
+
+
+def test_round_trip_restores_every_stream_exactly(tmp_path: Path) -> None:
+    datas = workload(seed=3, count=ENTRIES)
+    entries = list(enumerate(datas, start=1))
+    source = StreamsMachine.open(tmp_path / "source.db")
+    target = StreamsMachine.open(tmp_path / "target.db")
+    try:
+        source.apply(entries[:CUT])
+        snapshot = tmp_path / "snap.db"
+        source.snapshot_to(snapshot)
+        at_snapshot = query_dump(source)
+        source.apply(entries[CUT:])
+
+        target.apply(list(enumerate(workload(seed=99, count=50), start=1)))  # other state
+        target.restore_from(snapshot)
+        assert target.last_applied == CUT
+        assert query_dump(target) == at_snapshot
+
+        target.apply(entries[CUT:])  # catching up from the log after the snapshot
+        assert query_dump(target) == query_dump(source)
+        assert sql_dump(target) == sql_dump(source)
+    finally:
+        source.close()
+        target.close()
+
+
+def test_restored_state_survives_reopen(tmp_path: Path) -> None:
+    source = StreamsMachine.open(tmp_path / "source.db")
+    source.apply(list(enumerate(workload(seed=5, count=100), start=1)))
+    source.snapshot_to(tmp_path / "snap.db")
+    expected = query_dump(source)
+    source.close()
+
+    path = tmp_path / "target.db"
+    target = StreamsMachine.open(path)
+    target.restore_from(tmp_path / "snap.db")
+    target.close()
+    target = StreamsMachine.open(path)
+    try:
+        assert query_dump(target) == expected
+        assert not list(tmp_path.glob("*.restore"))
+    finally:
+        target.close()
+
+
+def test_a_corrupt_snapshot_is_refused_and_the_state_kept(tmp_path: Path) -> None:
+    sm = StreamsMachine.open(tmp_path / "s.db")
+    try:
+        sm.apply(list(enumerate(workload(seed=8, count=60), start=1)))
+        before = query_dump(sm)
+        bad = tmp_path / "bad.db"
+        bad.write_bytes(b"not a database" * 1000)
+        with pytest.raises(CorruptState) as info:
+            sm.restore_from(bad)
+        assert "restore" in str(info.value)
+        assert query_dump(sm) == before
+        assert not list(tmp_path.glob("*.restore*"))
+    finally:
+        sm.close()
+
+
+def test_snapshot_file_is_a_self_contained_database(tmp_path: Path) -> None:
+    sm = StreamsMachine.open(tmp_path / "s.db")
+    try:
+        sm.apply(list(enumerate(workload(seed=2, count=30), start=1)))
+        sm.snapshot_to(tmp_path / "snap.db")
+        assert not (tmp_path / "snap.db-wal").exists()
+        copy = StreamsMachine.open(tmp_path / "snap.db")
+        try:
+            assert query_dump(copy) == query_dump(sm)
+        finally:
+            copy.close()
+    finally:
+        sm.close()

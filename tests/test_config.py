@@ -1,0 +1,185 @@
+"""railyard.config: the cluster file's shape, defaults and every validation error."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from railyard.config import (
+    DEFAULT_CLUSTER_TOML,
+    ClusterConfig,
+    ConfigError,
+    NodeConfig,
+    default_config,
+    load_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL = REPO / "configs" / "local.toml"
+
+NODES_3 = """
+[[nodes]]
+id = "n1"
+address = "127.0.0.1:7001"
+[[nodes]]
+id = "n2"
+address = "127.0.0.1:7002"
+[[nodes]]
+id = "n3"
+address = "127.0.0.1:7003"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cluster.toml"
+    path.write_text(text)
+    return path
+
+
+def load_text(tmp_path: Path, text: str) -> ClusterConfig:
+    return load_config(write(tmp_path, text))
+
+
+def test_local_toml_is_the_issue_file_and_loads() -> None:
+    assert LOCAL.read_text() == DEFAULT_CLUSTER_TOML
+    cfg = load_config(LOCAL)
+    assert cfg.name == "local"
+    assert cfg.heartbeat_interval_ms == 100
+    assert cfg.election_timeout_ms == 1000
+    assert cfg.snapshot_every == 10000
+    assert cfg.auto_create_streams is True
+    assert cfg.nodes == (
+        NodeConfig("n1", "127.0.0.1:50051"),
+        NodeConfig("n2", "127.0.0.1:50052"),
+        NodeConfig("n3", "127.0.0.1:50053"),
+    )
+    assert cfg.warnings == ()
+    # Relative data_dir is relative to the file, and absolute once loaded.
+    assert cfg.data_dir == LOCAL.parent / "data"
+    assert cfg.node_data_dir("n2") == LOCAL.parent / "data" / "n2"
+    assert cfg.source == LOCAL
+
+
+def test_default_config_equals_local_toml_with_data_under_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = default_config()
+    from_file = load_config(LOCAL)
+    assert default.data_dir == tmp_path.resolve() / "data"
+    assert default.source is None
+    assert dataclasses.replace(default, data_dir=from_file.data_dir, source=LOCAL) == from_file
+
+
+def test_five_node_example_loads() -> None:
+    cfg = load_config(REPO / "configs" / "five.toml")
+    assert len(cfg.nodes) == 5
+    assert cfg.warnings == ()
+
+
+def test_defaults_for_missing_cluster_keys(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, NODES_3)
+    assert (cfg.name, cfg.heartbeat_interval_ms, cfg.election_timeout_ms) == ("local", 100, 1000)
+    assert cfg.data_dir == tmp_path.resolve() / "data"
+    assert (cfg.max_record_bytes, cfg.max_batch_records) == (1 << 20, 500)
+
+
+def test_absolute_data_dir_is_kept(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, f'[cluster]\ndata_dir = "{tmp_path / "elsewhere"}"\n' + NODES_3)
+    assert cfg.data_dir == tmp_path / "elsewhere"
+
+
+def test_node_lookup_names_the_ids_in_the_file(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, NODES_3)
+    assert cfg.node("n2").address == "127.0.0.1:7002"
+    with pytest.raises(ConfigError, match=r"cluster\.toml: nodes: .*'n9'.*n1, n2, n3"):
+        cfg.node("n9")
+
+
+def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path,
+        '[[nodes]]\nid = "a"\naddress = "[::1]:7001"\n[[nodes]]\nid = "b"\naddress = "db-2:7002"\n'
+        '[[nodes]]\nid = "c"\naddress = "10.0.0.3:7003"\n',
+    )
+    assert [n.port for n in cfg.nodes] == [7001, 7002, 7003]
+    assert cfg.nodes[1].host == "db-2"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("[cluster]\nnmae = 'x'\n" + NODES_3, "cluster.nmae", "unknown key"),
+        ("[clusters]\nname = 'x'\n" + NODES_3, "clusters", "unknown key"),
+        (NODES_3 + "port = 5\n", "nodes[2].port", "unknown key"),
+        ("cluster = 3\n" + NODES_3, "cluster", "table"),
+        ("[cluster]\nname = 'bad name'\n" + NODES_3, "cluster.name", "letters"),
+        ("[cluster]\nname = 7\n" + NODES_3, "cluster.name", "string"),
+        (
+            "[cluster]\nheartbeat_interval_ms = '100'\n" + NODES_3,
+            "heartbeat_interval_ms",
+            "integer",
+        ),
+        ("[cluster]\nheartbeat_interval_ms = true\n" + NODES_3, "heartbeat_interval_ms", "integer"),
+        ("[cluster]\nelection_timeout_ms = 0\n" + NODES_3, "election_timeout_ms", ">= 1"),
+        ("[cluster]\nsnapshot_every = -5\n" + NODES_3, "snapshot_every", ">= 1"),
+        ("[cluster]\nauto_create_streams = 'yes'\n" + NODES_3, "auto_create_streams", "true or"),
+        (
+            "[cluster]\nheartbeat_interval_ms = 600\nelection_timeout_ms = 1000\n" + NODES_3,
+            "cluster.heartbeat_interval_ms",
+            "at most half of election_timeout_ms",
+        ),
+        ("[cluster]\nname = 'x'\n", "nodes", "at least one"),
+        ("nodes = []\n", "nodes", "at least one"),
+        ("nodes = [1, 2]\n", "nodes", "array of tables"),
+        ('[[nodes]]\naddress = "127.0.0.1:1"\n', "nodes[0].id", "missing"),
+        ('[[nodes]]\nid = "a b"\naddress = "127.0.0.1:1"\n', "nodes[0].id", "letters"),
+        ('[[nodes]]\nid = "a"\n', "nodes[0].address", "missing"),
+        ('[[nodes]]\nid = "a"\naddress = "127.0.0.1"\n', "nodes[0].address", "host:port"),
+        ('[[nodes]]\nid = "a"\naddress = "127.0.0.1:0"\n', "nodes[0].address", "1..65535"),
+        ('[[nodes]]\nid = "a"\naddress = "127.0.0.1:70000"\n', "nodes[0].address", "host:port"),
+        ('[[nodes]]\nid = "a"\naddress = ":80"\n', "nodes[0].address", "host:port"),
+        ('[[nodes]]\nid = "a"\naddress = "a:b:80"\n', "nodes[0].address", "host:port"),
+        (
+            NODES_3.replace('id = "n3"', 'id = "n1"'),
+            "nodes[2].id",
+            "duplicate node id 'n1'",
+        ),
+        (
+            NODES_3.replace("7003", "7001"),
+            "nodes[2].address",
+            "duplicate address '127.0.0.1:7001' (also node 'n1')",
+        ),
+        ("[cluster\nname = 1", "not valid TOML", ""),
+    ],
+)
+def test_validation_errors_name_file_key_and_expectation(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text)
+    message = str(info.value)
+    assert message.startswith(str(tmp_path.resolve() / "cluster.toml") + ": ")
+    assert key in message
+    assert expected in message
+
+
+def test_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_even_node_count_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    text = NODES_3 + '[[nodes]]\nid = "n4"\naddress = "127.0.0.1:7004"\n'
+    cfg = load_text(tmp_path, text)
+    assert len(cfg.nodes) == 4
+    assert len(cfg.warnings) == 1
+    assert "4 nodes" in cfg.warnings[0]
+    assert "odd number" in cfg.warnings[0]
+
+
+def test_heartbeat_exactly_half_the_election_timeout_is_accepted(tmp_path: Path) -> None:
+    text = "[cluster]\nheartbeat_interval_ms = 500\nelection_timeout_ms = 1000\n" + NODES_3
+    assert load_text(tmp_path, text).heartbeat_interval_ms == 500
