@@ -1,0 +1,22 @@
+"""Running the dashboard against a real cluster (what `railyard top` calls)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from railyard.client import RailyardClient
+from railyard.tui.app import DEFAULT_INTERVAL_S, DashboardApp
+from railyard.tui.source import ClientSource
+
+
+def run_dashboard(endpoints: Sequence[str], interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    """Shows the cluster at `endpoints` until the operator quits (blocking)."""
+    asyncio.run(_run(list(endpoints), interval_s))
+
+
+async def _run(endpoints: list[str], interval_s: float) -> None:
+    # The client's channels belong to this event loop, the one the app runs on.
+    async with RailyardClient(endpoints) as client:
+        app = DashboardApp(ClientSource(client, endpoints), interval_s)
+        await app.run_async()

@@ -1,0 +1,1 @@
+"""Tests of the `railyard top` dashboard."""
