@@ -10,7 +10,8 @@ node by pid and prints a markdown table, headed by the machine and the date,
 ready for bench/RESULTS.md.
 
 The matrix (issue 6): single-record puts with 1 and 64 in flight; batches of
-100 and 500 records with 16 in flight; reads of the stream from the start
+100 and 500 records with 16 in flight (over the streaming producer, and 500
+also as unary PutRecords calls); reads of the stream from the start
 (linearizable, and stale from the local node).
 
 Failover: the leader is killed with SIGKILL while no put is in flight; the
@@ -57,8 +58,12 @@ CATCH_UP_TIMEOUT_S = 60.0
 MATRIX: list[tuple[str, list[str]]] = [
     ("put batch 1, 1 in flight", ["put", "--batch", "1", "--in-flight", "1"]),
     ("put batch 1, 64 in flight", ["put", "--batch", "1", "--in-flight", "64"]),
-    ("put batch 100, 16 in flight", ["put", "--batch", "100", "--in-flight", "16"]),
-    ("put batch 500, 16 in flight", ["put", "--batch", "500", "--in-flight", "16"]),
+    ("put batch 100, 16 in flight (stream)", ["put", "--batch", "100", "--in-flight", "16"]),
+    ("put batch 500, 16 in flight (stream)", ["put", "--batch", "500", "--in-flight", "16"]),
+    (
+        "put batch 500, 16 in flight (PutRecords)",
+        ["put", "--batch", "500", "--in-flight", "16", "--mode", "unary"],
+    ),
     ("get (linearizable), page 1000", ["get", "--page", "1000"]),
     ("get (stale), page 1000", ["get", "--page", "1000", "--stale"]),
 ]

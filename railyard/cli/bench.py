@@ -45,6 +45,7 @@ from railyard.cli.common import (
 from railyard.cli.units import parse_duration_ms, parse_size
 from railyard.client import AlreadyExists, NotFound, RailyardClient, RailyardError
 from railyard.client.producer import StreamProducer
+from railyard.proto import railyard_pb2 as pb
 
 DEFAULT_STREAM = "bench"
 DEFAULT_DURATION = "10s"
@@ -280,6 +281,19 @@ def _use_stream(mode: str, batch: int) -> bool:
     return mode == "stream" or (mode == "auto" and batch > 1)
 
 
+async def _leader_first(endpoints: list[str]) -> list[str]:
+    """The endpoints with the current leader's first, so puts go straight to it.
+
+    A follower forwards writes, which costs a second gRPC hop per request;
+    a benchmark measures the cluster, not that hop (etcd's clients, too,
+    are pointed at the leader by the peers' benchmark).
+    """
+    async with RailyardClient(endpoints) as probe:
+        statuses = await probe.cluster_status()
+    leaders = [e for e, st in statuses if st is not None and st.role == pb.ROLE_LEADER]
+    return leaders[:1] + [e for e in endpoints if e not in leaders[:1]]
+
+
 async def _ensure_stream(client: RailyardClient, stream: str) -> None:
     with contextlib.suppress(AlreadyExists):
         await client.create_stream(stream)
@@ -299,9 +313,10 @@ async def bench_put(
     stats = Stats()
     payload = os.urandom(size)
     streaming = _use_stream(mode, batch)
-    opened = [RailyardClient(target.endpoints) for _ in range(clients)]
+    endpoints = await _leader_first(target.endpoints)
+    opened = [RailyardClient(endpoints) for _ in range(clients)]
     producers = [
-        StreamProducer(target.endpoints, stream, window=in_flight)
+        StreamProducer(endpoints, stream, window=in_flight)
         for _ in range(clients if streaming else 0)
     ]
     try:

@@ -2,12 +2,12 @@
 
 `put STREAM -` keeps one producer's order and exactly-once delivery while
 still moving many records per request: a reader thread keeps reading stdin
-into a bounded queue while the sender has one PutRecords batch in flight;
-the next batch is whatever arrived meanwhile (up to the batch limits). One
-producer with one outstanding request is exactly the model under which the
-cluster's dedup makes retries safe, so a leader change in the middle loses,
-duplicates and reorders nothing: the batch in flight is retried with the
-same producer sequence.
+into a bounded queue, and a streaming producer (`client/producer.py`, one
+PutRecordStream call) keeps up to `PUT_WINDOW_BATCHES` batches in flight;
+each batch is whatever arrived meanwhile (up to the batch limits). Batches
+carry increasing producer sequences, so on a leader change the producer
+resends the unacknowledged ones and the cluster applies each once: nothing
+is lost, duplicated or reordered.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from railyard.cli.common import (
 from railyard.cli.streams import iso_ms
 from railyard.cli.units import parse_time_ms
 from railyard.client import RailyardClient
+from railyard.client.producer import StreamProducer
 from railyard.config import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS
 from railyard.config import DEFAULT_MAX_RECORD_BYTES as CONFIG_MAX_RECORD_BYTES
 from railyard.proto import railyard_pb2 as pb
@@ -50,6 +51,9 @@ READ_CHUNK_BYTES = 1 << 16
 READ_AHEAD_CHUNKS = 64
 # Stay under the cluster's batch byte limit with room for per-record framing.
 BATCH_BYTES_HEADROOM = 64 << 10
+# Batches of `put -` unacknowledged at a time: the next batches are proposed
+# while earlier ones commit (the streaming producer keeps them in order).
+PUT_WINDOW_BATCHES = 8
 # `get` pages: records per GetRecords call.
 GET_PAGE_RECORDS = 1000
 # `get --follow` polls an idle stream with backoff between these bounds.
@@ -220,13 +224,40 @@ async def _put_stdin(target: Target, stream: str, output: Output) -> None:
     chunks: asyncio.Queue[bytes] = asyncio.Queue(READ_AHEAD_CHUNKS)
     _start_stdin_reader(chunks)
     batches = _StdinBatches(chunks, max_records, max_bytes)
-    async with RailyardClient(target.endpoints) as client:
-        while (batch := await batches.next(_record_limit(target))) is not None:
-            if not batch:
-                continue
-            sequences = await client.put_records(stream, [(line, None) for line in batch])
-            for sequence in sequences:
-                _print_ack(stream, sequence, output)
+    acks: asyncio.Queue[tuple[asyncio.Future[list[int]], int] | None] = asyncio.Queue()
+    async with StreamProducer(target.endpoints, stream, window=PUT_WINDOW_BATCHES) as producer:
+        printer = asyncio.ensure_future(_print_acks(acks, stream, output))
+        try:
+            while (batch := await batches.next(_record_limit(target))) is not None:
+                if batch:
+                    ack = await producer.send([(line, None) for line in batch])
+                    acks.put_nowait((ack, len(batch)))
+                if printer.done():
+                    break  # it failed: its error is raised below
+            acks.put_nowait(None)
+            await printer
+        finally:
+            printer.cancel()
+
+
+async def _print_acks(
+    acks: asyncio.Queue[tuple[asyncio.Future[list[int]], int] | None],
+    stream: str,
+    output: Output,
+) -> None:
+    """Print each batch's sequences in order, as its acknowledgement arrives."""
+    while (item := await acks.get()) is not None:
+        ack, count = item
+        sequences = await ack
+        if len(sequences) != count:
+            # Applied before a later batch of ours overtook it (a resend
+            # after a leader change): in the stream once, positions unknown.
+            print(
+                f"note: {count} records were appended earlier; their sequences are unknown",
+                file=sys.stderr,
+            )
+        for sequence in sequences:
+            _print_ack(stream, sequence, output)
 
 
 # ------------------------------------------------------------------ get

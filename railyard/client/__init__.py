@@ -8,6 +8,7 @@ Talks to nodes over gRPC only (imports nothing of railyard but the protocol).
 
 from railyard.client.client import DEFAULT_TIMEOUT_S, START_POSITIONS, RailyardClient
 from railyard.client.errors import (
+    AlreadyApplied,
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
@@ -15,12 +16,15 @@ from railyard.client.errors import (
     NotFound,
     PermissionDenied,
     RailyardError,
+    ResourceExhausted,
+    StaleProducerSequence,
     Unavailable,
 )
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "START_POSITIONS",
+    "AlreadyApplied",
     "AlreadyExists",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -29,5 +33,7 @@ __all__ = [
     "PermissionDenied",
     "RailyardClient",
     "RailyardError",
+    "ResourceExhausted",
+    "StaleProducerSequence",
     "Unavailable",
 ]

@@ -7,6 +7,9 @@ What it guarantees:
   trailing metadata of UNAVAILABLE answers), else to the endpoints in turn.
 - Retries UNAVAILABLE and connection failures with exponential backoff until
   the client's deadline (`timeout_s`) runs out, then raises `Unavailable`.
+  One attempt gets at most `attempt_timeout_s` (2 s): a node that holds a
+  request without answering (paused, cut off) is left for the next one,
+  and a leader that did not answer is forgotten.
 - Exactly-once puts (Raft dissertation §6.3): every put carries a producer id
   and a per-producer sequence number, fixed before the first attempt and
   reused by every retry, so a put retried after a leader crash is applied
@@ -14,7 +17,12 @@ What it guarantees:
   dissertation's model, which the cluster's dedup relies on): concurrent puts
   on one client each take a *lane* -- a producer id of their own
   (``<producer_id>`` for the first, ``<producer_id>/<n>`` for others) with
-  its own sequence -- so one client may still pipeline many puts.
+  its own sequence -- so one client may still pipeline many puts. A retry
+  of an applied put gets its original sequences back; if the cluster has
+  applied a later put of the same producer id since (FAILED_PRECONDITION,
+  stale sequence), the put raises `AlreadyApplied` when an earlier attempt
+  may have been applied, and is sent again with the next free sequence when
+  none was (another client used the id).
 - Errors arrive as the typed exceptions of `railyard.client.errors`.
 
 It imports only the generated protocol code, grpc and the standard library.
@@ -34,9 +42,12 @@ from typing import TypeVar
 import grpc
 
 from railyard.client.errors import (
+    AlreadyApplied,
     DeadlineExceeded,
     InvalidArgument,
+    NotFound,
     RailyardError,
+    StaleProducerSequence,
     Unavailable,
     error_from_rpc,
     leader_hint,
@@ -45,7 +56,7 @@ from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 
-__all__ = ["DEFAULT_TIMEOUT_S", "START_POSITIONS", "RailyardClient"]
+__all__ = ["ATTEMPT_TIMEOUT_S", "DEFAULT_TIMEOUT_S", "START_POSITIONS", "RailyardClient"]
 
 R = TypeVar("R")
 
@@ -56,14 +67,17 @@ DEFAULT_TIMEOUT_S = 10.0
 # adds to the failover time a producer sees. A retry costs a node little.
 BACKOFF_INITIAL_S = 0.02
 BACKOFF_MAX_S = 0.2
-# One attempt gets at most this share of the deadline (and at least the
-# minimum), so a node that accepted a request but cannot finish it -- a leader
-# cut off from its followers -- leaves time to try the others.
-ATTEMPT_TIMEOUT_SHARE = 0.4
-ATTEMPT_TIMEOUT_MIN_S = 3.0
+# One attempt gets at most this long, so a node that accepted a request but
+# cannot finish it -- a paused process, a leader cut off from its followers --
+# costs the caller this much, not its whole deadline: about twice the default
+# election timeout (1 s), the time the others need to elect a new leader.
+# Retrying elsewhere is safe: puts carry their producer id and sequence.
+ATTEMPT_TIMEOUT_S = 2.0
 # Every node refusing connections for this long means no cluster is running
 # there (a leader crash leaves the others listening): fail fast.
 REFUSED_GIVE_UP_S = 2.0
+# How a node says a proposal's outcome is unknown (node/errors.py, LeadershipLost).
+LEADERSHIP_CHANGED = "leadership changed"
 # Error details quoted in messages are cut to this length (gRPC's can be long).
 DETAIL_CHARS = 120
 # A status probe is to loopback or a LAN: a node that needs longer is "unreachable".
@@ -105,6 +119,7 @@ class RailyardClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         producer_id: str | None = None,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
     ) -> None:
         if not endpoints:
             raise ValueError("RailyardClient needs at least one endpoint (host:port)")
@@ -117,7 +132,7 @@ class RailyardClient:
         self._free_lanes: list[_Lane] = []
         self._lane_count = itertools.count()
         self._rng = random.Random()
-        self._attempt_timeout_s = max(ATTEMPT_TIMEOUT_MIN_S, timeout_s * ATTEMPT_TIMEOUT_SHARE)
+        self._attempt_timeout_s = attempt_timeout_s
 
     # ------------------------------------------------------------ lifecycle
 
@@ -177,14 +192,24 @@ class RailyardClient:
             self._next_endpoint += 1
         return False
 
-    async def _call(self, what: str, call: Callable[[str, float], Awaitable[R]]) -> R:
+    async def _call(
+        self,
+        what: str,
+        call: Callable[[str, float], Awaitable[R]],
+        *,
+        attempt_timeout_s: float | None = None,
+    ) -> R:
         """`call(endpoint, timeout)` against the leader (or any node) until it succeeds.
 
         UNAVAILABLE is retried on the hinted leader at once, else on the next
-        endpoint after a backoff; any other error is raised as its typed
-        exception. The whole thing is bounded by `timeout_s`; when every
+        endpoint after a backoff; an attempt that got no answer within
+        `attempt_timeout_s` is retried on the next endpoint (and a leader
+        that did not answer is forgotten); any other error is raised as its
+        typed exception. The whole thing is bounded by `timeout_s`; when every
         endpoint has refused connections for `REFUSED_GIVE_UP_S`, sooner.
         """
+        if attempt_timeout_s is None:
+            attempt_timeout_s = self._attempt_timeout_s
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.timeout_s
@@ -197,7 +222,7 @@ class RailyardClient:
         while (remaining := deadline - loop.time()) > 0:
             endpoint = self._pick_endpoint()
             try:
-                return await call(endpoint, min(remaining, self._attempt_timeout_s))
+                return await call(endpoint, min(remaining, attempt_timeout_s))
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline - loop.time() <= 0:
@@ -263,11 +288,17 @@ class RailyardClient:
 
     async def delete_stream(self, name: str) -> None:
         request = pb.DeleteStreamRequest(name=name)
+        sent = _MaybeApplied()
 
         async def call(endpoint: str, timeout: float) -> None:
-            await self._streams(endpoint).DeleteStream(request, timeout=timeout)
+            await sent.watch(self._streams(endpoint).DeleteStream(request, timeout=timeout))
 
-        await self._call(f"delete stream {name!r}", call)
+        try:
+            await self._call(f"delete stream {name!r}", call)
+        except NotFound:
+            # A retry after an attempt that may have been applied: gone is done.
+            if not sent.maybe:
+                raise
 
     async def list_streams(self) -> list[pb.StreamInfo]:
         async def call(endpoint: str, timeout: float) -> list[pb.StreamInfo]:
@@ -301,24 +332,54 @@ class RailyardClient:
         lane.next_sequence += 1
         self._free_lanes.append(lane)
 
+    async def _put_once(
+        self, what: str, lane: _Lane, call: Callable[[str, float, int], Awaitable[R]]
+    ) -> R:
+        """`call(endpoint, timeout, producer_sequence)` until it succeeds, exactly once.
+
+        Every attempt carries the lane's sequence. A stale-sequence refusal
+        means the cluster applied a later sequence of this producer id:
+        - on the first attempt, another client used the id (or this one was
+          restarted): nothing of this put was applied, so it is sent again
+          with the next free sequence;
+        - after an earlier attempt (which may have reached the leader), that
+          attempt was applied: `AlreadyApplied` (its sequences are lost).
+        """
+        sent = _MaybeApplied()
+
+        async def attempt(endpoint: str, timeout: float) -> R:
+            return await sent.watch(call(endpoint, timeout, lane.next_sequence))
+
+        try:
+            return await self._call(what, attempt)
+        except StaleProducerSequence as exc:
+            if sent.maybe:
+                raise AlreadyApplied(
+                    f"{what}: applied by an earlier attempt (producer {lane.producer_id!r} "
+                    f"sequence {lane.next_sequence}), but its sequence numbers are no longer "
+                    "known: the cluster has since applied a later put of this producer id"
+                ) from None
+            lane.next_sequence = exc.last_sequence + 1
+            return await self._call(what, attempt)
+
     async def put(self, stream: str, data: bytes, key: bytes | None = None) -> int:
         """Append one record; returns its sequence number. Applied once across retries."""
         lane = self._take_lane()
-        request = pb.PutRecordRequest(
-            stream=stream,
-            data=data,
-            key=key or b"",
-            has_key=key is not None,
-            producer_id=lane.producer_id,
-            producer_sequence=lane.next_sequence,
-        )
 
-        async def call(endpoint: str, timeout: float) -> int:
+        async def call(endpoint: str, timeout: float, producer_sequence: int) -> int:
+            request = pb.PutRecordRequest(
+                stream=stream,
+                data=data,
+                key=key or b"",
+                has_key=key is not None,
+                producer_id=lane.producer_id,
+                producer_sequence=producer_sequence,
+            )
             response = await self._streams(endpoint).PutRecord(request, timeout=timeout)
             return response.sequence
 
         try:
-            return await self._call(f"put to {stream!r}", call)
+            return await self._put_once(f"put to {stream!r}", lane, call)
         finally:
             self._return_lane(lane)
 
@@ -329,22 +390,25 @@ class RailyardClient:
         if not records:
             return []
         lane = self._take_lane()
-        request = pb.PutRecordsRequest(
-            stream=stream,
-            records=[
-                cmd_pb.Record(data=data, key=key or b"", has_key=key is not None)
-                for data, key in records
-            ],
-            producer_id=lane.producer_id,
-            producer_sequence=lane.next_sequence,
-        )
+        batch = [
+            cmd_pb.Record(data=data, key=key or b"", has_key=key is not None)
+            for data, key in records
+        ]
 
-        async def call(endpoint: str, timeout: float) -> list[int]:
+        async def call(endpoint: str, timeout: float, producer_sequence: int) -> list[int]:
+            request = pb.PutRecordsRequest(
+                stream=stream,
+                records=batch,
+                producer_id=lane.producer_id,
+                producer_sequence=producer_sequence,
+            )
             response = await self._streams(endpoint).PutRecords(request, timeout=timeout)
             return list(response.sequences)
 
         try:
-            sequences = await self._call(f"put {len(records)} records to {stream!r}", call)
+            sequences = await self._put_once(
+                f"put {len(records)} records to {stream!r}", lane, call
+            )
         finally:
             self._return_lane(lane)
         if len(sequences) != len(records):
@@ -466,10 +530,31 @@ class RailyardClient:
             ).TransferLeadership(request, timeout=timeout)
             return response
 
-        response = await self._call("transfer leadership", call)
+        # One attempt may take the whole deadline: the node answers once the
+        # election it started is over, and a retry elsewhere would find the
+        # new leader and report no move.
+        response = await self._call("transfer leadership", call, attempt_timeout_s=self.timeout_s)
         # The leader moved: forget the old one rather than be bounced once.
         self._leader_address = None
         return response
+
+
+class _MaybeApplied:
+    """Remembers whether an attempt of a write failed in a way that may hide its success."""
+
+    def __init__(self) -> None:
+        self.maybe = False
+
+    async def watch(self, attempt: Awaitable[R]) -> R:
+        try:
+            return await attempt
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+                code == grpc.StatusCode.UNAVAILABLE and LEADERSHIP_CHANGED in (e.details() or "")
+            ):
+                self.maybe = True
+            raise
 
 
 def _is_refused(error: grpc.aio.AioRpcError) -> bool:

@@ -13,8 +13,10 @@ from typing import cast
 import grpc
 
 __all__ = [
+    "LAST_PRODUCER_SEQUENCE_KEY",
     "LEADER_ADDRESS_KEY",
     "LEADER_ID_KEY",
+    "AlreadyApplied",
     "AlreadyExists",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -22,6 +24,8 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "RailyardError",
+    "ResourceExhausted",
+    "StaleProducerSequence",
     "Unavailable",
     "error_from_rpc",
     "leader_hint",
@@ -30,6 +34,8 @@ __all__ = [
 # Trailing metadata with which a node names the leader it knows (railyard.proto).
 LEADER_ID_KEY = "railyard-leader"
 LEADER_ADDRESS_KEY = "railyard-leader-address"
+# ... and with which it names a producer's last applied sequence (a stale one was sent).
+LAST_PRODUCER_SEQUENCE_KEY = "railyard-last-producer-sequence"
 
 
 class RailyardError(Exception):
@@ -54,6 +60,31 @@ class AlreadyExists(RailyardError):
 
 class FailedPrecondition(RailyardError):
     """The cluster cannot do this in its current state (e.g. no such node to lead)."""
+
+
+class StaleProducerSequence(FailedPrecondition):
+    """The producer id already has a later sequence applied (`last_sequence`).
+
+    The put with the older sequence was applied before -- by an earlier
+    attempt of the same put, or by another client using the same producer id.
+    """
+
+    def __init__(self, message: str, *, last_sequence: int) -> None:
+        super().__init__(message, code=grpc.StatusCode.FAILED_PRECONDITION)
+        self.last_sequence = last_sequence
+
+
+class AlreadyApplied(RailyardError):
+    """A retried put was applied by an earlier attempt, but its sequence numbers are lost.
+
+    Raised only when the cluster already applied a later put of the same
+    producer id (its exactly-once table keeps the last result per producer),
+    so the records are in the stream exactly once; `put` cannot return where.
+    """
+
+
+class ResourceExhausted(RailyardError):
+    """The cluster refused the write for lack of resources (e.g. the leader's disk is full)."""
 
 
 class PermissionDenied(RailyardError):
@@ -87,6 +118,7 @@ _BY_CODE: dict[grpc.StatusCode, type[RailyardError]] = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 
@@ -120,5 +152,16 @@ def error_from_rpc(error: grpc.aio.AioRpcError, endpoint: str) -> RailyardError:
         return DeadlineExceeded(
             f"{endpoint}: no answer in time; the request may or may not have been applied"
         )
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        last = _metadata(error).get(LAST_PRODUCER_SEQUENCE_KEY, "")
+        if last.isdigit():
+            return StaleProducerSequence(details, last_sequence=int(last))
     cls = _BY_CODE.get(code, RailyardError)
     return cls(details, code=code)
+
+
+def _metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    metadata = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
+    return {
+        key: value.decode() if isinstance(value, bytes) else str(value) for key, value in metadata
+    }

@@ -30,7 +30,14 @@ Invariants:
   each SQLite connection is used by one thread at a time, in submission
   order, so a read queued after an apply sees that apply.
 - A storage error is fatal (`FatalError`): the node stops rather than
-  acknowledge what might not be on disk.
+  acknowledge what might not be on disk. One exception: a full disk. Writes
+  are refused before they are proposed while the data directory's disk is
+  below a reserve (`DiskFull`, RESOURCE_EXHAUSTED), a follower leaves appends
+  unanswered below half of it, and a log save that meets a full disk anyway
+  (its transaction rolled back, nothing acknowledged) rebuilds the core from
+  the store, as a restart would, so reads go on (`_restart_core`).
+- A received snapshot becomes the node's latest only once the core accepted
+  its SNAPSHOT message; the files of refused ones are deleted.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import functools
 import itertools
 import logging
 import shutil
@@ -67,7 +75,7 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import StreamsMachine
+from railyard.streams import CorruptState, StreamsMachine
 
 T = TypeVar("T")
 
@@ -101,6 +109,12 @@ DISK_WARNING_INTERVAL_S = 5.0
 MAX_RESTARTS_ON_FULL_DISK = 20
 SQLITE_FULL = 13
 
+# A snapshot is also taken once the entries applied since the last one hold
+# this many bytes of data, whatever `snapshot_every` says: the core keeps the
+# log after the last compaction in memory, so this bounds a node's memory
+# when entries are large (500-record batches of ~55 KB each).
+SNAPSHOT_EVERY_BYTES = 64 << 20
+
 # Message types not worth a debug line each.
 _ROUTINE = frozenset(
     {
@@ -131,6 +145,10 @@ class DiskFull(Exception):
 
 class _SaveFailedDiskFull(Exception):
     """A log save met a full disk: nothing of it is durable (the transaction rolled back)."""
+
+
+class NodeStopped(Exception):
+    """The driver stopped (shutdown or fatal error) before the request was answered."""
 
 
 class LeadershipLost(Exception):
@@ -247,6 +265,7 @@ class Driver:
         self._disk_warned_at = -DISK_WARNING_INTERVAL_S
         self._restarts_on_full_disk = 0
         self._snapshot_retry_at = 0.0
+        self._bytes_since_snapshot = 0
 
     # ------------------------------------------------------------ API for handlers
 
@@ -274,6 +293,9 @@ class Driver:
         if free < needed:
             assert self.data_dir is not None
             self._warn_disk_full(f"refusing writes: {free} bytes free in {self.data_dir}")
+            # Refuse every write until the next look at the disk, small ones
+            # too: a stream's later batch must not pass where an earlier failed.
+            self._free_bytes = 0
             raise DiskFull(self.node_id, self.data_dir, free, needed)
         self._free_bytes = free - WRITE_AMPLIFICATION * size
 
@@ -333,8 +355,18 @@ class Driver:
             self.log.warning("inbox full; dropped an internal event")
 
     async def machine_call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a state-machine call on its worker thread, after queued applies."""
-        return await asyncio.get_running_loop().run_in_executor(self.sm_io, fn, *args)
+        """Run a state-machine call on its worker thread, after queued applies.
+
+        A state found damaged (a record failing its checksum) stops the node:
+        a replica must not serve, nor snapshot to others, a state that differs
+        from the log. At the next start `verify` refuses the file, naming it.
+        """
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.sm_io, fn, *args)
+        except CorruptState as exc:
+            self.log.error("%s; stopping the node", exc)
+            self.post(functools.partial(_stop_on, FatalError(f"damaged state: {exc}")))
+            raise
 
     async def log_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a log-store call on its worker thread, after queued writes."""
@@ -389,6 +421,32 @@ class Driver:
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Whatever ended the loop (a stop, a fatal error), nobody waits
+            # on it forever: request handlers answer and the server can stop.
+            self._fail_everything(NodeStopped(f"node {self.node_id} is stopping"))
+
+    def _fail_everything(self, exc: Exception) -> None:
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+        self._waiters.clear()
+        for futures in [*self._reads_by_context.values(), *(f for _, f in self._reads_by_index)]:
+            _fail_all(futures, exc)
+        self._reads_by_context.clear()
+        self._reads_by_index.clear()
+        while not self.inbox.empty():
+            event = self.inbox.get_nowait()
+            future = getattr(event, "future", None)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        for receiver in self._received_snapshots.values():
+            receiver.abort()
+        self._received_snapshots.clear()
+
+    async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             while True:
@@ -593,6 +651,7 @@ class Driver:
                 waiter.future.set_exception(LeadershipLost(self.soft_state.leader_id))
         self.applied = entries[-1].index
         self.applied_term = entries[-1].term
+        self._bytes_since_snapshot += sum(len(e.data) for e in entries)
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug(
                 "applied %d entries in %.1f ms", len(entries), (time.perf_counter() - started) * 1e3
@@ -707,13 +766,19 @@ class Driver:
             self.log_store.truncate_suffix(Index(meta.index + 1))
 
     def _maybe_snapshot(self) -> None:
-        """Every `snapshot_every` applied entries, write a snapshot and compact the log."""
+        """Every `snapshot_every` entries or `SNAPSHOT_EVERY_BYTES` applied: snapshot, compact."""
         if self._snapshot_task is not None or self._tg is None:
             return
         if time.monotonic() < self._snapshot_retry_at:
             return
-        if self.applied - self.snapshot_index < self.snapshot_every or self.applied == NO_INDEX:
+        if self.applied == NO_INDEX or self.applied <= self.snapshot_index:
             return
+        if (
+            self.applied - self.snapshot_index < self.snapshot_every
+            and self._bytes_since_snapshot < SNAPSHOT_EVERY_BYTES
+        ):
+            return
+        self._bytes_since_snapshot = 0
         meta = SnapshotMeta(self.applied, self.applied_term, self.voters)
         # Submitted now, before the next apply: the state machine's worker runs
         # it while the state is exactly at `meta.index`.
@@ -743,6 +808,10 @@ class Driver:
         if meta.index > self.snapshot_index:
             self.core.compact(meta)
             self.snapshot_index = meta.index
+
+
+def _stop_on(error: FatalError) -> None:
+    raise error
 
 
 def _is_disk_full(exc: BaseException) -> bool:

@@ -10,6 +10,8 @@ The mapping, once:
   the leader this node knows in trailing metadata (`railyard-leader`,
   `railyard-leader-address`);
 - no answer within the caller's deadline -> DEADLINE_EXCEEDED;
+- a damaged store found while serving -> DATA_LOSS naming the file (the
+  node stops, see `Driver.machine_call`);
 - the leader's disk is full (nothing was proposed) -> RESOURCE_EXHAUSTED,
   naming the node and its data directory;
 - a producer sequence older than the producer's last -> FAILED_PRECONDITION
@@ -25,11 +27,13 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from railyard.node.driver import DiskFull, LeadershipLost
+from railyard.node.driver import DiskFull, LeadershipLost, NodeStopped
 from railyard.raft import NodeId, NotLeader, ProposalDropped
+from railyard.storage import CorruptStore
 from railyard.streams import (
     Appended,
     BatchTooLarge,
+    CorruptState,
     InvalidArgument,
     RecordTooLarge,
     StaleProducerSequence,
@@ -41,6 +45,8 @@ from railyard.streams import (
 
 LEADER_ID_KEY = "railyard-leader"
 LEADER_ADDRESS_KEY = "railyard-leader-address"
+# Trailing metadata of a stale producer sequence: the producer's last applied one.
+LAST_PRODUCER_SEQUENCE_KEY = "railyard-last-producer-sequence"
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -95,6 +101,8 @@ def result_error(result: object) -> ServiceError | None:
             f"producer_sequence: {result.producer_sequence} of producer "
             f"{result.producer_id!r} is older than its last ({result.last_sequence}); "
             "it was applied before",
+            # For the client: its producer sequence can move on past this.
+            trailing=((LAST_PRODUCER_SEQUENCE_KEY, str(result.last_sequence)),),
         )
     raise TypeError(f"unexpected apply result {result!r}")
 
@@ -115,6 +123,10 @@ def exception_error(exc: BaseException) -> ServiceError | None:
             "producer id and sequence it is applied once)",
             exc.leader_id,
         )
+    if isinstance(exc, CorruptState | CorruptStore):
+        return ServiceError(grpc.StatusCode.DATA_LOSS, f"node's store is damaged: {exc}")
+    if isinstance(exc, NodeStopped):
+        return unavailable(f"{exc}; retry on another node", None)
     if isinstance(exc, DiskFull):
         return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, ProposalDropped):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -193,6 +194,13 @@ class RaftService(pb_grpc.RaftServicer):
                         message.sender,
                     )
                     return envelope(self.local, [])
+        except OSError as exc:  # this node's disk, not the sender's fault
+            code = (
+                grpc.StatusCode.RESOURCE_EXHAUSTED
+                if exc.errno == errno.ENOSPC
+                else grpc.StatusCode.INTERNAL
+            )
+            await context.abort(code, f"node {self.node_id} cannot store the snapshot: {exc}")
         finally:
             if receiver is not None:
                 with contextlib.suppress(Exception):

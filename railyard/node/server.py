@@ -3,9 +3,13 @@
 `run_node` is the whole life of a node in the foreground:
 
 1. take the data directory's lock, open the log store, the snapshot store
-   and the state machine, and reconcile them after a crash (a snapshot
-   written but the log not yet compacted; a state machine behind a
-   compacted log is restored from the snapshot);
+   and the state machine, verify the state's checksums, and reconcile them
+   after a crash (a snapshot written or installed but the log not yet
+   compacted; a state machine behind a compacted log is restored from the
+   snapshot). A snapshot that contradicts committed log entries is ignored,
+   and a log that no longer reaches what the state machine applied (it
+   lost committed entries, e.g. a damaged WAL) is refused: the node would
+   otherwise vote from a forgotten term;
 2. build the Raft core from the hard state, the snapshot metadata, the
    entries after it, and the state machine's `last_applied` (entries
    between `last_applied` and the commit index are applied again);
@@ -14,7 +18,9 @@
    TaskGroup;
 4. on SIGTERM/SIGINT stop accepting calls, let the write in progress
    finish, close the stores, release the lock and return 0. A storage error
-   stops the node with a non-zero exit code instead.
+   stops the node with a non-zero exit code instead, logging one line per
+   failure with its cause (which names the file); a data directory that
+   cannot be used at start-up is one "cannot start: <file>: ..." line.
 
 Every log line names the node ("n1 became leader term=3").
 """
@@ -59,7 +65,7 @@ LOG_FILE = "raft.db"
 STATE_FILE = "streams.db"
 SNAPSHOT_DIR = "snapshots"
 # Causes quoted in a fatal error's line (each names what failed).
-MAX_CAUSES = 3
+MAX_CAUSES = 4
 # In-flight calls get this long to finish when the node stops.
 STOP_GRACE_S = 0.5
 EXIT_OK = 0
@@ -425,12 +431,14 @@ def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
 def describe_failure(exc: BaseException) -> str:
     """One line: what failed and why, down the chain of causes (which name the file)."""
     parts = [str(exc) if isinstance(exc, FatalError) else f"{type(exc).__name__}: {exc}"]
-    cause = exc.__cause__
+    cause = exc.__cause__ or exc.__context__
     for _ in range(MAX_CAUSES):
-        if cause is None or str(cause) in parts[-1]:
+        if cause is None:
             break
-        parts.append(f"{type(cause).__name__}: {cause}")
-        cause = cause.__cause__
+        if str(cause) not in parts[-1]:  # already quoted by the error it caused
+            parts.append(f"{type(cause).__name__}: {cause}")
+        # __context__: a failing clean-up (e.g. a ROLLBACK) hides the first error.
+        cause = cause.__cause__ or cause.__context__
     return "; caused by ".join(parts)
 
 

@@ -28,6 +28,8 @@ import grpc
 
 from railyard.node.driver import Driver
 from railyard.node.errors import (
+    LEADER_ADDRESS_KEY,
+    LEADER_ID_KEY,
     ServiceError,
     abort,
     exception_error,
@@ -48,6 +50,7 @@ from railyard.streams import (
     StreamInfo,
     StreamNotFound,
     validate,
+    validate_append,
 )
 
 Resp = TypeVar("Resp")
@@ -82,6 +85,69 @@ _POSITIONS: dict[int, str] = {
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _field_shape(f: Any) -> tuple[Any, ...]:
+    return (f.number, f.type, f.is_repeated, f.message_type and f.message_type.full_name)
+
+
+def _shares_append_fields() -> bool:
+    """Do PutRecordsRequest's fields have AppendRecordsCommand's numbers and types?"""
+    request = pb.PutRecordsRequest.DESCRIPTOR.fields_by_name
+    command = cmd.AppendRecordsCommand.DESCRIPTOR.fields_by_name
+    return all(
+        name in command and _field_shape(f) == _field_shape(command[name])
+        for name, f in request.items()
+    )
+
+
+# PutRecordsRequest is field for field the start of AppendRecordsCommand
+# (stream, records, producer_id, producer_sequence), so the request's bytes
+# are the command's first fields: the command is built by concatenation, one
+# C-level serialization instead of a Python copy of every record (the
+# leader's largest per-record cost). Checked here, never assumed.
+_APPEND_BY_CONCATENATION = _shares_append_fields()
+# Command.append_records: field 3, length-delimited.
+_APPEND_RECORDS_TAG = bytes(
+    [(cmd.Command.DESCRIPTOR.fields_by_name["append_records"].number << 3) | 2]
+)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def append_command_bytes(
+    request: pb.PutRecordsRequest, timestamp_ms: int, create_if_missing: bool
+) -> bytes:
+    """The serialized `Command` appending `request`'s records, stamped by the leader.
+
+    The leader's fields come last: on the wire the last value of a field
+    wins, so nothing in the request can override them; fields unknown to
+    this version are dropped first.
+    """
+    stamp = cmd.AppendRecordsCommand(
+        timestamp_ms=timestamp_ms, create_if_missing=create_if_missing
+    ).SerializeToString()
+    if not _APPEND_BY_CONCATENATION:
+        command = cmd.Command(
+            append_records=cmd.AppendRecordsCommand(
+                stream=request.stream,
+                records=list(request.records),
+                producer_id=request.producer_id,
+                producer_sequence=request.producer_sequence,
+            )
+        )
+        command.append_records.MergeFromString(stamp)
+        return command.SerializeToString()
+    request.DiscardUnknownFields()
+    body = request.SerializeToString() + stamp
+    return _APPEND_RECORDS_TAG + _varint(len(body)) + body
 
 
 def stream_info_to_pb(info: StreamInfo) -> pb.StreamInfo:
@@ -157,11 +223,20 @@ class Forwarder:
             raise unavailable(f"not the leader (leader: {leader})", leader)
         stub = pb_grpc.StreamsStub(self.channel(leader))
         try:
-            return await getattr(stub, method)(
+            response = await getattr(stub, method)(
                 request,
                 timeout=request_timeout(context),
                 metadata=((FORWARDED_KEY, self.node.node_id),),
             )
+            # A forwarded write costs a second hop: name the leader, so a
+            # client that reads trailing metadata can go there directly.
+            context.set_trailing_metadata(
+                (
+                    (LEADER_ID_KEY, leader),
+                    (LEADER_ADDRESS_KEY, self.node.addresses.get(leader, "")),
+                )
+            )
+            return response
         except grpc.aio.AioRpcError as exc:
             metadata = cast(Sequence[tuple[str, str | bytes]], exc.trailing_metadata() or ())
             trailing = tuple(
@@ -283,16 +358,23 @@ class StreamsService(pb_grpc.StreamsServicer):
     async def PutRecords(
         self, request: pb.PutRecordsRequest, context: Any
     ) -> pb.PutRecordsResponse:
-        command = self._append(
-            request.stream, list(request.records), request.producer_id, request.producer_sequence
-        )
-
-        def respond(result: Appended) -> pb.PutRecordsResponse:
-            return pb.PutRecordsResponse(
-                sequences=list(result.sequences), timestamp_ms=result.timestamp_ms
+        invalid = _validate_put(request, self.node.limits)
+        if invalid is not None:
+            raise invalid
+        if not self.node.is_leader():
+            response: pb.PutRecordsResponse = await self.forwarder.forward(
+                "PutRecords", request, context
             )
-
-        return await self._write(command, request, context, respond)
+            return response
+        data = append_command_bytes(request, now_ms(), self.node.auto_create_streams)
+        async with asyncio.timeout(request_timeout(context)):
+            result = await self.driver.propose(data)
+        error = result_error(result)
+        if error is not None:
+            raise error
+        return pb.PutRecordsResponse(
+            sequences=list(result.sequences), timestamp_ms=result.timestamp_ms
+        )
 
     async def PutRecordStream(
         self, requests: AsyncIterator[pb.PutRecordsRequest], context: Any
@@ -364,25 +446,20 @@ class StreamsService(pb_grpc.StreamsServicer):
     def _start_batch(
         self, request: pb.PutRecordsRequest, context: Any
     ) -> asyncio.Future[pb.PutRecordsResponse]:
-        command = self._append(
-            request.stream, list(request.records), request.producer_id, request.producer_sequence
-        )
-        invalid = validate(command, self.node.limits)
-        if invalid is not None or not self.node.is_leader():
+        error = _validate_put(request, self.node.limits)
+        if error is None and not self.node.is_leader():
+            leader = self.node.leader()
+            error = unavailable(f"not the leader (leader: {leader or 'unknown'})", leader)
+        if error is not None:
             failed: asyncio.Future[pb.PutRecordsResponse] = (
                 asyncio.get_running_loop().create_future()
             )
-            leader = self.node.leader()
-            failed.set_exception(
-                result_error(invalid)
-                or unavailable(f"not the leader (leader: {leader or 'unknown'})", leader)
-            )
+            failed.set_exception(error)
             return failed
+        data = append_command_bytes(request, now_ms(), self.node.auto_create_streams)
         # Created in arrival order, each task's first step queues its proposal:
         # the batches enter the log in the producer's order.
-        return asyncio.ensure_future(
-            self._propose_batch(command.SerializeToString(), request, request_timeout(context))
-        )
+        return asyncio.ensure_future(self._propose_batch(data, request, request_timeout(context)))
 
     async def _propose_batch(
         self, data: bytes, request: pb.PutRecordsRequest, timeout_s: float
@@ -449,30 +526,38 @@ class StreamsService(pb_grpc.StreamsServicer):
     ) -> pb.GetRecordsResponse:
         limit = min(request.limit or DEFAULT_READ_LIMIT, MAX_READ_LIMIT)
         max_bytes = min(request.max_bytes or DEFAULT_READ_MAX_BYTES, MAX_READ_MAX_BYTES)
+        response = pb.GetRecordsResponse()
+        add = response.records.add
+
+        def sink(sequence: int, data: bytes, key: bytes | None, ts: int) -> None:
+            # Each record is encoded straight into the answer: no object of our own per record.
+            if key is None:
+                add(sequence=sequence, data=data, timestamp_ms=ts)
+            else:
+                add(sequence=sequence, data=data, key=key, has_key=True, timestamp_ms=ts)
+
         result = await self._read(
             context,
             request.stale,
-            self.driver.machine.read,
+            self.driver.machine.scan,
             request.stream,
             request.from_sequence,
             limit,
             max_bytes,
+            sink,
         )
         _raise_not_found(result)
-        return pb.GetRecordsResponse(
-            records=[
-                pb.StoredRecord(
-                    sequence=r.sequence,
-                    data=r.data,
-                    key=r.key or b"",
-                    has_key=r.key is not None,
-                    timestamp_ms=r.timestamp_ms,
-                )
-                for r in result.records
-            ],
-            next_sequence=result.next_sequence,
-            behind_latest=result.behind_latest,
-        )
+        response.next_sequence, response.behind_latest = result
+        return response
+
+
+def _validate_put(request: pb.PutRecordsRequest, limits: Limits) -> ServiceError | None:
+    """`validate_append`'s verdict on a request, read in place (no command is built).
+
+    The request has the fields the rules read (stream, producer id, records),
+    so the same function judges it: the leader refuses what `apply` would.
+    """
+    return result_error(validate_append(cast(cmd.AppendRecordsCommand, request), limits))
 
 
 def _raise_not_found(result: object) -> None:

@@ -301,6 +301,7 @@ class RaftCore:
         log = self.log
         return bool(
             self.commit_to_announce
+            or self.reads.has_unsent_round()
             or self.messages
             or self.persisted_messages
             or self.read_states
@@ -318,6 +319,7 @@ class RaftCore:
             self.commit_to_announce = False
             if self.role is Role.LEADER:
                 replication.broadcast_append(self, send_if_empty=True)
+        self.reads.flush(self)
         soft_state = hard_state = None
         if self._soft_changed():
             soft_state = self._handed_soft = SoftState(self.role, self.leader_id)

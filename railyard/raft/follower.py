@@ -44,9 +44,9 @@ def handle_append(core: RaftCore, message: Message) -> None:
 
 
 def _withdraw_acks_beyond(core: RaftCore, index: Index) -> None:
-    """Entries after `index` were replaced before the driver ever persisted them:
-    acknowledgements of them not yet handed out would now be false, so they never
-    leave (to the sender they are lost messages)."""
+    """Entries after `index` were just replaced. Acknowledgements of them not yet
+    handed out would leave only after the replacement is on disk, so they would be
+    false: they never leave (to their recipient, an older leader, they are lost)."""
     core.persisted_messages[:] = [
         queued
         for queued in core.persisted_messages

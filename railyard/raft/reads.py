@@ -36,12 +36,17 @@ class PendingRead:
 
 
 class ReadTracker:
-    """The leader's outstanding ReadIndex requests and heartbeat acknowledgements."""
+    """The leader's outstanding ReadIndex requests and heartbeat acknowledgements.
 
-    __slots__ = ("_acked", "_queue", "_waiting", "current_round")
+    Requests arriving between two Readies share one round: its heartbeats leave
+    with the next Ready (`flush`), after every request of the round was recorded.
+    """
+
+    __slots__ = ("_acked", "_queue", "_round_open", "_waiting", "current_round")
 
     def __init__(self) -> None:
         self.current_round = 0  # monotonic for the core's lifetime: old acks never match
+        self._round_open = False  # current_round has requests but its heartbeats have not left
         self._acked: dict[NodeId, int] = {}
         self._queue: deque[PendingRead] = deque()
         self._waiting: list[tuple[NodeId, int]] = []
@@ -50,43 +55,50 @@ class ReadTracker:
         self._acked.clear()
         self._queue.clear()
         self._waiting.clear()
+        self._round_open = False
 
     def pending_count(self) -> int:
         return len(self._queue) + len(self._waiting)
+
+    def has_unsent_round(self) -> bool:
+        return self._round_open
 
     def request(self, core: RaftCore, requester: NodeId, context: int) -> None:
         """Serve a read for `requester` (ourselves or a follower), now or after a round."""
         log = core.log
         if log.term(log.committed) != core.current_term:
             self._waiting.append((requester, context))
-            return
-        if len(core.voters) == 1:
+        elif len(core.voters) == 1:
             deliver(core, requester, context, log.committed)
-            return
-        self._start_round(core)
-        self._queue.append(PendingRead(self.current_round, log.committed, requester, context))
-        broadcast_heartbeat(core, self.current_round)
+        else:
+            self._join_open_round(core, requester, context)
 
-    def _start_round(self, core: RaftCore) -> None:
-        # A request must never join a round whose heartbeats already left: their
-        # acknowledgements could predate it.
-        self.current_round += 1
-        self._acked[core.node_id] = self.current_round
+    def _join_open_round(self, core: RaftCore, requester: NodeId, context: int) -> None:
+        if not self._round_open:
+            # A request never joins a round whose heartbeats already left: their
+            # acknowledgements could predate it.
+            self.current_round += 1
+            self._acked[core.node_id] = self.current_round
+            self._round_open = True
+        self._queue.append(PendingRead(self.current_round, core.log.committed, requester, context))
+
+    def heartbeat_context(self) -> int:
+        """The round a heartbeat leaving now confirms; the round is then no longer open."""
+        self._round_open = False
+        return self.current_round
+
+    def flush(self, core: RaftCore) -> None:
+        """Send the open round's heartbeats (called when a Ready is taken)."""
+        if self._round_open:
+            broadcast_heartbeat(core, self.heartbeat_context())
 
     def release_waiting(self, core: RaftCore) -> None:
-        """The leader just committed in its own term: one round for all waiting reads."""
+        """The leader just committed in its own term: serve the reads that waited."""
         if not self._waiting:
             return
         waiting, self._waiting = self._waiting, []
-        committed = core.log.committed
-        if len(core.voters) == 1:
-            for requester, context in waiting:
-                deliver(core, requester, context, committed)
-            return
-        self._start_round(core)
         for requester, context in waiting:
-            self._queue.append(PendingRead(self.current_round, committed, requester, context))
-        broadcast_heartbeat(core, self.current_round)
+            self.request(core, requester, context)
 
     def acknowledge(self, core: RaftCore, peer: NodeId, round_acked: int) -> None:
         """A heartbeat response for `round_acked`: release the reads a quorum confirmed."""

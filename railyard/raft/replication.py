@@ -217,7 +217,7 @@ def tick_leader(core: RaftCore) -> None:
     core.heartbeat_elapsed += 1
     if core.heartbeat_elapsed >= config.heartbeat_ticks:
         core.heartbeat_elapsed = 0
-        broadcast_heartbeat(core, core.reads.current_round)
+        broadcast_heartbeat(core, core.reads.heartbeat_context())
 
 
 def ticks_since_quorum_contact(core: RaftCore) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,8 @@ class Simulation:
     seed: int
     node_count: int
     tracing: bool = False
+    # Tests may reshape the seed's drawn scenario (e.g. to storm one fault kind).
+    tweak: Callable[[Scenario], Scenario] | None = None
     rng: random.Random = field(init=False)
     scenario: Scenario = field(init=False)
     network: Network = field(init=False)
@@ -96,6 +99,8 @@ class Simulation:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.scenario = draw_scenario(self.rng)
+        if self.tweak is not None:
+            self.scenario = self.tweak(self.scenario)
         self.network = Network(self.rng, self.scenario.network)
         self.checker = Checker()
         ids = tuple(NodeId(f"n{k + 1}") for k in range(self.node_count))

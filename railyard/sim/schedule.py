@@ -10,6 +10,7 @@ node.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from railyard.raft import Index, NodeId, Role
@@ -64,9 +65,18 @@ class SeedResult:
     stats: Stats = field(default_factory=Stats)
 
 
-def run_seed(seed: int, nodes: int, steps: int = DEFAULT_STEPS, trace: bool = False) -> SeedResult:
-    """Play seed `seed` on `nodes` cores; stops at the first violation."""
-    sim = Simulation(seed, nodes, tracing=trace)
+def run_seed(
+    seed: int,
+    nodes: int,
+    steps: int = DEFAULT_STEPS,
+    trace: bool = False,
+    tweak: Callable[[Scenario], Scenario] | None = None,
+) -> SeedResult:
+    """Play seed `seed` on `nodes` cores; stops at the first violation.
+
+    `tweak` reshapes the drawn scenario (tests use it to storm one fault kind).
+    """
+    sim = Simulation(seed, nodes, tracing=trace, tweak=tweak)
     violation: Violation | None = None
     try:
         for tick in range(steps):

@@ -6,7 +6,7 @@ outcomes are values. It imports only `railyard.proto`.
 """
 
 from railyard.streams.errors import ApplyOrderError, CorruptState, StateIOError, StreamsError
-from railyard.streams.limits import Limits, record_size, validate
+from railyard.streams.limits import Limits, record_size, validate, validate_append
 from railyard.streams.machine import AGE_SWEEP_INTERVAL_MS, StreamsMachine
 from railyard.streams.queries import (
     AFTER_SEQUENCE,
@@ -63,4 +63,5 @@ __all__ = [
     "StreamsMachine",
     "record_size",
     "validate",
+    "validate_append",
 ]

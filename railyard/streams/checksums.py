@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 import zlib
 
-_RECORD_HEADER = struct.Struct(">qqi")  # record id, timestamp, key length (-1: no key)
-_pack_header = _RECORD_HEADER.pack
+RECORD_HEADER = struct.Struct(">qqi")  # record id, timestamp, key length (-1: no key)
+_pack_header = RECORD_HEADER.pack
 _crc32 = zlib.crc32
 
 

@@ -86,6 +86,17 @@ def validate_append(cmd: commands_pb2.AppendRecordsCommand, limits: Limits) -> A
     count = len(cmd.records)
     if count == 0:
         return InvalidArgument("records", "at least one record is required")
+    # Fast path, one C call instead of a Python step per record: the encoded
+    # command is larger than the sum of its records' data and keys, so when
+    # even that is within both byte limits, no record and not the batch can
+    # exceed them (the verdict is the same as the loop's).
+    encoded = cmd.ByteSize()
+    if (
+        count <= limits.max_batch_records
+        and encoded <= limits.max_record_bytes
+        and encoded <= limits.max_batch_bytes
+    ):
+        return None
     total = 0
     for position, record in enumerate(cmd.records):
         size = record_size(record)

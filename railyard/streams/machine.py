@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from railyard.proto import commands_pb2
 from railyard.streams import queries
-from railyard.streams.checksums import fields_crc, record_crc
+from railyard.streams.checksums import RECORD_HEADER, fields_crc, record_crc
 from railyard.streams.errors import ApplyOrderError, CorruptState, StreamsError
 from railyard.streams.limits import (
     DEFAULT_LIMITS,
@@ -278,13 +279,7 @@ class StreamsMachine:
         first = row.last_seq + 1
         base = record_id(row.id, 0)
         ts = self._clock_ms
-        rows = []
-        size = 0
-        for rid, r in enumerate(cmd.records, start=base + first):
-            key = r.key if r.has_key else None
-            data = r.data
-            rows.append((rid, ts, key, data, record_crc(rid, ts, key, data)))
-            size += len(data) + len(r.key)
+        rows, size = _record_rows(cmd.records, base + first, ts)
         self._conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", rows)
         row.last_seq += len(rows)
         row.bytes += size
@@ -317,6 +312,16 @@ class StreamsMachine:
             if row is None:
                 return StreamNotFound(name)
             return queries.read_records(self._conn, row, from_sequence, limit, max_bytes)
+
+    def scan(
+        self, name: str, from_sequence: int, limit: int, max_bytes: int, sink: queries.RecordSink
+    ) -> tuple[int, int] | StreamNotFound:
+        """`read`, handing each record to `sink`; returns (next_sequence, behind_latest)."""
+        with sqlite_errors_named(self.path):
+            row = load_stream(self._conn, name)
+            if row is None:
+                return StreamNotFound(name)
+            return queries.scan_records(self._conn, row, from_sequence, limit, max_bytes, sink)
 
     def resolve_position(
         self, name: str, position: str, sequence: int = 0, timestamp_ms: int = 0
@@ -388,6 +393,31 @@ class StreamsMachine:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _record_rows(
+    records: Sequence[commands_pb2.Record], first_id: int, ts: int
+) -> tuple[list[tuple[int, int, bytes | None, bytes, int]], int]:
+    """The rows of appended records (id, ts, key, data, crc), and their size in bytes.
+
+    The hot loop of ingest: each field of a record is read once, and an
+    unkeyed record's checksum is computed inline (as `record_crc` would).
+    """
+    rows: list[tuple[int, int, bytes | None, bytes, int]] = []
+    append = rows.append
+    size = 0
+    crc32 = zlib.crc32
+    unkeyed_header = RECORD_HEADER.pack
+    for rid, r in enumerate(records, start=first_id):
+        data = r.data
+        if r.has_key:
+            key = r.key
+            append((rid, ts, key, data, record_crc(rid, ts, key, data)))
+            size += len(data) + len(key)
+        else:
+            append((rid, ts, None, data, crc32(data, crc32(unkeyed_header(rid, ts, -1)))))
+            size += len(data) + len(r.key)
+    return rows, size
 
 
 __all__ = ["AGE_SWEEP_INTERVAL_MS", "CorruptState", "StreamsMachine"]

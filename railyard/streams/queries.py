@@ -11,8 +11,10 @@ raises `CorruptState` naming the file.
 from __future__ import annotations
 
 import sqlite3
+import zlib
+from collections.abc import Callable
 
-from railyard.streams.checksums import record_crc
+from railyard.streams.checksums import RECORD_HEADER, record_crc
 from railyard.streams.errors import CorruptState
 from railyard.streams.results import InvalidArgument, ReadResult, StoredRecord
 from railyard.streams.rows import StreamRow
@@ -26,13 +28,41 @@ AT_TIMESTAMP = "AT_TIMESTAMP"
 POSITIONS = (TRIM_HORIZON, LATEST, AT_SEQUENCE, AFTER_SEQUENCE, AT_TIMESTAMP)
 
 
+# Called once per record a read returns: (sequence, data, key or None, timestamp_ms).
+RecordSink = Callable[[int, bytes, bytes | None, int], object]
+
+
 def read_records(
     conn: sqlite3.Connection, row: StreamRow, from_sequence: int, limit: int, max_bytes: int
 ) -> ReadResult:
     """Up to `limit` records (at least 1) within `max_bytes` (<= 0: no byte limit)."""
+    records: list[StoredRecord] = []
+    append = records.append
+
+    def keep(sequence: int, data: bytes, key: bytes | None, ts: int) -> None:
+        append(StoredRecord(sequence, data, key, ts))
+
+    next_sequence, behind = scan_records(conn, row, from_sequence, limit, max_bytes, keep)
+    return ReadResult(records, next_sequence, behind)
+
+
+def scan_records(
+    conn: sqlite3.Connection,
+    row: StreamRow,
+    from_sequence: int,
+    limit: int,
+    max_bytes: int,
+    sink: RecordSink,
+) -> tuple[int, int]:
+    """`read_records`, handing each record to `sink` instead of building a list.
+
+    Returns (next_sequence, behind_latest). The read path's hot loop: a
+    caller that encodes records straight into its answer (the node's
+    GetRecords) makes no Python object per record of its own.
+    """
     start = max(from_sequence, row.first_seq)
     end = min(row.last_seq, start + max(limit, 1) - 1)
-    records: list[StoredRecord] = []
+    next_sequence = start
     if start <= end:
         base = record_id(row.id, 0)
         cursor = conn.execute(
@@ -42,21 +72,28 @@ def read_records(
         budget = max_bytes if max_bytes > 0 else None
         total = 0
         expected = base + start
+        crc32 = zlib.crc32
+        unkeyed_header = RECORD_HEADER.pack
         for rid, data, key, ts, crc in cursor:
-            if rid != expected or record_crc(rid, ts, key, data) != crc:
+            if rid != expected:
+                raise _damaged(conn, row, expected)
+            if key is None:
+                if crc32(data, crc32(unkeyed_header(rid, ts, -1))) != crc:
+                    raise _damaged(conn, row, expected)
+            elif record_crc(rid, ts, key, data) != crc:
                 raise _damaged(conn, row, expected)
             if budget is not None:
                 total += len(data) + (len(key) if key is not None else 0)
-                if records and total > budget:
+                if expected > base + start and total > budget:
                     break
-            records.append(StoredRecord(rid - base, data, key, ts))
+            sink(rid - base, data, key, ts)
             expected += 1
         else:
             if expected != base + end + 1:
                 raise _damaged(conn, row, expected)
         cursor.close()
-    next_sequence = records[-1].sequence + 1 if records else start
-    return ReadResult(records, next_sequence, max(0, row.last_seq - next_sequence + 1))
+        next_sequence = expected - base
+    return next_sequence, max(0, row.last_seq - next_sequence + 1)
 
 
 def resolve_position(

@@ -37,13 +37,13 @@ def with_retries(
             return call(target)
         except grpc.RpcError as exc:
             last_error = exc
-            code = exc.code()  # type: ignore[attr-defined]
+            code = exc.code()
             if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
-            metadata = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+            metadata = {m.key: m.value for m in exc.trailing_metadata() or ()}
             hint = metadata.get("railyard-leader")
             attempt += 1
-            target = hint if hint in ids else ids[attempt % len(ids)]
+            target = hint if isinstance(hint, str) and hint in ids else ids[attempt % len(ids)]
             time.sleep(RETRY_PAUSE_S)
     raise TimeoutError(f"no success within {timeout_s}s: {last_error}\n{cluster.logs()[-8000:]}")
 

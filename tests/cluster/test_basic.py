@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -117,8 +119,9 @@ def test_status_health_and_read_log(cluster: LocalCluster) -> None:
     watched = cluster.cluster_stub(leader).WatchStatus(
         pb.WatchStatusRequest(interval_ms=50), timeout=2
     )
-    first_two = [next(watched), next(watched)]
-    watched.cancel()
+    statuses = cast(Iterator[pb.NodeStatus], watched)
+    first_two = [next(statuses), next(statuses)]
+    watched.cancel()  # type: ignore[no-untyped-call]
     assert all(s.node_id == leader for s in first_two)
 
 

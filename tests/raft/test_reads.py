@@ -86,3 +86,19 @@ def test_partitioned_leader_cannot_serve_reads() -> None:
     net.cores[N1].read_index(3)
     net.settle()
     assert net.read_states[N1] == []
+
+
+def test_reads_between_two_readies_share_one_round() -> None:
+    core = new_core(N1)
+    ready = elect(core)
+    ack_append(core, sent(ready, MessageType.APPEND)[0])
+    drain(core)
+    core.read_index(1)
+    core.read_index(2)
+    beats = sent(drain(core), MessageType.HEARTBEAT)
+    assert len(beats) == 2  # one round: a heartbeat to each follower
+    core.step(message(MessageType.HEARTBEAT_RESPONSE, N2, N1, 1, context=beats[0].context))
+    assert drain(core).read_states == (ReadState(Index(1), 1), ReadState(Index(1), 2))
+    core.read_index(3)  # after the heartbeats left: a new round, never the old one
+    (beat, _) = sent(drain(core), MessageType.HEARTBEAT)
+    assert beat.context == beats[0].context + 1

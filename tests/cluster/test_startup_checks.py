@@ -1,0 +1,140 @@
+"""A node refuses a data directory whose files disagree, in one line naming the file.
+
+Finding F3 (node part) of .notes/fault-findings.md: a raft log that lost committed
+entries (a damaged WAL, an old copy) must not start, or the node would vote again
+from a forgotten term.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from railyard.node.server import _reconcile
+from railyard.proto import railyard_pb2 as pb
+from railyard.raft import Entry, EntryKind, HardState, Index, NodeId, SnapshotMeta, Term
+from railyard.storage import SnapshotStore, SqliteLogStore
+from railyard.streams import StreamsMachine
+from tests.cluster.helpers import CALL_TIMEOUT_S, create_stream, read_all
+from tests.support.cluster import LocalCluster, node_command
+
+pytestmark = pytest.mark.timeout(120)
+
+LOG_DB = "raft.db"
+STATE_DB = "streams.db"
+# A node that refuses its directory exits at once.
+EXIT_TIMEOUT_S = 30
+
+
+def _put(cluster: LocalCluster, leader: str, n: int, tag: bytes) -> None:
+    stub = cluster.streams_stub(leader)
+    for i in range(n):
+        stub.PutRecord(
+            pb.PutRecordRequest(stream="s", data=tag + b"%d" % i), timeout=CALL_TIMEOUT_S
+        )
+
+
+def _start_in_foreground(cluster: LocalCluster, node_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        node_command(cluster.config_path, node_id),
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line of a node that refused to start (and checks it did so cleanly)."""
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_damaged_or_inconsistent_files_are_refused_in_one_line_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """One follower's log goes back in time (an old copy of raft.db, as a lost WAL leaves
+    it) while streams.db keeps what it applied since; another's streams.db is garbled."""
+    c = LocalCluster(tmp_path)
+    try:
+        c.start()
+        leader = c.wait_for_leader()
+        behind, garbled = [n for n in c.node_ids if n != leader]
+        create_stream(c, leader, "s")
+        _put(c, leader, 5, b"early")
+        c.wait_converged()
+        assert c.stop_node(behind) == 0
+        old_log = tmp_path / "old-log"
+        old_log.mkdir()
+        for f in c.data_dir(behind).glob(f"{LOG_DB}*"):
+            shutil.copy2(f, old_log / f.name)
+        c.start_node(behind)
+        c.wait_ready(behind)
+        _put(c, leader, 10, b"late")
+        c.wait_converged()
+        assert c.stop_node(behind) == 0
+        assert c.stop_node(garbled) == 0
+        for f in c.data_dir(behind).glob(f"{LOG_DB}*"):
+            f.unlink()
+        for f in old_log.iterdir():
+            shutil.copy2(f, c.data_dir(behind) / f.name)
+        state = c.data_dir(garbled) / STATE_DB
+        data = bytearray(state.read_bytes())
+        data[:16] = b"not sqlite, no!!"
+        state.write_bytes(bytes(data))
+
+        line = _refusal(_start_in_foreground(c, behind))
+        assert LOG_DB in line and "lost committed entries" in line, line
+        line = _refusal(_start_in_foreground(c, garbled))
+        assert STATE_DB in line, line
+        # The leader was never at risk.
+        assert len(read_all(c, leader, "s")) == 15
+    finally:
+        c.stop()
+
+
+def _opened(tmp_path: Path) -> tuple[SqliteLogStore, SnapshotStore, StreamsMachine]:
+    log_store = SqliteLogStore.open(tmp_path / LOG_DB, cluster="c", node_id="n1")
+    # Entries 1..6, terms 1,1,1,2,2,2; the hard state counts 1..4 as committed.
+    log_store.save(
+        HardState(Term(2), NodeId("n1"), Index(4)),
+        [Entry(Term(1 if i <= 3 else 2), Index(i), EntryKind.NOOP) for i in range(1, 7)],
+    )
+    machine = StreamsMachine.open(tmp_path / STATE_DB)
+    return log_store, SnapshotStore(tmp_path / "snapshots"), machine
+
+
+@pytest.mark.parametrize(
+    ("index", "term", "used", "last_index"),
+    [
+        (3, 1, True, 6),  # this node's own snapshot, the log not compacted yet (a crash)
+        (8, 3, True, 8),  # installed from a leader, the log not reset yet (a crash)
+        (5, 3, True, 5),  # installed from a leader over uncommitted entries of an older term
+        (3, 0, False, 6),  # contradicts committed entry 3 (term 1): not this cluster's history
+    ],
+)
+def test_only_a_snapshot_consistent_with_the_log_is_used_at_start(
+    tmp_path: Path, index: int, term: int, used: bool, last_index: int
+) -> None:
+    """F7: a snapshot newer than the log's compaction replaces the log's prefix only if it
+    can be part of the same history."""
+    log_store, snapshots, machine = _opened(tmp_path)
+    try:
+        meta = SnapshotMeta(Index(index), Term(term), (NodeId("n1"),))
+        snapshots.create(meta, machine.snapshot_to)
+        found = _reconcile(log_store, snapshots, machine, logging.getLogger("test.startup"))
+        if used:
+            assert found == meta and log_store.snapshot_meta() == meta
+        else:
+            assert found is None and log_store.snapshot_meta() is None
+        assert log_store.last_index() == last_index
+    finally:
+        machine.close()
+        log_store.close()
