@@ -6,8 +6,9 @@ into a bounded queue, and a streaming producer (`client/producer.py`, one
 PutRecordStream call) keeps up to `PUT_WINDOW_BATCHES` batches in flight;
 each batch is whatever arrived meanwhile (up to the batch limits). Batches
 carry increasing producer sequences, so on a leader change the producer
-resends the unacknowledged ones and the cluster applies each once: nothing
-is lost, duplicated or reordered.
+resends the unacknowledged ones and the cluster applies each once, answering
+a resend that was applied before with its original sequences: every record
+is appended and printed once, in order.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ READ_AHEAD_CHUNKS = 64
 BATCH_BYTES_HEADROOM = 64 << 10
 # Batches of `put -` unacknowledged at a time: the next batches are proposed
 # while earlier ones commit (the streaming producer keeps them in order).
+# Below the cluster's per-producer window of remembered results (64), so a
+# batch resent after a leader change always gets its sequences back.
 PUT_WINDOW_BATCHES = 8
 # `get` pages: records per GetRecords call.
 GET_PAGE_RECORDS = 1000
@@ -250,8 +253,10 @@ async def _print_acks(
         ack, count = item
         sequences = await ack
         if len(sequences) != count:
-            # Applied before a later batch of ours overtook it (a resend
-            # after a leader change): in the stream once, positions unknown.
+            # Applied so long before that the cluster forgot its result (more
+            # than its window of later batches under our producer id; cannot
+            # happen with PUT_WINDOW_BATCHES below it): in the stream once,
+            # positions unknown.
             print(
                 f"note: {count} records were appended earlier; their sequences are unknown",
                 file=sys.stderr,

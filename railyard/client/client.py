@@ -18,11 +18,13 @@ What it guarantees:
   on one client each take a *lane* -- a producer id of their own
   (``<producer_id>`` for the first, ``<producer_id>/<n>`` for others) with
   its own sequence -- so one client may still pipeline many puts. A retry
-  of an applied put gets its original sequences back; if the cluster has
-  applied a later put of the same producer id since (FAILED_PRECONDITION,
-  stale sequence), the put raises `AlreadyApplied` when an earlier attempt
+  of an applied put gets its original sequences back: the cluster
+  remembers the results of each producer id's last 64 sequences. Only if
+  it has applied that many later puts of the same producer id since
+  (FAILED_PRECONDITION, stale sequence; possible only when another client
+  shares the id), the put raises `AlreadyApplied` when an earlier attempt
   may have been applied, and is sent again with the next free sequence when
-  none was (another client used the id).
+  none was.
 - Errors arrive as the typed exceptions of `railyard.client.errors`.
 
 It imports only the generated protocol code, grpc and the standard library.
@@ -337,8 +339,10 @@ class RailyardClient:
     ) -> R:
         """`call(endpoint, timeout, producer_sequence)` until it succeeds, exactly once.
 
-        Every attempt carries the lane's sequence. A stale-sequence refusal
-        means the cluster applied a later sequence of this producer id:
+        Every attempt carries the lane's sequence; a retry of an applied
+        attempt gets the original result back. A stale-sequence refusal means
+        the cluster applied so many later sequences of this producer id
+        that it no longer remembers this one's result:
         - on the first attempt, another client used the id (or this one was
           restarted): nothing of this put was applied, so it is sent again
           with the next free sequence;
@@ -357,7 +361,7 @@ class RailyardClient:
                 raise AlreadyApplied(
                     f"{what}: applied by an earlier attempt (producer {lane.producer_id!r} "
                     f"sequence {lane.next_sequence}), but its sequence numbers are no longer "
-                    "known: the cluster has since applied a later put of this producer id"
+                    "known: the cluster has since applied many later puts of this producer id"
                 ) from None
             lane.next_sequence = exc.last_sequence + 1
             return await self._call(what, attempt)

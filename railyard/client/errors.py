@@ -63,10 +63,12 @@ class FailedPrecondition(RailyardError):
 
 
 class StaleProducerSequence(FailedPrecondition):
-    """The producer id already has a later sequence applied (`last_sequence`).
+    """The sequence is older than the results the cluster remembers for the producer id.
 
-    The put with the older sequence was applied before -- by an earlier
-    attempt of the same put, or by another client using the same producer id.
+    The cluster keeps the results of each producer id's last 64 sequences
+    (`last_sequence` is the highest); an older one was applied before, by an
+    earlier attempt of the same put or by another client using the same
+    producer id, or is a retry so late that its result is forgotten.
     """
 
     def __init__(self, message: str, *, last_sequence: int) -> None:
@@ -77,9 +79,10 @@ class StaleProducerSequence(FailedPrecondition):
 class AlreadyApplied(RailyardError):
     """A retried put was applied by an earlier attempt, but its sequence numbers are lost.
 
-    Raised only when the cluster already applied a later put of the same
-    producer id (its exactly-once table keeps the last result per producer),
-    so the records are in the stream exactly once; `put` cannot return where.
+    Raised only when the cluster has since applied so many later puts of the
+    same producer id (its exactly-once table keeps the results of each
+    producer's last 64 sequences) that it forgot this one's, so the records
+    are in the stream exactly once; `put` cannot return where.
     """
 
 

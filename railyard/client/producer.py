@@ -17,9 +17,13 @@ Invariants:
   reconnects -- to the leader named in the UNAVAILABLE answer if any -- and
   resends every unacknowledged batch with its original producer sequence;
   the cluster applies each sequence once. A resent batch that the cluster
-  had applied before a later one of ours is acknowledged without sequences
-  (its ack resolves to an empty list): its records are in the stream once,
-  at positions this producer no longer knows.
+  had applied -- even before later batches of ours -- is acknowledged with
+  its original sequences: the cluster remembers the results of a
+  producer's last 64 sequences, and a larger window is capped at
+  `MAX_WINDOW` to stay within them. (A batch older than that, possible
+  only if another producer shares the id, is acknowledged without
+  sequences: its ack resolves to an empty list, its records are in the
+  stream once, at positions this producer no longer knows.)
 - A non-retryable answer (a bad record, an unknown stream) fails that batch
   and every later one; the producer is then closed for sending.
 
@@ -50,6 +54,11 @@ from railyard.proto import railyard_pb2_grpc as pb_grpc
 # Unacknowledged batches per producer: enough to keep a leader's disk and
 # peers busy while acknowledgements travel back; bounds the memory held for resends.
 DEFAULT_WINDOW = 16
+# The largest window: the cluster remembers the results of each producer's
+# last 64 sequences (`streams.Limits.producer_window`), so a resent batch
+# overtaken by at most this many minus one later batches still gets its
+# original sequences back.
+MAX_WINDOW = 64
 # A batch unacknowledged this long on a live call means the leader cannot
 # commit (cut off from its followers): the call is dropped and the batches
 # are resent elsewhere.
@@ -113,7 +122,7 @@ class StreamProducer:
             raise ValueError("window must be at least 1")
         self.endpoints = list(dict.fromkeys(endpoints))
         self.stream = stream
-        self.window = window
+        self.window = min(window, MAX_WINDOW)  # beyond it a resend could lose its sequences
         self.producer_id = producer_id or uuid.uuid4().hex
         self.timeout_s = timeout_s
         self.stats = ProducerStats()
@@ -148,9 +157,8 @@ class StreamProducer:
     async def send(self, records: Sequence[Record]) -> asyncio.Future[list[int]]:
         """Queue one batch; waits while `window` batches are unacknowledged.
 
-        Returns a future of the batch's record sequences (empty: applied
-        earlier, positions unknown; see the module docstring), or of its
-        typed error.
+        Returns a future of the batch's record sequences (empty only in the
+        rare case the module docstring describes), or of its typed error.
         """
         if self._failure is not None:
             raise self._failure
@@ -353,4 +361,4 @@ def _retryable(error: grpc.aio.AioRpcError) -> bool:
     )
 
 
-__all__ = ["DEFAULT_WINDOW", "ProducerStats", "StreamProducer"]
+__all__ = ["DEFAULT_WINDOW", "MAX_WINDOW", "ProducerStats", "StreamProducer"]

@@ -386,9 +386,13 @@ class StreamsService(pb_grpc.StreamsServicer):
         batch that fails ends the call with its status, and no later batch
         of this call is proposed after it; the producer then resends every
         unacknowledged batch with its producer sequence, so each is applied
-        once. A resent batch that a later batch of the same producer already
-        overtook in the log (its sequence is below the producer's last) was
-        applied before: it is acknowledged without sequences.
+        once. A resent batch that was applied before -- even if later
+        batches of the same producer overtook it -- is acknowledged with its
+        original sequences: the machine remembers each producer's last
+        `Limits.producer_window` results, more than a producer keeps in
+        flight. Only a batch older than that window (a producer with a
+        larger window, or another client reusing the id) is acknowledged
+        without sequences: applied before, positions no longer known.
         """
         if not self.node.is_leader():
             leader = self.node.leader()

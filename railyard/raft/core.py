@@ -362,7 +362,9 @@ class RaftCore:
     def status(self) -> CoreStatus:
         log = self.log
         progress = {
-            peer: PeerStatus(p.match_index, p.next_index, p.state.value, p.recent_active)
+            peer: PeerStatus(
+                p.match_index, p.next_index, p.state.value, p.recent_active, p.lost_log_count
+            )
             for peer, p in self.progress.items()
         }
         leading = self.role is Role.LEADER

@@ -104,6 +104,9 @@ def handle_heartbeat(core: RaftCore, message: Message) -> None:
             core.node_id,
             core.current_term,
             context=message.context,
+            # Not a promise (nothing waits for the disk): it lets a leader notice a
+            # log that ends below what we acknowledged, as after a wiped store.
+            match_index=log.last_index,
         )
     )
 

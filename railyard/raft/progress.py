@@ -67,6 +67,7 @@ class Progress:
     pending_snapshot: Index = NO_INDEX  # SNAPSHOT: index of the snapshot sent
     recent_active: bool = False  # heard from within the current election timeout
     last_contact_tick: int = 0
+    lost_log_count: int = 0  # times the peer's log was found to end below match_index
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT:

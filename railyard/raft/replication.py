@@ -5,6 +5,14 @@ reads acknowledgements, moves `next_index` back with the follower's conflict
 hint on a rejection (one round trip per conflicting term), and commits by
 counting durable match indexes, but only entries of its own term (§5.4.2).
 Followers whose entries were compacted get a SNAPSHOT instead.
+
+Raft assumes a node never loses what it stored; a follower whose store was
+wiped comes back with a short log while the leader still holds its old
+`match_index`. A rejection (or a heartbeat response) reporting a last index
+below `match_index` reveals it: the leader forgets that progress and probes
+from the follower's real log end (`_forget_lost_log`). A reordered reply from
+before the acknowledgements can look the same; treating it so only costs a
+resend, never safety, as the commit index never decreases.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import TYPE_CHECKING
 from railyard.raft.progress import Progress, ProgressState
 from railyard.raft.quorum import committed_index
 from railyard.raft.roles import become_follower
-from railyard.raft.types import Index, Message, MessageType, NodeId
+from railyard.raft.types import NO_INDEX, Index, Message, MessageType, NodeId
 
 if TYPE_CHECKING:
     from railyard.raft.core import RaftCore
@@ -119,8 +127,16 @@ def handle_append_response(core: RaftCore, message: Message) -> None:
     if not message.success:
         _handle_rejection(core, message, progress)
         return
-    if message.match_index > core.log.last_index or not progress.maybe_update(message.match_index):
-        return  # nothing new (or a claim beyond our log, which no correct peer makes)
+    if message.match_index > core.log.last_index:
+        return  # a claim beyond our log, which no correct peer makes
+    updated = progress.maybe_update(message.match_index)
+    # A probe answered at the match index we knew (etcd-io/raft does the same):
+    # nothing new, but the logs are known to match there, so resume streaming.
+    confirmed = (
+        progress.state is ProgressState.PROBE and message.match_index == progress.match_index
+    )
+    if not updated and not confirmed:
+        return  # nothing new
     if progress.state is ProgressState.PROBE:
         progress.become_replicate()
     elif progress.state is ProgressState.SNAPSHOT:
@@ -134,17 +150,26 @@ def handle_append_response(core: RaftCore, message: Message) -> None:
     _maybe_finish_transfer(core, message.sender, progress)
 
 
+def _is_stale_rejection(progress: Progress, rejected: Index) -> bool:
+    """True when a rejection answers an append the leader has moved past."""
+    if progress.state is ProgressState.REPLICATE:
+        # About an append already overtaken by an acknowledgement.
+        return rejected <= progress.match_index
+    if progress.state is ProgressState.PROBE:
+        return rejected != progress.next_index - 1  # answers an earlier probe
+    return True  # SNAPSHOT: waiting for the snapshot's outcome
+
+
 def _handle_rejection(core: RaftCore, message: Message, progress: Progress) -> None:
     """Back `next_index` off using the follower's conflict hint (Raft §5.3)."""
     rejected = message.prev_log_index
-    if progress.state is ProgressState.REPLICATE:
-        if rejected <= progress.match_index:
-            return  # stale: about an append already overtaken by an acknowledgement
-    elif progress.state is ProgressState.PROBE:
-        if rejected != progress.next_index - 1:
-            return  # stale: answers an earlier probe
-    else:
-        return  # SNAPSHOT: waiting for the snapshot's outcome
+    if _is_stale_rejection(progress, rejected):
+        return
+    follower_last = message.match_index
+    if follower_last < progress.match_index and follower_last < rejected:
+        _forget_lost_log(progress, follower_last)
+        maybe_send_append(core, message.sender, send_if_empty=True)
+        return
     hint = message.conflict_index
     if message.conflict_term:
         last_of_term = core.log.last_index_of_term(message.conflict_term)
@@ -155,17 +180,37 @@ def _handle_rejection(core: RaftCore, message: Message, progress: Progress) -> N
     maybe_send_append(core, message.sender, send_if_empty=True)
 
 
+def _forget_lost_log(progress: Progress, follower_last: Index) -> None:
+    """The follower's log ends at `follower_last`, below entries it acknowledged:
+    its store was lost (Raft assumes it never is). Forget what it acknowledged and
+    probe from its log's end, so it gets entries or a snapshot again.
+
+    Lowering `match_index` is safe: the commit index never decreases, the quorum
+    count merely waits for acknowledgements the follower can still back. The
+    entries up to `follower_last` are not known to match, so match restarts at 0.
+    """
+    progress.match_index = NO_INDEX
+    progress.become_probe()
+    progress.next_index = Index(follower_last + 1)
+    progress.lost_log_count += 1
+
+
 def handle_heartbeat_response(core: RaftCore, message: Message) -> None:
     progress = core.progress.get(message.sender)
     if progress is None:
         return
     progress.recent_active = True
     progress.last_contact_tick = core.tick_count
+    if progress.state is ProgressState.REPLICATE and message.match_index < progress.match_index:
+        # The follower's log ends below its acknowledgements: it lost its log, or
+        # this reply is older than them. A probe at match_index tells which: the
+        # follower rejects it only if its log really ends below.
+        progress.become_probe()
     progress.probe_sent = False
     if progress.state is ProgressState.REPLICATE and progress.inflights.full():
         # An append may have been lost: let one more through rather than stall.
         progress.inflights.free_first_one()
-    if progress.match_index < core.log.last_index:
+    if progress.match_index < core.log.last_index or progress.state is ProgressState.PROBE:
         # Even with nothing new to send: an empty append at next_index reveals lost
         # appends (the follower rejects it and the leader probes again).
         send_appends(core, message.sender, send_if_empty=True)

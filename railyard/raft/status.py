@@ -10,12 +10,17 @@ from railyard.raft.types import Index, NodeId, Role, Term
 
 @dataclass(frozen=True, slots=True)
 class PeerStatus:
-    """The leader's view of one voter: `state` is "probe", "replicate" or "snapshot"."""
+    """The leader's view of one voter: `state` is "probe", "replicate" or "snapshot".
+
+    `lost_log_count` counts, for the current leader, the times the peer's log was
+    found to end below entries it had acknowledged (its store was lost or wiped).
+    """
 
     match_index: Index
     next_index: Index
     state: str
     recent_active: bool
+    lost_log_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)

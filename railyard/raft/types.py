@@ -111,7 +111,9 @@ class Message:
       `prev_log_index` echoes the append's, so the leader can tell stale replies.
     - HEARTBEAT: `leader_commit` (at most the follower's match index), `context`
       (the leader's latest ReadIndex round).
-    - HEARTBEAT_RESPONSE: `context` echoed.
+    - HEARTBEAT_RESPONSE: `context` echoed; `match_index` the follower's last
+      index (not a durability promise: a leader only uses it to notice a
+      follower whose log ends below what it acknowledged).
     - SNAPSHOT: `snapshot` (metadata; the bytes travel beside the message).
     - SNAPSHOT_RESPONSE: `success`, `match_index`.
     - READ_INDEX / READ_INDEX_RESPONSE: `context`, `read_index`, `success`.

@@ -87,7 +87,6 @@ class SimNode:
     files: dict[SnapshotMeta, tuple[Entry, ...]] = field(default_factory=dict)
     restored: tuple[Entry, ...] | None = None  # a snapshot installed, not yet on disk
     pending: Ready | None = None  # taken, front done, waiting for persist
-    replaced: bool = False  # the last Ready cut the log (a conflict or a snapshot)
     paused_until: int = -1
     inbox: deque[Event] = field(default_factory=deque)
     received: dict[tuple[int, int], tuple[Entry, ...]] = field(default_factory=dict)
@@ -156,9 +155,6 @@ class SimNode:
         assert self.core is not None
         ready = self.core.ready()
         checker = self.checker
-        self.replaced = ready.snapshot is not None or bool(
-            ready.entries and ready.entries[0].index <= self.log.last_index
-        )
         if ready.snapshot is not None:
             self._install(ready.snapshot)
         if ready.entries:
@@ -269,10 +265,9 @@ class SimNode:
                     f"{self.node_id} sends {kind.value} for {voted} in term {msg.term} "
                     f"while its disk holds {hs}",
                 )
-        elif kind in ACKNOWLEDGEMENTS and msg.success and not self.replaced:
-            # When the same Ready cut the log, an acknowledgement made earlier in
-            # the batch may name entries a newer leader's log or snapshot has since
-            # replaced: harmless, as only uncommitted entries can be replaced so.
+        elif kind in ACKNOWLEDGEMENTS and msg.success:
+            # The core withdraws an acknowledgement whose entries a later step of
+            # the same Ready replaced, so every one that leaves must hold.
             log = self.disk.log
             if msg.match_index > max(log.last_index, log.offset):
                 raise Violation(

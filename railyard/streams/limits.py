@@ -30,6 +30,12 @@ DEFAULT_MAX_BATCH_BYTES = 5 << 20
 # Producers remembered for exactly-once appends; beyond this the least
 # recently used is forgotten (its retries may then append twice).
 DEFAULT_MAX_PRODUCERS = 10_000
+# Results remembered per producer: its last this-many producer sequences. A
+# pipelined producer resends every unacknowledged batch after a leader
+# change, and a resend may be overtaken by up to (its window - 1) later
+# batches; at least the largest producer window in use (the client's
+# `MAX_WINDOW`, 64) gets every resend its original sequences back.
+DEFAULT_PRODUCER_WINDOW = 64
 DEFAULT_MAX_STREAM_NAME_LEN = 128
 # Producer ids are client-chosen strings; bound them like stream names.
 MAX_PRODUCER_ID_LEN = 128
@@ -43,6 +49,7 @@ class Limits:
     max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     max_producers: int = DEFAULT_MAX_PRODUCERS
+    producer_window: int = DEFAULT_PRODUCER_WINDOW
     max_stream_name_len: int = DEFAULT_MAX_STREAM_NAME_LEN
 
 

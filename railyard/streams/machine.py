@@ -11,8 +11,9 @@ Exactly-once: `apply` writes `last_applied` in the same SQLite transaction
 as the effects of the entries, one transaction per call, and skips entries
 at or below it; replaying the log after a crash therefore never applies an
 entry twice. Appends carrying a producer id are deduplicated (Raft
-dissertation §6.3, see `producers.py`). Deleting a stream does not forget
-its producers.
+dissertation §6.3, see `producers.py`): a repeat of any of a producer's
+last `Limits.producer_window` sequences gets its original result back.
+Deleting a stream does not forget its producers.
 
 Retention (see `retention.py`) is enforced on the appended stream after
 every append, and on every age-limited stream whenever the clock has moved
@@ -121,7 +122,7 @@ class StreamsMachine:
         if fields_crc(*fields) != crc:
             raise CorruptState(self.path, "the state row fails its checksum")
         _, self._last_applied, self._clock_ms, self._last_sweep_ms, self._next_stream_id = fields
-        self._producers = ProducerTable(self._conn)
+        self._producers = ProducerTable(self._conn, self.limits.producer_window)
 
     def _state_fields(self) -> tuple[int, int, int, int, int]:
         return (
@@ -346,6 +347,11 @@ class StreamsMachine:
 
     def producer_count(self) -> int:
         return self._producers.count
+
+    def producer_result_count(self) -> int:
+        """Append results remembered for exactly-once, over all producers."""
+        with sqlite_errors_named(self.path):
+            return self._producers.result_count()
 
     def dump_sql(self) -> list[str]:
         """The whole state as SQL text (`iterdump`): equal on replicas at equal `last_applied`."""

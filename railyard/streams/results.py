@@ -118,13 +118,14 @@ class StreamExists:
 
 @dataclass(frozen=True, slots=True)
 class StaleProducerSequence:
-    """The producer already appended a later sequence; this one is older than the last.
+    """This sequence is older than the window of results remembered for its producer.
 
-    Only the last result per producer is remembered (Raft dissertation §6.3),
-    so the original sequence numbers of an older request are not known. A
-    producer sends its requests in order, so an older sequence can only be a
-    late retry of a request that was already applied: the client treats this
-    as "already done".
+    The machine remembers the results of a producer's last
+    `Limits.producer_window` sequences (Raft dissertation §6.3); this one is
+    at or below `last_sequence - window`, so whether and where it was
+    applied is no longer known. A producer keeps fewer requests in flight
+    than the window, so this is a very late retry of a request that was
+    applied, or another client reusing the producer id.
     """
 
     producer_id: str

@@ -34,7 +34,8 @@ from railyard.streams.errors import CorruptState, StateIOError
 SEQUENCE_BITS = 40
 MAX_STREAM_ID = (1 << (63 - SEQUENCE_BITS)) - 1
 
-FORMAT_VERSION = 2
+# 3: producers remember a window of results (`producer_results`), not only the last.
+FORMAT_VERSION = 3
 
 # The node is the only writer; a reader tool must not block it for long.
 BUSY_TIMEOUT_S = 5.0
@@ -70,14 +71,20 @@ SCHEMA = (
     )""",
     """CREATE TABLE producers (
         producer_id TEXT PRIMARY KEY,
+        last_sequence INTEGER NOT NULL,
+        last_used_index INTEGER NOT NULL UNIQUE,
+        crc INTEGER NOT NULL
+    )""",
+    """CREATE TABLE producer_results (
+        producer_id TEXT NOT NULL,
         producer_sequence INTEGER NOT NULL,
         stream TEXT NOT NULL,
         first_seq INTEGER NOT NULL,
         count INTEGER NOT NULL,
         timestamp_ms INTEGER NOT NULL,
-        last_used_index INTEGER NOT NULL UNIQUE,
-        crc INTEGER NOT NULL
-    )""",
+        crc INTEGER NOT NULL,
+        PRIMARY KEY (producer_id, producer_sequence)
+    ) WITHOUT ROWID""",
 )
 
 # The state row of a new database: format, last_applied, clock_ms,

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from railyard.client import RailyardClient
-from railyard.client.producer import StreamProducer
+from railyard.client.producer import MAX_WINDOW, StreamProducer
 from railyard.node.services import append_command_bytes
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
+from railyard.streams.limits import DEFAULT_PRODUCER_WINDOW
 from tests.support.cluster import LocalCluster
 
 BATCHES = 40
@@ -75,12 +76,16 @@ async def test_ordered_exactly_once_across_leader_kill(cluster: LocalCluster) ->
     assert [r.data for r in stored] == expected  # every record once, in order
     by_sequence = {r.sequence: r.data for r in stored}
     for b, sequences in enumerate(results):
-        # An ack names its batch's records (or, for a batch another overtook
-        # during the resend, nothing: it was applied earlier).
+        # Every ack names its batch's records, also for a resent batch that
+        # later ones overtook: the cluster remembers a window of results.
         assert [by_sequence[s] for s in sequences] == [
             _record(b, i) for i in range(RECORDS_PER_BATCH)
-        ][: len(sequences)]
-        assert len(sequences) in (0, RECORDS_PER_BATCH)
+        ]
+
+
+def test_window_is_capped_at_what_the_cluster_remembers() -> None:
+    assert StreamProducer(["localhost:1"], "s", window=MAX_WINDOW + 100).window == MAX_WINDOW
+    assert MAX_WINDOW <= DEFAULT_PRODUCER_WINDOW  # resends stay within the remembered results
 
 
 def test_append_command_bytes_is_the_command() -> None:

@@ -1,5 +1,5 @@
 """The client against misbehaving nodes (in-process fakes): a hung node, stale producer
-sequences, a full disk. Findings F5 and the stale-sequence handling of .notes/fault-findings.md."""
+sequences, a full disk. Findings F5 and the stale-sequence handling of docs/FINDINGS.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The driver in one process (one voter, stores in tmp_path) under disk faults, and how a
-fatal error is described. Findings F8 and F10 of .notes/fault-findings.md."""
+fatal error is described. Findings F8 and F10 of docs/FINDINGS.md."""
 
 from __future__ import annotations
 

@@ -65,6 +65,10 @@ def test_follower_restarted_after_compaction_catches_up_by_snapshot(tmp_path: Pa
         follower = next(n for n in c.node_ids if n != leader)
         create_stream(c, leader, "bulk")
         assert c.stop_node(follower) == 0  # a clean stop exits 0
+        # Until the leader notices, appends it pipelines to the stopped follower
+        # wait in its send queue and would bring the follower up to date without
+        # a snapshot; wait until it only probes.
+        wait_until_probing(c, leader, follower)
         stub = c.streams_stub(leader)
         for batch in range(100):  # 100 entries, 2,000 records: several snapshots
             stub.PutRecords(
@@ -88,6 +92,17 @@ def test_follower_restarted_after_compaction_catches_up_by_snapshot(tmp_path: Pa
         assert records == read_all(c, leader, "bulk")
     finally:
         c.stop()
+
+
+def wait_until_probing(c: LocalCluster, leader: str, follower: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = c.status(leader)
+        peers = {p.node_id: p.state for p in status.peers} if status is not None else {}
+        if peers.get(follower) == "probe":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{leader} still replicates to the stopped {follower}")
 
 
 def test_partitioned_leader_steps_down_and_its_uncommitted_entry_is_discarded(

@@ -1,6 +1,6 @@
 """A node refuses a data directory whose files disagree, in one line naming the file.
 
-Finding F3 (node part) of .notes/fault-findings.md: a raft log that lost committed
+Finding F3 (node part) of docs/FINDINGS.md: a raft log that lost committed
 entries (a damaged WAL, an old copy) must not start, or the node would vote again
 from a forgotten term.
 """

@@ -358,7 +358,7 @@ def _damage_cases(image: Image, file: str, kind: str, rng: random.Random) -> lis
     return [Case(file, kind, o) for o in offsets(size, rng, 0, hi) if o > 0 or kind == "flip"]
 
 
-FINDINGS = ".notes/fault-findings.md"
+FINDINGS = "docs/FINDINGS.md"
 
 
 def _xfail(finding: str, why: str) -> pytest.MarkDecorator:
@@ -637,11 +637,6 @@ REJOIN_RECORDS = 70
 REJOIN_TIMEOUT_S = 12.0
 
 
-@pytest.mark.xfail(
-    reason=f"{FINDINGS} F9: the leader keeps the wiped node's old match index and ignores its"
-    " rejections, so it never sends the snapshot; the node stays at commit 0",
-    strict=False,
-)
 def test_wiped_node_rejoins_by_snapshot(tmp_path: Path) -> None:
     cluster = LocalCluster(tmp_path, snapshot_every=SNAPSHOT_EVERY)
     try:
@@ -790,8 +785,7 @@ def test_full_disk_refuses_writes_serves_reads_and_loses_nothing(full_disk: Full
     held = dict(reference)
     lost = [seq for seq, data in full_disk.acked if held.get(seq) != data]
     assert not lost, f"acknowledged records lost or changed: {lost}"
-    if shortfalls:
-        pytest.xfail(f"{FINDINGS} F8: a full disk kills the nodes: {shortfalls}")
+    assert not shortfalls, f"a full disk must not stop the nodes: {shortfalls}"
 
 
 # An LD_PRELOAD shim makes fsync/fdatasync fail with EIO while a trigger file exists:
@@ -885,11 +879,7 @@ def test_failed_fsync_is_fatal_and_loses_nothing_acknowledged(tmp_path: Path) ->
         for nid in cluster.node_ids:
             held = dict(_stream_of(cluster, nid))
             assert all(held.get(seq) == data for seq, data in acked), f"{nid} lost records"
-        if not says_why:
-            pytest.xfail(
-                f"{FINDINGS} F10: the node exits, but its message does not say the disk"
-                f" failed: {complaints}"
-            )
+        assert says_why, f"the exit message must say the disk failed: {complaints}"
     finally:
         trigger.unlink(missing_ok=True)
         cluster.stop()

@@ -60,8 +60,8 @@ class ModelStream:
 
 @dataclass
 class ModelProducer:
-    sequence: int
-    result: Appended
+    sequence: int  # the highest applied
+    results: dict[int, Appended]  # applied sequences in (sequence - window, sequence]
     last_used_index: int
 
 
@@ -131,15 +131,15 @@ class Model:
 
     def append(self, index: int, cmd: pb.AppendRecordsCommand) -> ApplyResult:
         producer = self.producers.get(cmd.producer_id) if cmd.producer_id else None
-        if producer is not None:
-            if cmd.producer_sequence == producer.sequence:
-                producer.last_used_index = index
-                done = producer.result
-                return Appended(done.stream, done.sequences, done.timestamp_ms, duplicate=True)
-            if cmd.producer_sequence < producer.sequence:
+        if producer is not None and cmd.producer_sequence <= producer.sequence:
+            if cmd.producer_sequence <= producer.sequence - self.limits.producer_window:
                 return StaleProducerSequence(
                     cmd.producer_id, cmd.producer_sequence, producer.sequence
                 )
+            done = producer.results.get(cmd.producer_sequence)
+            if done is not None:
+                producer.last_used_index = index
+                return Appended(done.stream, done.sequences, done.timestamp_ms, duplicate=True)
         stream = self.streams.get(cmd.stream)
         if stream is None:
             if not cmd.create_if_missing:
@@ -158,10 +158,17 @@ class Model:
         return result
 
     def remember(self, index: int, producer_id: str, sequence: int, result: Appended) -> None:
-        if producer_id not in self.producers and len(self.producers) >= self.limits.max_producers:
-            oldest = min(self.producers, key=lambda p: self.producers[p].last_used_index)
-            del self.producers[oldest]
-        self.producers[producer_id] = ModelProducer(sequence, result, index)
+        producer = self.producers.get(producer_id)
+        if producer is None:
+            if len(self.producers) >= self.limits.max_producers:
+                oldest = min(self.producers, key=lambda p: self.producers[p].last_used_index)
+                del self.producers[oldest]
+            producer = self.producers[producer_id] = ModelProducer(sequence, {}, index)
+        producer.sequence = max(producer.sequence, sequence)
+        producer.last_used_index = index
+        producer.results[sequence] = result
+        horizon = producer.sequence - self.limits.producer_window
+        producer.results = {s: r for s, r in producer.results.items() if s > horizon}
 
     # queries
 

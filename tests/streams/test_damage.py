@@ -70,8 +70,8 @@ def test_a_changed_state_row_is_refused_at_open(db: Path) -> None:
     assert str(db) in str(info.value)
 
 
-def test_a_changed_producer_row_stops_apply(db: Path) -> None:
-    _tamper(db, "UPDATE producers SET first_seq = 7")
+def test_a_changed_producer_result_stops_apply(db: Path) -> None:
+    _tamper(db, "UPDATE producer_results SET first_seq = 7")
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="producer 'p'"):
@@ -113,11 +113,34 @@ def test_verify_finds_stray_records(db: Path) -> None:
         sm.close()
 
 
-def test_verify_checks_producers(db: Path) -> None:
-    _tamper(db, "UPDATE producers SET count = 1")
+def test_a_changed_producer_row_stops_apply(db: Path) -> None:
+    _tamper(db, "UPDATE producers SET last_sequence = 0")
+    sm = StreamsMachine.open(db)
+    try:
+        with pytest.raises(CorruptState, match="producer 'p'"):
+            sm.apply([(3, append("s", [b"a"], producer="p", seq=2))])
+        assert sm.last_applied == 2  # rolled back
+    finally:
+        sm.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["UPDATE producer_results SET count = 1", "UPDATE producers SET last_used_index = 9"],
+)
+def test_verify_checks_producers(db: Path, change: str) -> None:
+    _tamper(db, change)
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="producer"):
             sm.verify()
     finally:
         sm.close()
+
+
+def test_a_database_of_an_older_format_is_refused(db: Path) -> None:
+    _tamper(db, "DROP TABLE producer_results")
+    _tamper(db, "UPDATE state SET format = 2")  # as an older build wrote it
+    with pytest.raises(CorruptState, match="format version 2") as info:
+        StreamsMachine.open(db)
+    assert str(db) in str(info.value)

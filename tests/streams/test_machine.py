@@ -222,12 +222,46 @@ def test_repeated_producer_sequence_returns_the_original_result(run: Driver) -> 
     assert info(run.sm, "s").record_count == 2
 
 
-def test_older_producer_sequence_is_stale(run: Driver) -> None:
+def test_a_repeat_overtaken_by_later_sequences_returns_its_original_result(
+    run: Driver,
+) -> None:
+    """A pipelined producer's resend lands after later batches of its own."""
     run(create("s"))
-    run(append("s", [b"a"], producer="p", seq=5))
-    assert run(append("s", [b"a"], producer="p", seq=4)) == StaleProducerSequence("p", 4, 5)
-    nxt = run(append("s", [b"b"], producer="p", seq=6))
-    assert isinstance(nxt, Appended) and nxt.sequences == range(2, 3)
+    for n in range(1, 9):
+        run(append("s", [b"x", b"y"], producer="p", seq=n))
+    for n in [1, 4, 8]:
+        repeat = run(append("s", [b"x", b"y"], producer="p", seq=n))
+        assert isinstance(repeat, Appended) and repeat.duplicate
+        assert repeat.sequences == range(2 * n - 1, 2 * n + 1)
+    assert info(run.sm, "s").record_count == 16
+
+
+def test_a_sequence_older_than_the_window_is_stale(tmp_path: Path) -> None:
+    sm = StreamsMachine.open(tmp_path / "s.db", Limits(producer_window=3))
+    try:
+        run = Driver(sm)
+        run(create("s"))
+        for n in range(1, 6):
+            run(append("s", [b"a"], producer="p", seq=n))
+        assert run(append("s", [b"a"], producer="p", seq=2)) == StaleProducerSequence("p", 2, 5)
+        kept = run(append("s", [b"a"], producer="p", seq=3))  # 5 - 3 < 3: in the window
+        assert isinstance(kept, Appended) and kept.duplicate and kept.sequences == range(3, 4)
+        assert sm.producer_result_count() == 3  # bounded by the window
+        nxt = run(append("s", [b"b"], producer="p", seq=6))
+        assert isinstance(nxt, Appended) and nxt.sequences == range(6, 7)
+    finally:
+        sm.close()
+
+
+def test_a_gap_in_the_window_is_applied_late(run: Driver) -> None:
+    """A sequence in the window that was never applied is not lost."""
+    run(create("s"))
+    run(append("s", [b"a"], producer="p", seq=1))
+    run(append("s", [b"c"], producer="p", seq=3))
+    late = run(append("s", [b"b"], producer="p", seq=2))
+    assert isinstance(late, Appended) and not late.duplicate and late.sequences == range(3, 4)
+    again = run(append("s", [b"b"], producer="p", seq=2))
+    assert isinstance(again, Appended) and again.duplicate and again.sequences == range(3, 4)
 
 
 def test_failed_appends_are_not_remembered(run: Driver) -> None:
@@ -251,6 +285,7 @@ def test_producer_table_is_bounded_evicting_least_recently_used(tmp_path: Path) 
         assert isinstance(again, Appended) and again.duplicate
         forgotten = run(append("s", [b"2"], producer="p2", seq=1))
         assert isinstance(forgotten, Appended) and not forgotten.duplicate
+        assert sm.producer_result_count() == 2  # an evicted producer's results go with it
     finally:
         sm.close()
 

@@ -1,7 +1,8 @@
 """Property tests: the streams machine against the dict-of-lists model.
 
-Random sequences of commands (with invalid names, oversized batches, retried
-and stale producer sequences, timestamps that step across retention ages and
+Random sequences of commands (with invalid names, oversized batches,
+producer sequences repeated within the window of remembered results, gaps
+in it and stale ones below it, timestamps that step across retention ages and
 the sweep interval and sometimes go back, all three retention limits) are
 applied to both, in random batches for the machine; every result and every
 query must agree.
@@ -21,8 +22,12 @@ from railyard.streams import POSITIONS, Limits, StreamsMachine
 from tests.streams.helpers import append, create, delete
 from tests.streams.model import Model
 
-# Small limits so random batches hit them; two producers so eviction happens.
-LIMITS = Limits(max_record_bytes=8, max_batch_records=4, max_batch_bytes=20, max_producers=2)
+# Small limits so random batches hit them; two producers so eviction happens;
+# a window of three results per producer, so sequences 0..7 give repeats
+# within the window, never-applied gaps in it, and stale ones below it.
+LIMITS = Limits(
+    max_record_bytes=8, max_batch_records=4, max_batch_bytes=20, max_producers=2, producer_window=3
+)
 NAMES = st.integers(min_value=0, max_value=9).map(lambda k: "bad name" if k == 9 else "abc"[k % 3])
 # Each command's timestamp is the previous one plus a step; steps sit at and
 # around the retention ages and the sweep interval so boundaries get hit, and
@@ -63,7 +68,7 @@ appends = st.builds(
     NAMES,
     records,
     st.sampled_from(["", "p1", "p2", "p3"]),
-    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=0, max_value=7),
     st.sampled_from([True, True, False]),
 )
 # Weighted: mostly appends, the command with the most rules.
@@ -132,6 +137,9 @@ def test_machine_matches_model(datas: list[bytes], sizes: list[int], probes: lis
             assert sm.last_applied == len(datas)
             assert sm.clock_ms == model.clock_ms
             assert sm.producer_count() == len(model.producers)
+            remembered = sum(len(p.results) for p in model.producers.values())
+            assert sm.producer_result_count() == remembered
+            assert remembered <= LIMITS.max_producers * LIMITS.producer_window
             assert_same_queries(sm, model, probes)
             sm.verify()  # every row written on the way carries a valid checksum
         finally:
