@@ -44,7 +44,7 @@ from railyard.cli.common import (
 )
 from railyard.cli.units import parse_duration_ms, parse_size
 from railyard.client import AlreadyExists, NotFound, RailyardClient, RailyardError
-from railyard.client.producer import StreamProducer
+from railyard.client.producer import MAX_WINDOW, StreamProducer
 from railyard.proto import railyard_pb2 as pb
 
 DEFAULT_STREAM = "bench"
@@ -390,7 +390,14 @@ def put(
 ) -> None:
     """Append records as fast as the cluster takes them; report rates and latency."""
     budget = _budget(duration, count)
-    _use_stream(mode, batch)
+    if _use_stream(mode, batch) and in_flight > MAX_WINDOW:
+        # The cluster remembers a producer's last MAX_WINDOW results; a deeper
+        # window could not be resent exactly once, so it would not be measured.
+        raise typer.BadParameter(
+            f"a streaming producer keeps at most {MAX_WINDOW} batches in flight"
+            " (use --clients for more concurrency, or --mode unary)",
+            param_hint="--in-flight",
+        )
     try:
         record_size = parse_size(size)
     except ValueError as e:

@@ -53,3 +53,11 @@ def test_bench_get_on_a_missing_stream_is_a_clear_error(cli_cluster: LocalCluste
     )
     assert result.exit_code == 1
     assert "railyard bench put" in result.stderr
+
+
+def test_a_streaming_window_beyond_what_the_cluster_remembers_is_refused() -> None:
+    result = CliRunner().invoke(
+        app, ["bench", "put", "--batch", "100", "--in-flight", "65", "--count", "10"]
+    )
+    assert result.exit_code == 2
+    assert "--in-flight" in result.output and "64" in result.output
