@@ -16,8 +16,10 @@ store: it is damaged (cut short, overwritten) and is refused. On open the
 file also passes `PRAGMA quick_check`, and every row read back is checked
 against its CRC-32 (`checksums.py`); a failure raises `CorruptStore` naming
 the file. So does a WAL holding acknowledged commits that SQLite would skip
-because an earlier frame is damaged (`wal.py`). Other SQLite failures (disk
-full, I/O errors) raise `StoreIOError` naming the file.
+because an earlier frame is damaged (`wal.py`), and so does a log that no
+longer reaches where its last completed save left it, e.g. after its WAL was
+cut short (the tail marker beside the database, `tail_marker.py`). Other
+SQLite failures (disk full, I/O errors) raise `StoreIOError` naming the file.
 
 The indexes, the hard state and the compaction metadata are cached in memory
 after open: the store is the only writer (the data-directory lock makes sure
@@ -53,6 +55,7 @@ from railyard.storage.errors import (
     StoreMismatch,
 )
 from railyard.storage.log import entries_to_write
+from railyard.storage.tail_marker import REMEDY, Tail, TailMarker, marker_path, shortfall
 from railyard.storage.wal import commit_frames, lost_commits
 
 # Bumped when the schema changes incompatibly; an unknown version is refused.
@@ -170,32 +173,69 @@ def _exists(path: Path) -> bool:
 class SqliteLogStore:
     """A `LogStore` in one SQLite file. Create with `SqliteLogStore.open`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, marker: TailMarker | None = None
+    ) -> None:
         self.path = path
         self._conn = conn
+        self._marker = marker if marker is not None else TailMarker(marker_path(path))
         self._hard_state = HardState()
         self._snapshot: SnapshotMeta | None = None
         self._last = NO_INDEX
+        self._last_term = NO_TERM
         self._load()
 
     @classmethod
     def open(cls, path: Path, *, cluster: str, node_id: str) -> SqliteLogStore:
         """Create the store, or verify the identity and integrity of an existing one."""
         path = Path(path)
-        if not _exists(path):
-            _create(path, cluster, node_id)
-        commits = commit_frames(path)  # before SQLite may reset the WAL
-        conn = connect(path, "FULL")
+        marker = TailMarker(marker_path(path))
+        try:
+            saved = marker.read()
+            if not _exists(path):
+                _refuse_lost_store(path, marker.path, saved)
+                _create(path, cluster, node_id)
+            wal = path.with_name(path.name + "-wal")
+            named = wal if wal.exists() and wal.stat().st_size > 0 else path
+            commits = commit_frames(path)  # before SQLite may reset the WAL
+            conn = connect(path, "FULL")
+        except BaseException:
+            marker.close()
+            raise
         try:
             _check_wal(conn, path, commits)
             _check_identity(conn, path, cluster, node_id)
-            return cls(path, conn)
+            store = cls(path, conn, marker)
         except sqlite3.Error as exc:
             conn.close()
+            marker.close()
             raise _named_error(path, exc) from exc
         except BaseException:
             conn.close()
+            marker.close()
             raise
+        try:
+            store._check_reaches(saved, named)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _check_reaches(self, saved: Tail | None, named: Path) -> None:
+        """Refuse a log that ends before its last completed save did (a WAL cut short)."""
+        if saved is None:
+            return
+        with _sqlite_errors_named(self.path):
+            term_at = self.term(saved.last_index)
+            problem = shortfall(
+                saved, self._last, self._snapshot_index(), term_at, self._hard_state
+            )
+        if problem is not None:
+            raise CorruptStore(
+                named,
+                f"{problem} (recorded in {self._marker.path.name}): the write-ahead log was "
+                f"cut short or rolled back and committed entries are lost; {REMEDY}",
+            )
 
     def _load(self) -> None:
         row = self._conn.execute(
@@ -222,9 +262,25 @@ class SqliteLogStore:
             )
         if first is not None and count != self._last - first + 1:
             raise CorruptStore(self.path, f"log {first}..{self._last} has {count} entries")
+        self._last_term = self._term_of_last()
 
     def _snapshot_index(self) -> Index:
         return self._snapshot.index if self._snapshot else NO_INDEX
+
+    def _term_of_last(self) -> Term:
+        term = self.term(self._last)
+        if term is None:
+            raise CorruptStore(self.path, f"entry {self._last} is missing")
+        return term
+
+    def _tail(self) -> Tail:
+        return Tail.of(self._last, self._last_term, self._hard_state)
+
+    def _lower_marker(self, keep: Index) -> None:
+        """Before cutting the log after `keep`: a marker that holds before and after the cut."""
+        term = self.term(keep)
+        assert term is not None, f"the log keeps index {keep} but has no term for it"
+        self._marker.lower(Tail.of(keep, term, self._hard_state))
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
         """Cut the log at `entries[0].index`, append `entries`, store `hard_state`: one fsync."""
@@ -232,6 +288,8 @@ class SqliteLogStore:
             rest = entries_to_write(entries, self._snapshot_index(), self._last)
             if not rest and hard_state is None:
                 return
+            if rest and rest[0].index <= self._last:
+                self._lower_marker(Index(rest[0].index - 1))
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -266,9 +324,10 @@ class SqliteLogStore:
                 conn.execute("ROLLBACK")
                 raise
             if rest:
-                self._last = rest[-1].index
+                self._last, self._last_term = rest[-1].index, rest[-1].term
             if hard_state is not None:
                 self._hard_state = hard_state
+            self._marker.record(self._tail())
 
     def entries(self, lo: Index, hi: Index, max_bytes: int | None = None) -> list[Entry]:
         """Entries `[lo, hi)`, at most `max_bytes` of data but at least one if any."""
@@ -340,6 +399,7 @@ class SqliteLogStore:
                 )
             if from_index > self._last:
                 return
+            self._lower_marker(Index(from_index - 1))
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -349,6 +409,8 @@ class SqliteLogStore:
                 conn.execute("ROLLBACK")
                 raise
             self._last = Index(from_index - 1)
+            self._last_term = self._term_of_last()
+            self._marker.record(self._tail())
 
     def compact(self, meta: SnapshotMeta) -> None:
         """Drop entries up to `meta.index` and remember `meta` (Raft §7), in one transaction."""
@@ -356,6 +418,10 @@ class SqliteLogStore:
             if meta.index <= self._snapshot_index():
                 return
             keep_tail = self.term(meta.index) == meta.term
+            if not keep_tail and meta.index <= self._last:
+                # The log is discarded down to the old snapshot, which both
+                # states (before and after) still reach.
+                self._lower_marker(self._snapshot_index())
             fields = (meta.index, meta.term, json.dumps(list(meta.voters)))
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -374,7 +440,8 @@ class SqliteLogStore:
                 raise
             self._snapshot = meta
             if not keep_tail:
-                self._last = meta.index
+                self._last, self._last_term = meta.index, meta.term
+                self._marker.record(self._tail())
 
     def snapshot_meta(self) -> SnapshotMeta | None:
         return self._snapshot
@@ -384,6 +451,7 @@ class SqliteLogStore:
 
     def close(self) -> None:
         self._conn.close()
+        self._marker.close()
 
 
 def _check_wal(conn: sqlite3.Connection, path: Path, commits: list[int]) -> None:
@@ -399,6 +467,17 @@ def _check_wal(conn: sqlite3.Connection, path: Path, commits: list[int]) -> None
             path.with_name(path.name + "-wal"),
             f"frame {accepted + 1} is damaged: {len(lost)} committed transactions after it "
             "(frames " + ", ".join(map(str, lost[:5])) + ") would be silently dropped",
+        )
+
+
+def _refuse_lost_store(path: Path, marker: Path, saved: Tail | None) -> None:
+    """Refuse to create a store afresh where the marker says one held a log or a term."""
+    if saved is not None and not saved.is_empty():
+        raise CorruptStore(
+            path,
+            f"the database is missing, but {marker.name} records a saved log up to index "
+            f"{saved.last_index} (term {saved.last_term}) in term {saved.current_term}; "
+            f"starting afresh would forget it: {REMEDY}",
         )
 
 

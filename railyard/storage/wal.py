@@ -13,7 +13,8 @@ salts match the WAL header, i.e. written since the WAL was last reset) with
 the frames SQLite accepted. More than one commit frame past what SQLite
 accepted means an acknowledged transaction was dropped: the store must be
 refused, not opened without it. (A WAL cut short cannot be told from one
-that was never longer; that needs a reference outside this file.)
+that was never longer; the tail marker beside the database,
+`tail_marker.py`, is the reference outside this file that tells.)
 
 File format: https://www.sqlite.org/fileformat2.html#walformat
 """
