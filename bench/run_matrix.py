@@ -122,7 +122,7 @@ def wait_for_leader(config: Path) -> str:
 
 
 def run_bench(config: Path, args: list[str], duration: str, size: str) -> dict[str, Any]:
-    extra = ["--duration", duration] if args[0] == "put" else []
+    extra = ["--duration", duration] if args[0] == "put" and duration else []
     if args[0] == "put":
         extra += ["--size", size]
     command = ["bench", *args, *extra, "-c", str(config), "-o", "json"]
@@ -248,6 +248,35 @@ async def measure_failover(nodes: Nodes, endpoints: list[str], runs: int) -> lis
     return samples
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_memory(nodes: Nodes, config: Path, records: int, steps: int, size: str) -> list[str]:
+    """Ingest `records` records in `steps` equal parts; each node's RSS after each part."""
+    lines = [
+        f"Memory: RSS of each node (MiB) while one stream grows to {records:,} records "
+        f"of {size} bytes (batches of 500, 16 in flight):",
+        "",
+        "| records | " + " | ".join(nodes.node_ids) + " |",
+        "|---:|" + "---:|" * len(nodes.node_ids),
+    ]
+    per_step = records // steps
+    for step in range(1, steps + 1):
+        args = ["put", "--stream", "memory", "--batch", "500", "--in-flight", "16"]
+        done = run_bench(config, [*args, "--count", str(per_step)], "", size)
+        if "error" in done:
+            raise SystemExit(f"memory run failed: {done['error']}")
+        rss = [rss_mib(nodes.procs[n].pid) for n in nodes.node_ids]
+        lines.append(f"| {step * per_step:,} | " + " | ".join(f"{r:.0f}" for r in rss) + " |")
+        print(f"  memory: {step * per_step:,} records", file=sys.stderr, flush=True)
+    return lines
+
+
 def failover_line(samples: list[float]) -> str:
     if not samples:
         return ""
@@ -265,6 +294,13 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3, help="cluster size")
     parser.add_argument("--failover-runs", type=int, default=10, help="0 skips failover")
     parser.add_argument("--skip-matrix", action="store_true", help="measure failover only")
+    parser.add_argument(
+        "--memory-records",
+        type=int,
+        default=0,
+        help="also grow one stream to this many records and report each node's RSS (0 skips)",
+    )
+    parser.add_argument("--memory-steps", type=int, default=4, help="RSS samples while growing")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="railyard-bench-") as tmp:
@@ -275,6 +311,7 @@ def main() -> int:
         nodes = Nodes(root, config, node_ids)
         rows: list[tuple[str, dict[str, Any]]] = []
         samples: list[float] = []
+        memory: list[str] = []
         try:
             for node_id in node_ids:
                 nodes.start(node_id)
@@ -288,6 +325,10 @@ def main() -> int:
             if args.failover_runs > 0:
                 print(f"  failover x{args.failover_runs} ...", file=sys.stderr, flush=True)
                 samples = asyncio.run(measure_failover(nodes, endpoints, args.failover_runs))
+            if args.memory_records > 0:
+                memory = measure_memory(
+                    nodes, config, args.memory_records, args.memory_steps, args.size
+                )
         finally:
             nodes.stop_all()
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -300,6 +341,8 @@ def main() -> int:
     print(markdown(rows, header))
     if samples:
         print("\n" + failover_line(samples))
+    if memory:
+        print("\n" + "\n".join(memory))
     return 0 if all("error" not in r for _, r in rows) else 1
 
 

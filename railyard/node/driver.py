@@ -26,9 +26,14 @@ Invariants:
 - Only this task calls a mutating method of the core. Request handlers may
   read `core.status()` between steps (the loop is single-threaded and core
   methods never yield), nothing more.
-- Log-store calls run on one worker thread, state-machine calls on another:
-  each SQLite connection is used by one thread at a time, in submission
-  order, so a read queued after an apply sees that apply.
+- Log-store calls run on one worker thread, in submission order. Committed
+  entries are applied here, on the loop, between steps: a hand-off to a
+  thread and back costs more than applying a batch (and the apply holds
+  the GIL for most of its work anyway). State-machine queries run on a
+  reads thread with their own connection and see every apply that finished
+  before they were submitted; a snapshot is copied on a third thread from
+  a state frozen between two applies (`StreamsMachine.freeze`), so neither
+  reads nor snapshots hold up applying.
 - A storage error is fatal (`FatalError`): the node stops rather than
   acknowledge what might not be on disk. One exception: a full disk. Writes
   are refused before they are proposed while the data directory's disk is
@@ -75,7 +80,7 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import CorruptState, StreamsMachine
+from railyard.streams import CorruptState, FrozenState, StreamsMachine
 
 T = TypeVar("T")
 
@@ -241,13 +246,14 @@ class Driver:
         )
         self.log_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-log")
         self.sm_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streams")
+        self.snapshot_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self.applied = applied
         self.applied_term = applied_term
         self.snapshot_index = snapshot_index
         self.stats = DriverStats()
         self.soft_state = SoftState()
         # The hard state last written, and a newer one that differs from it
-        # only in commit_index (not worth an fsync of its own, see _persist).
+        # only in commit_index (not worth an fsync of its own, see _start_save).
         self._saved_hard_state = log_store.hard_state()
         self._unsaved_hard_state: HardState | None = None
         self._waiters: dict[Index, _Waiter] = {}
@@ -256,6 +262,7 @@ class Driver:
         self._reads_by_index: list[tuple[Index, list[asyncio.Future[None]]]] = []
         self._received_snapshots: dict[tuple[Index, Term], SnapshotReceiver] = {}
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshot_write: asyncio.Future[Path] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
         # Free space of the data directory's disk (None: not watched).
@@ -355,7 +362,7 @@ class Driver:
             self.log.warning("inbox full; dropped an internal event")
 
     async def machine_call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a state-machine call on its worker thread, after queued applies.
+        """Run a state-machine query (or a restore) on the reads thread.
 
         A state found damaged (a record failing its checksum) stops the node:
         a replica must not serve, nor snapshot to others, a state that differs
@@ -417,6 +424,7 @@ class Driver:
         """Wait for the write or apply in progress to finish (called at exit)."""
         self.log_io.shutdown(wait=True, cancel_futures=True)
         self.sm_io.shutdown(wait=True, cancel_futures=True)
+        self.snapshot_io.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------ the loop
 
@@ -543,35 +551,36 @@ class Driver:
         if ready.messages:
             self.outbox.send(ready.messages)
         committed = ready.committed_entries
-        if committed and (not ready.entries or committed[-1].index < ready.entries[0].index):
-            # The committed entries were persisted by earlier Readys: apply them
-            # (state-machine thread) while this Ready's entries are written
-            # (log thread). Disk and apply overlap; the order of effects that
-            # others can see is unchanged.
-            # Both run to their end before a failure of either is raised, so
-            # the apply never continues behind a restarted core.
-            outcomes = await asyncio.gather(
-                self._persist_and_send(ready), self._apply(committed), return_exceptions=True
-            )
-            errors = [e for e in outcomes if isinstance(e, BaseException)]
-            if errors:
-                raise next((e for e in errors if not isinstance(e, _SaveFailedDiskFull)), errors[0])
-        else:
-            await self._persist_and_send(ready)
-            if committed:
-                await self._apply(committed)
+        saving = self._start_save(ready.hard_state, ready.entries)
+        entries = ready.entries
+        if saving is not None and committed and entries and committed[-1].index >= entries[0].index:
+            # Committed counting this node's copy (a single-node cluster, or
+            # entries a Ready both writes and commits): durable here first.
+            await self._finish_save(*saving)
+            saving = None
+        if committed:
+            # Otherwise the committed entries were persisted by earlier Readys
+            # and are applied while this Ready's save runs on the log thread:
+            # disk and apply overlap (Raft dissertation §10.2.1), and the
+            # order of effects others can see is unchanged.
+            try:
+                self._apply(committed)
+            except BaseException:
+                # The save runs to its end before the failure is raised, so
+                # nothing is left writing behind a stopping node.
+                if saving is not None:
+                    await asyncio.wait([saving[0]])
+                raise
+        if saving is not None:
+            await self._finish_save(*saving)
+        if ready.persisted_messages:
+            self.outbox.send(ready.persisted_messages)
         for read_state in ready.read_states:
             futures = self._reads_by_context.pop(read_state.context, None)
             if futures:
                 self._reads_by_index.append((read_state.index, futures))
         self._serve_reads()
         self._maybe_snapshot()
-
-    async def _persist_and_send(self, ready: Ready) -> None:
-        if ready.entries or ready.hard_state is not None:
-            await self._persist(ready.hard_state, ready.entries)
-        if ready.persisted_messages:
-            self.outbox.send(ready.persisted_messages)
 
     def _on_soft_state(self, soft: SoftState) -> None:
         previous = self.soft_state
@@ -596,13 +605,16 @@ class Driver:
                 _fail_all(futures, NotLeader(soft.leader_id))
             self._reads_by_context.clear()
 
-    async def _persist(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
-        """Write entries and hard state in one transaction (one fsync).
+    def _start_save(
+        self, hard_state: HardState | None, entries: Sequence[Entry]
+    ) -> tuple[asyncio.Future[None], HardState | None, int, float] | None:
+        """Hand entries and hard state to the log thread as one transaction (one fsync).
 
-        A hard state that changed only its commit index is not written on its
-        own: the commit index is volatile in Raft (Figure 2) and a restart
-        learns it again from the leader (etcd's MustSync makes the same call).
-        It rides along with the next write instead.
+        Returns what `_finish_save` waits on, or None when nothing needs
+        writing. A hard state that changed only its commit index is not
+        written on its own: the commit index is volatile in Raft (Figure 2)
+        and a restart learns it again from the leader (etcd's MustSync makes
+        the same call). It rides along with the next write instead.
         """
         if hard_state is not None:
             saved = self._saved_hard_state
@@ -611,14 +623,21 @@ class Driver:
                 saved.voted_for,
             ):
                 self._unsaved_hard_state = hard_state
-                return
+                return None
         elif self._unsaved_hard_state is not None and entries:
             hard_state = self._unsaved_hard_state
         if hard_state is None and not entries:
-            return
-        started = time.perf_counter()
+            return None
+        future = asyncio.get_running_loop().run_in_executor(
+            self.log_io, self.log_store.save, hard_state, entries
+        )
+        return future, hard_state, len(entries), time.perf_counter()
+
+    async def _finish_save(
+        self, future: asyncio.Future[None], hard_state: HardState | None, count: int, started: float
+    ) -> None:
         try:
-            await self.log_call(self.log_store.save, hard_state, entries)
+            await future
         except Exception as exc:
             if _is_disk_full(exc):
                 raise _SaveFailedDiskFull(f"cannot persist the raft log: {exc}") from exc
@@ -629,16 +648,14 @@ class Driver:
             self._unsaved_hard_state = None
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug(
-                "persisted %d entries in %.1f ms",
-                len(entries),
-                (time.perf_counter() - started) * 1e3,
+                "persisted %d entries in %.1f ms", count, (time.perf_counter() - started) * 1e3
             )
 
-    async def _apply(self, entries: Sequence[Entry]) -> None:
+    def _apply(self, entries: Sequence[Entry]) -> None:
         started = time.perf_counter()
         batch = [(e.index, e.data if e.kind is EntryKind.NORMAL else None) for e in entries]
         try:
-            results = await self.machine_call(self.machine.apply, batch)
+            results = self.machine.apply(batch)
         except Exception as exc:
             raise FatalError(f"cannot apply entries {entries[0].index}..: {exc}") from exc
         for entry, result in zip(entries, results, strict=True):
@@ -730,6 +747,9 @@ class Driver:
         (start-up compacts a log behind the latest snapshot).
         """
         receiver = self._received_snapshots.pop((meta.index, meta.term), None)
+        if self._snapshot_write is not None:
+            # A copy of our own state still reads the file about to be replaced.
+            await asyncio.wait([self._snapshot_write])
         try:
             if receiver is not None:
                 path = await self.machine_call(receiver.install)
@@ -780,12 +800,22 @@ class Driver:
             return
         self._bytes_since_snapshot = 0
         meta = SnapshotMeta(self.applied, self.applied_term, self.voters)
-        # Submitted now, before the next apply: the state machine's worker runs
-        # it while the state is exactly at `meta.index`.
+        try:
+            # Frozen here, between two applies: exactly the state at `meta.index`.
+            frozen = self.machine.freeze()
+        except Exception as exc:
+            raise FatalError(f"cannot snapshot the state at index {meta.index}: {exc}") from exc
         write = asyncio.get_running_loop().run_in_executor(
-            self.sm_io, self.snapshots.create, meta, self.machine.snapshot_to
+            self.snapshot_io, self._write_snapshot, meta, frozen
         )
+        self._snapshot_write = write
         self._snapshot_task = self._tg.create_task(self._finish_snapshot(meta, write))
+
+    def _write_snapshot(self, meta: SnapshotMeta, frozen: FrozenState) -> Path:
+        try:
+            return self.snapshots.create(meta, frozen.write_to)
+        finally:
+            frozen.close()
 
     async def _finish_snapshot(self, meta: SnapshotMeta, write: asyncio.Future[Path]) -> None:
         try:
@@ -801,6 +831,7 @@ class Driver:
             return
         finally:
             self._snapshot_task = None
+            self._snapshot_write = None
         self.stats.snapshots_taken += 1
         self.log.info("snapshot index=%d term=%d; log compacted", meta.index, meta.term)
 

@@ -7,7 +7,7 @@ outcomes are values. It imports only `railyard.proto`.
 
 from railyard.streams.errors import ApplyOrderError, CorruptState, StateIOError, StreamsError
 from railyard.streams.limits import Limits, record_size, validate, validate_append
-from railyard.streams.machine import AGE_SWEEP_INTERVAL_MS, StreamsMachine
+from railyard.streams.machine import AGE_SWEEP_INTERVAL_MS, FrozenState, StreamsMachine
 from railyard.streams.queries import (
     AFTER_SEQUENCE,
     AT_SEQUENCE,
@@ -46,6 +46,7 @@ __all__ = [
     "ApplyResult",
     "BatchTooLarge",
     "CorruptState",
+    "FrozenState",
     "InvalidArgument",
     "Limits",
     "ReadResult",

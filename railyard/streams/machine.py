@@ -22,15 +22,25 @@ every append, and on every age-limited stream whenever the clock has moved
 Bad commands are result values (see `results.py`); an exception in `apply`
 means a broken invariant or a damaged database (`CorruptState`,
 `StateIOError`, naming the file), and the node must stop.
+
+Threads: `apply`, `restore_from` and the checks use the writer connection,
+one caller at a time. Queries (`read`, `scan`, `describe`, ...) use a
+second connection, each inside one read transaction, so they may run on
+another thread while entries are applied: a query sees every `apply` that
+returned before it began, and never half of one (SQLite WAL readers see
+committed transactions only). `freeze` pins the state as of the last
+`apply` in a read transaction of its own, so a snapshot can be copied from
+it on any thread while applying goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -71,6 +81,7 @@ from railyard.streams.schema import (
     FORMAT_VERSION,
     MAX_STREAM_ID,
     connect,
+    connect_reader,
     fsync_path,
     record_id,
     remove_database_files,
@@ -93,6 +104,7 @@ class StreamsMachine:
         self.path = path
         self.limits = limits
         self._conn = conn
+        self._reader = connect_reader(path)
         self._last_applied = 0
         self._clock_ms = 0
         self._last_sweep_ms = 0
@@ -296,43 +308,54 @@ class StreamsMachine:
 
     def list_streams(self) -> list[StreamInfo]:
         """Every stream, by name."""
-        with sqlite_errors_named(self.path):
-            return [row.info() for row in load_streams(self._conn)]
+        with self._reading() as conn:
+            return [row.info() for row in load_streams(conn)]
 
     def describe(self, name: str) -> StreamInfo | StreamNotFound:
-        with sqlite_errors_named(self.path):
-            row = load_stream(self._conn, name)
+        with self._reading() as conn:
+            row = load_stream(conn, name)
         return row.info() if row is not None else StreamNotFound(name)
 
     def read(
         self, name: str, from_sequence: int, limit: int, max_bytes: int
     ) -> ReadResult | StreamNotFound:
         """See `queries.read_records`. `limit` < 1 reads one; `max_bytes` <= 0: no byte limit."""
-        with sqlite_errors_named(self.path):
-            row = load_stream(self._conn, name)
+        with self._reading() as conn:
+            row = load_stream(conn, name)
             if row is None:
                 return StreamNotFound(name)
-            return queries.read_records(self._conn, row, from_sequence, limit, max_bytes)
+            return queries.read_records(conn, row, from_sequence, limit, max_bytes)
 
     def scan(
         self, name: str, from_sequence: int, limit: int, max_bytes: int, sink: queries.RecordSink
     ) -> tuple[int, int] | StreamNotFound:
         """`read`, handing each record to `sink`; returns (next_sequence, behind_latest)."""
-        with sqlite_errors_named(self.path):
-            row = load_stream(self._conn, name)
+        with self._reading() as conn:
+            row = load_stream(conn, name)
             if row is None:
                 return StreamNotFound(name)
-            return queries.scan_records(self._conn, row, from_sequence, limit, max_bytes, sink)
+            return queries.scan_records(conn, row, from_sequence, limit, max_bytes, sink)
 
     def resolve_position(
         self, name: str, position: str, sequence: int = 0, timestamp_ms: int = 0
     ) -> int | StreamNotFound | InvalidArgument:
         """See `queries.resolve_position`; LATEST is the sequence after the last one."""
-        with sqlite_errors_named(self.path):
-            row = load_stream(self._conn, name)
+        with self._reading() as conn:
+            row = load_stream(conn, name)
             if row is None:
                 return StreamNotFound(name)
-            return queries.resolve_position(self._conn, row, position, sequence, timestamp_ms)
+            return queries.resolve_position(conn, row, position, sequence, timestamp_ms)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction on the reader connection: a consistent view of one state."""
+        conn = self._reader
+        with sqlite_errors_named(self.path):
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def verify(self) -> None:
         """Read the whole state and check every row's checksum; `CorruptState` names the file.
@@ -362,14 +385,31 @@ class StreamsMachine:
 
     def snapshot_to(self, path: Path) -> None:
         """Write a consistent copy of the state, at `last_applied`, to `path` (backup API)."""
-        path = Path(path)
-        remove_database_files(path)
-        with sqlite_errors_named(path):
-            dest = sqlite3.connect(path)
-            try:
-                self._conn.backup(dest)
-            finally:
-                dest.close()
+        frozen = self.freeze()
+        try:
+            frozen.write_to(path)
+        finally:
+            frozen.close()
+
+    def freeze(self) -> FrozenState:
+        """The state as of the last `apply`, held in a read transaction until closed.
+
+        Cheap (a connection and a read); call it between applies. The copy
+        (`FrozenState.write_to`) may then run on another thread while
+        entries are applied.
+        """
+        conn = connect_reader(self.path)
+        try:
+            with sqlite_errors_named(self.path):
+                conn.execute("BEGIN")
+                (applied,) = conn.execute("SELECT last_applied FROM state").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        if applied != self._last_applied:
+            conn.close()
+            raise StreamsError(f"froze the state at {applied}, expected {self._last_applied}")
+        return FrozenState(self.path, conn, applied)
 
     def restore_from(self, path: Path) -> None:
         """Replace the whole state with a snapshot file, atomically.
@@ -389,13 +429,41 @@ class StreamsMachine:
             remove_database_files(temp)
             raise
         self._conn.close()
+        self._reader.close()
         remove_wal_files(self.path)  # never the database itself: a crash must find one
         os.replace(temp, self.path)
         fsync_path(self.path.parent)
         self._conn = connect(self.path)
+        self._reader = connect_reader(self.path)
         self._rows.clear()
         with sqlite_errors_named(self.path):
             self._load()
+
+    def close(self) -> None:
+        self._reader.close()
+        self._conn.close()
+
+
+class FrozenState:
+    """A state pinned by `StreamsMachine.freeze`: copy it with `write_to`, then `close`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, applied: int) -> None:
+        self.path = path
+        self.applied = applied
+        self._conn = conn
+
+    def write_to(self, path: Path) -> None:
+        """Copy the pinned state to a new database file at `path` (backup API)."""
+        path = Path(path)
+        remove_database_files(path)
+        with sqlite_errors_named(path):
+            dest = sqlite3.connect(path)
+            try:
+                # The backup reads inside this connection's open read transaction:
+                # the pinned state, whatever was applied since.
+                self._conn.backup(dest)
+            finally:
+                dest.close()
 
     def close(self) -> None:
         self._conn.close()
@@ -426,4 +494,4 @@ def _record_rows(
     return rows, size
 
 
-__all__ = ["AGE_SWEEP_INTERVAL_MS", "CorruptState", "StreamsMachine"]
+__all__ = ["AGE_SWEEP_INTERVAL_MS", "CorruptState", "FrozenState", "StreamsMachine"]

@@ -132,6 +132,18 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """Another connection to a database `connect` opened and checked: for reads and snapshots.
+
+    No integrity check (the writer's open did it) and no journal-mode change:
+    opening one costs a file open, not a pass over the database.
+    """
+    with sqlite_errors_named(path):
+        return sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+        )
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S

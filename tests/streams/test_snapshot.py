@@ -38,6 +38,29 @@ def test_round_trip_restores_every_stream_exactly(tmp_path: Path) -> None:
         target.close()
 
 
+def test_a_frozen_state_copies_as_of_the_freeze_while_applying_goes_on(tmp_path: Path) -> None:
+    entries = list(enumerate(workload(seed=7, count=ENTRIES), start=1))
+    source = StreamsMachine.open(tmp_path / "source.db")
+    target = StreamsMachine.open(tmp_path / "target.db")
+    try:
+        source.apply(entries[:CUT])
+        at_freeze = query_dump(source)
+        frozen = source.freeze()
+        try:
+            source.apply(entries[CUT:])  # applied after the freeze, before the copy
+            frozen.write_to(tmp_path / "snap.db")
+        finally:
+            frozen.close()
+        assert frozen.applied == CUT
+        target.restore_from(tmp_path / "snap.db")
+        assert target.last_applied == CUT
+        assert query_dump(target) == at_freeze
+        assert query_dump(target) != query_dump(source)
+    finally:
+        source.close()
+        target.close()
+
+
 def test_restored_state_survives_reopen(tmp_path: Path) -> None:
     source = StreamsMachine.open(tmp_path / "source.db")
     source.apply(list(enumerate(workload(seed=5, count=100), start=1)))
