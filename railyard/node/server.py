@@ -154,6 +154,8 @@ def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> N
         entries = log_store.entries(log_store.first_index(), Index(log_store.last_index() + 1))
         applied_term = log_store.term(applied)
         core_config = raft_config(config, node_id)
+        # New, or its store was lost: no vote for history it may have held.
+        started_empty = meta is None and not entries
         core = RaftCore(
             core_config,
             random.Random(),
@@ -161,7 +163,10 @@ def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> N
             snapshot=meta,
             entries=entries,
             applied=applied,
+            started_empty=started_empty,
         )
+        if started_empty:
+            log.info("empty store: no vote for a candidate with a log until caught up")
     except BaseException:
         lock.release()
         raise

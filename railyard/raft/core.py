@@ -85,7 +85,11 @@ class RaftCore:
         snapshot: SnapshotMeta | None = None,
         entries: Sequence[Entry] = (),
         applied: Index = NO_INDEX,
+        started_empty: bool = False,
     ) -> None:
+        """`started_empty`: the node's store held no entry and no snapshot when it
+        opened (a new node, or one whose store was lost): it then awaits catching
+        up with a leader before voting for candidates with history (`election`)."""
         self.config = config
         self.rng = rng
         self.node_id = config.node_id
@@ -111,6 +115,8 @@ class RaftCore:
         self.read_states: list[ReadState] = []
         self.pending_snapshot: SnapshotMeta | None = None  # received; not yet handed out
         self.latest_snapshot = snapshot  # what a lagging follower is sent
+        self.awaiting_catch_up = started_empty  # see election: voting after a lost store
+        self.catch_up_target: Index | None = None  # leader's commit at first append
         self._handed_soft = SoftState()
         self._handed_hard = hard_state
         self.randomize_election_timeout()
@@ -383,6 +389,7 @@ class RaftCore:
             ticks_since_quorum_contact=replication.ticks_since_quorum_contact(self)
             if leading
             else 0,
+            awaiting_catch_up=self.awaiting_catch_up,
         )
 
     def log_entries(self, lo: Index, hi: Index) -> tuple[Entry, ...]:

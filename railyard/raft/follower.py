@@ -3,13 +3,17 @@
 Replies that promise durability (append and snapshot acknowledgements) go to
 `persisted_messages`: the driver sends them only after the entries and hard
 state of the same Ready are on disk.
+
+A node that started with an empty store leaves `awaiting_catch_up` here, once
+it has caught up with a leader (`_maybe_finish_catch_up`; the rule and its
+safety argument are in `election`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from railyard.raft.types import NO_TERM, Index, Message, MessageType
+from railyard.raft.types import NO_INDEX, NO_TERM, Index, Message, MessageType
 
 if TYPE_CHECKING:
     from railyard.raft.core import RaftCore
@@ -24,8 +28,31 @@ def _heard_from_leader(core: RaftCore, message: Message) -> None:
     core.leader_id = message.sender
 
 
+def _maybe_finish_catch_up(core: RaftCore, message: Message) -> None:
+    """Leave `awaiting_catch_up` once the commit index reached the leader's commit
+    index at its first append and is on an entry of the leader's term (unless
+    that leader had committed nothing)."""
+    if not core.awaiting_catch_up:
+        return
+    target = core.catch_up_target
+    if target is None:
+        if message.type is not MessageType.APPEND:
+            return  # heartbeats and snapshots do not carry the leader's commit index
+        target = core.catch_up_target = message.leader_commit
+    log = core.log
+    if log.committed < target:
+        return
+    if target == NO_INDEX or log.term(log.committed) == core.current_term:
+        core.awaiting_catch_up = False
+
+
 def handle_append(core: RaftCore, message: Message) -> None:
     """AppendEntries receiver (Raft Figure 2, §5.3)."""
+    _append(core, message)
+    _maybe_finish_catch_up(core, message)
+
+
+def _append(core: RaftCore, message: Message) -> None:
     _heard_from_leader(core, message)
     log = core.log
     if message.prev_log_index < log.committed:
@@ -97,6 +124,7 @@ def handle_heartbeat(core: RaftCore, message: Message) -> None:
     log = core.log
     # The leader sends min(its commit, our match), so we hold every entry up to it.
     log.commit_to(Index(min(message.leader_commit, log.last_index)))
+    _maybe_finish_catch_up(core, message)
     core.messages.append(
         Message(
             MessageType.HEARTBEAT_RESPONSE,
@@ -113,6 +141,11 @@ def handle_heartbeat(core: RaftCore, message: Message) -> None:
 
 def handle_snapshot(core: RaftCore, message: Message) -> None:
     """InstallSnapshot receiver (Raft §7): accept only a snapshot ahead of our commit."""
+    _install_snapshot(core, message)
+    _maybe_finish_catch_up(core, message)
+
+
+def _install_snapshot(core: RaftCore, message: Message) -> None:
     _heard_from_leader(core, message)
     snapshot = message.snapshot
     log = core.log

@@ -31,6 +31,10 @@ class CoreStatus:
     leader was last heard; `ticks_since_quorum_contact` counts for a leader
     since a quorum of voters (itself included) was last heard. Each is 0 for
     the roles it does not apply to.
+
+    `awaiting_catch_up` is True while a node that started with an empty store
+    has not yet caught up with a leader: it refuses to vote for candidates
+    with history (see `railyard.raft.election`).
     """
 
     node_id: NodeId
@@ -45,3 +49,4 @@ class CoreStatus:
     progress: Mapping[NodeId, PeerStatus] = field(default_factory=dict)
     ticks_since_leader_contact: int = 0
     ticks_since_quorum_contact: int = 0
+    awaiting_catch_up: bool = False

@@ -127,6 +127,7 @@ class SimNode:
             snapshot=disk.snapshot,
             entries=tuple(disk.log.entries),
             applied=Index(len(disk.state_machine)),
+            started_empty=disk.snapshot is None and not disk.log.entries,
         )
         status = self.core.status()
         if (
