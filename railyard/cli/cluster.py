@@ -68,6 +68,7 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
             "applied_index": None,
             "last_log_index": None,
             "snapshot_index": None,
+            "awaiting_catch_up": None,
         }
     return {
         "id": status.node_id or node_id,
@@ -80,6 +81,7 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
         "applied_index": status.applied_index,
         "last_log_index": status.last_log_index,
         "snapshot_index": status.snapshot_index,
+        "awaiting_catch_up": status.awaiting_catch_up,
     }
 
 
@@ -111,7 +113,7 @@ def print_status(doc: dict[str, Any]) -> None:
                 n["id"] or "?",
                 n["address"],
                 n["reachable"],
-                n["role"],
+                f"{n['role']} (catching up)" if n["awaiting_catch_up"] else n["role"],
                 n["term"],
                 n["leader"],
                 n["commit_index"],

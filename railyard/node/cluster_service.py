@@ -109,6 +109,7 @@ class ClusterService(pb_grpc.ClusterServicer):
             snapshots_taken=self.driver.stats.snapshots_taken,
             snapshots_installed=self.driver.stats.snapshots_installed,
             streams=[stream_info_to_pb(s) for s in streams],
+            awaiting_catch_up=core.awaiting_catch_up,
         )
         for peer_id, progress in sorted(core.progress.items()):
             if peer_id == self.node.node_id:

@@ -30,6 +30,7 @@ RAILYARD = [sys.executable, "-m", "railyard"]
 FEED_BURST = 20
 FEED_PAUSE_S = 0.01
 STATUS_KEYS = {
+    "awaiting_catch_up",
     "id",
     "address",
     "reachable",
@@ -146,6 +147,7 @@ def test_status_json_shape_with_one_leader(cli_cluster: LocalCluster) -> None:
     for node in doc["nodes"]:
         assert set(node) == STATUS_KEYS
         assert node["reachable"] is True
+        assert isinstance(node["awaiting_catch_up"], bool)
         assert node["role"] in {"leader", "follower", "candidate", "pre-candidate"}
     leaders = [n["id"] for n in doc["nodes"] if n["role"] == "leader"]
     assert leaders == [doc["leader"]]
