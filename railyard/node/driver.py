@@ -14,7 +14,8 @@ fsync), then handles every `Ready` in the order its docstring prescribes:
 5. apply committed entries (one state-machine transaction per batch);
 6. answer the proposals waiting on those entries and the reads whose
    index is now applied;
-7. `advance`.
+7. take a snapshot if enough was applied since the last one;
+8. `advance`.
 
 Two liberties, both safe: committed entries that earlier Readys already
 persisted are applied while this Ready's entries are written (disk and
@@ -22,47 +23,54 @@ apply overlap, Raft dissertation §10.2.1), and a hard state that changed
 only its commit index is not fsync'd on its own (the commit index is
 volatile in Raft; it rides along with the next write).
 
+Snapshots (taking, compacting, installing a received one, deleting refused
+ones) are `snapshotting.Snapshotter`'s; the disk's free space is
+`disk_space.DiskGuard`'s. The driver owns one of each and calls them at
+fixed points of the loop.
+
 Invariants:
 - Only this task calls a mutating method of the core. Request handlers may
   read `core.status()` between steps (the loop is single-threaded and core
   methods never yield), nothing more.
 - Log-store calls run on one worker thread, in submission order. Committed
-  entries are applied here, on the loop, between steps: a hand-off to a
-  thread and back costs more than applying a batch (and the apply holds
-  the GIL for most of its work anyway). State-machine queries run on a
-  reads thread with their own connection and see every apply that finished
-  before they were submitted; a snapshot is copied on a third thread from
-  a state frozen between two applies (`StreamsMachine.freeze`), so neither
-  reads nor snapshots hold up applying.
+  entries are applied one batch at a time: on the loop when the batch is
+  small (a hand-off to a thread and back costs more than applying a few
+  single-record puts), on an apply thread when it is large (SQLite lets go
+  of the GIL while it inserts, so the loop keeps sending meanwhile).
+  State-machine queries run on a reads thread with their own connection
+  and see every apply that finished before they were submitted; snapshots
+  are copied on a thread of their own, so neither reads nor snapshots hold
+  up applying.
 - A storage error is fatal (`FatalError`): the node stops rather than
   acknowledge what might not be on disk. One exception: a full disk. Writes
-  are refused before they are proposed while the data directory's disk is
-  below a reserve (`DiskFull`, RESOURCE_EXHAUSTED), a follower leaves appends
-  unanswered below half of it, and a log save that meets a full disk anyway
-  (its transaction rolled back, nothing acknowledged) rebuilds the core from
-  the store, as a restart would, so reads go on (`_restart_core`).
-- A received snapshot becomes the node's latest only once the core accepted
-  its SNAPSHOT message; the files of refused ones are deleted.
+  are refused before they are proposed while the disk is below a reserve
+  (`DiskFull`, checked in `propose`), followers drop appends below part of
+  it (checked as messages are taken), and a log save that meets a full disk
+  anyway (its transaction rolled back, nothing acknowledged) rebuilds the
+  core from the store, as a restart would, so reads go on
+  (`_restart_core`).
+- A proposal is answered with its entry's result only if the entry was
+  proposed in the term it committed in; otherwise, or when leadership
+  changes first, with `LeadershipLost` (its outcome is unknown).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import functools
 import itertools
 import logging
-import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from railyard.node.disk_space import DiskGuard, is_disk_full
+from railyard.node.fatal import FatalError
+from railyard.node.snapshotting import Snapshotter
 from railyard.raft import (
-    NO_INDEX,
     Entry,
     EntryKind,
     HardState,
@@ -80,7 +88,10 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import CorruptState, FrozenState, StreamsMachine
+from railyard.streams import CorruptState, StreamsMachine
+
+# FatalError is what `Driver.run` ends with; callers import it with the Driver.
+__all__ = ["Driver", "FatalError", "LeadershipLost", "NodeStopped", "Outbox"]
 
 T = TypeVar("T")
 
@@ -91,34 +102,13 @@ MAX_EVENTS_PER_ROUND = 4096
 # Bounded inbox: a peer or client that floods the node waits (gRPC flow
 # control pushes back) instead of growing memory without limit.
 INBOX_SIZE = 65536
-
-
-# Writes are refused while the data directory's disk has less than this free:
-# room for SQLite's WAL checkpoints, a snapshot's metadata and the batches in
-# flight, so the stores never meet ENOSPC halfway through a transaction.
-DISK_RESERVE_BYTES = 1 << 20
-# Bytes of disk one byte of command takes before a checkpoint frees the WAL:
-# the log's WAL and main file, the state's WAL and main file.
-WRITE_AMPLIFICATION = 4
-# A follower keeps accepting appends down to this share of the reserve, so a
-# leader with a disk as full as its followers' refuses client writes first
-# (RESOURCE_EXHAUSTED) instead of losing its quorum.
-FOLLOWER_RESERVE_SHARE = 0.5
-# Free space is asked of the kernel at most this often (a statvfs); between
-# two looks, admitted writes are subtracted from the last figure.
-DISK_CHECK_INTERVAL_S = 0.05
-# Warnings about a full disk are logged at most this often.
-DISK_WARNING_INTERVAL_S = 5.0
 # Core restarts after a save that met a full disk, in a row (no successful
 # save in between), before the node gives up and stops.
 MAX_RESTARTS_ON_FULL_DISK = 20
-SQLITE_FULL = 13
-
-# A snapshot is also taken once the entries applied since the last one hold
-# this many bytes of data, whatever `snapshot_every` says: the core keeps the
-# log after the last compaction in memory, so this bounds a node's memory
-# when entries are large (500-record batches of ~55 KB each).
-SNAPSHOT_EVERY_BYTES = 64 << 20
+# Committed entries holding at most this many bytes of data are applied on
+# the loop; larger batches on the apply thread (see the module docstring).
+# Around a hundred single-record puts fit; one 500-record batch does not.
+APPLY_INLINE_MAX_BYTES = 16 << 10
 
 # Message types not worth a debug line each.
 _ROUTINE = frozenset(
@@ -129,23 +119,6 @@ _ROUTINE = frozenset(
         MessageType.HEARTBEAT_RESPONSE,
     }
 )
-
-
-class FatalError(Exception):
-    """Durable state may be lost or inconsistent: the node must stop."""
-
-
-class DiskFull(Exception):
-    """The data directory's disk is (nearly) full: the write was refused, nothing was proposed."""
-
-    def __init__(self, node_id: NodeId, data_dir: Path, free_bytes: int, needed_bytes: int) -> None:
-        super().__init__(
-            f"node {node_id}: data dir {data_dir}: disk full ({free_bytes} bytes free, a write "
-            f"needs {needed_bytes}); writes are refused until space is freed, reads still work"
-        )
-        self.node_id = node_id
-        self.data_dir = data_dir
-        self.free_bytes = free_bytes
 
 
 class _SaveFailedDiskFull(Exception):
@@ -194,14 +167,6 @@ class _Waiter:
 
 
 @dataclass
-class DriverStats:
-    """Counters for Status."""
-
-    snapshots_taken: int = 0
-    snapshots_installed: int = 0
-
-
-@dataclass
 class _Pending:
     """Work collected in one round, handed to the core at its end."""
 
@@ -231,13 +196,10 @@ class Driver:
         data_dir: Path | None = None,
     ) -> None:
         self.node_id = node_id
-        self.voters = voters
         self.core = core
         self.log_store = log_store
-        self.snapshots = snapshots
         self.machine = machine
         self.outbox = outbox
-        self.snapshot_every = snapshot_every
         self.election_ticks = election_ticks
         self._skipped_timeout_for: tuple[NodeId, Term] | None = None
         self.log = log
@@ -246,11 +208,9 @@ class Driver:
         )
         self.log_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-log")
         self.sm_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streams")
-        self.snapshot_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+        self.apply_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="apply")
         self.applied = applied
         self.applied_term = applied_term
-        self.snapshot_index = snapshot_index
-        self.stats = DriverStats()
         self.soft_state = SoftState()
         # The hard state last written, and a newer one that differs from it
         # only in commit_index (not worth an fsync of its own, see _start_save).
@@ -260,19 +220,24 @@ class Driver:
         self._read_contexts = itertools.count(1)
         self._reads_by_context: dict[int, list[asyncio.Future[None]]] = {}
         self._reads_by_index: list[tuple[Index, list[asyncio.Future[None]]]] = []
-        self._received_snapshots: dict[tuple[Index, Term], SnapshotReceiver] = {}
-        self._snapshot_task: asyncio.Task[None] | None = None
-        self._snapshot_write: asyncio.Future[Path] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
-        # Free space of the data directory's disk (None: not watched).
-        self.data_dir = data_dir
-        self._free_bytes: int | None = None
-        self._free_checked_at = -DISK_CHECK_INTERVAL_S
-        self._disk_warned_at = -DISK_WARNING_INTERVAL_S
         self._restarts_on_full_disk = 0
-        self._snapshot_retry_at = 0.0
-        self._bytes_since_snapshot = 0
+        self.disk = DiskGuard(node_id, data_dir, log)
+        self.snapshotter = Snapshotter(
+            driver=self,
+            # Looked up at each call: `_restart_core` may have replaced the core.
+            compact_core=lambda meta: self.core.compact(meta),
+            voters=voters,
+            snapshots=snapshots,
+            machine=machine,
+            log_store=log_store,
+            snapshot_every=snapshot_every,
+            snapshot_index=snapshot_index,
+            disk=self.disk,
+            log=log,
+        )
+        # Counters for Status (all about snapshots, so far).
+        self.stats = self.snapshotter.stats
 
     # ------------------------------------------------------------ API for handlers
 
@@ -283,8 +248,9 @@ class Driver:
     async def propose(self, data: bytes) -> Any:
         """Replicate `data`; returns the state machine's result for its entry.
 
-        Raises NotLeader, ProposalDropped, LeadershipLost, or DiskFull
-        (before proposing anything) when the data directory's disk is full.
+        Raises NotLeader, ProposalDropped, LeadershipLost, or
+        `disk_space.DiskFull` (before proposing anything) when the data
+        directory's disk is full.
         """
         self.check_writable(len(data))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -293,52 +259,7 @@ class Driver:
 
     def check_writable(self, size: int = 0) -> None:
         """Raise DiskFull unless the disk has room for a write of `size` bytes and the reserve."""
-        needed = DISK_RESERVE_BYTES + WRITE_AMPLIFICATION * size
-        free = self._disk_free()
-        if free is None:
-            return
-        if free < needed:
-            assert self.data_dir is not None
-            self._warn_disk_full(f"refusing writes: {free} bytes free in {self.data_dir}")
-            # Refuse every write until the next look at the disk, small ones
-            # too: a stream's later batch must not pass where an earlier failed.
-            self._free_bytes = 0
-            raise DiskFull(self.node_id, self.data_dir, free, needed)
-        self._free_bytes = free - WRITE_AMPLIFICATION * size
-
-    def _disk_free(self) -> int | None:
-        if self.data_dir is None:
-            return None
-        now = time.monotonic()
-        if self._free_bytes is None or now - self._free_checked_at >= DISK_CHECK_INTERVAL_S:
-            try:
-                self._free_bytes = shutil.disk_usage(self.data_dir).free
-            except OSError:
-                return None
-            self._free_checked_at = now
-        return self._free_bytes
-
-    def _follower_has_room(self, message: Message) -> bool:
-        """Whether a follower may persist the entries of an APPEND (else it drops it)."""
-        if not message.entries:
-            return True
-        size = sum(len(e.data) for e in message.entries)
-        free = self._disk_free()
-        needed = int(DISK_RESERVE_BYTES * FOLLOWER_RESERVE_SHARE) + WRITE_AMPLIFICATION * size
-        if free is None or free >= needed:
-            if free is not None:
-                self._free_bytes = free - WRITE_AMPLIFICATION * size
-            return True
-        self._warn_disk_full(
-            f"dropping appends from {message.sender}: {free} bytes free in {self.data_dir}"
-        )
-        return False
-
-    def _warn_disk_full(self, what: str) -> None:
-        now = time.monotonic()
-        if now - self._disk_warned_at >= DISK_WARNING_INTERVAL_S:
-            self._disk_warned_at = now
-            self.log.warning("disk full: %s", what)
+        self.disk.check_writable(size)
 
     async def read_barrier(self) -> None:
         """Return once this node's state machine reflects every write committed
@@ -391,11 +312,7 @@ class Driver:
 
         def step() -> None:
             assert message.snapshot is not None
-            key = (message.snapshot.index, message.snapshot.term)
-            previous = self._received_snapshots.pop(key, None)
-            if previous is not None:
-                previous.abort()
-            self._received_snapshots[key] = receiver
+            self.snapshotter.receive(message.snapshot, receiver)
             self.core.step(message)
 
         await self.inbox.put(_Call(step))
@@ -424,7 +341,8 @@ class Driver:
         """Wait for the write or apply in progress to finish (called at exit)."""
         self.log_io.shutdown(wait=True, cancel_futures=True)
         self.sm_io.shutdown(wait=True, cancel_futures=True)
-        self.snapshot_io.shutdown(wait=True, cancel_futures=True)
+        self.snapshotter.shutdown()
+        self.apply_io.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------ the loop
 
@@ -450,9 +368,7 @@ class Driver:
             future = getattr(event, "future", None)
             if future is not None and not future.done():
                 future.set_exception(exc)
-        for receiver in self._received_snapshots.values():
-            receiver.abort()
-        self._received_snapshots.clear()
+        self.snapshotter.abort_received()
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -475,11 +391,11 @@ class Driver:
                         await self._restart_core(exc)
                         continue
                     self.core.advance(ready)
-                self._discard_refused_snapshots()
+                self.snapshotter.discard_refused()
 
     def _take(self, event: Message | _Proposal | _ReadRequest | _Call, pending: _Pending) -> None:
         if isinstance(event, Message):
-            if event.type is MessageType.APPEND and not self._follower_has_room(event):
+            if event.type is MessageType.APPEND and not self.disk.follower_has_room(event):
                 return  # unanswered: the leader sends it again later
             if self.log.isEnabledFor(logging.DEBUG) and event.type not in _ROUTINE:
                 self.log.debug(
@@ -564,7 +480,7 @@ class Driver:
             # disk and apply overlap (Raft dissertation §10.2.1), and the
             # order of effects others can see is unchanged.
             try:
-                self._apply(committed)
+                await self._apply(committed)
             except BaseException:
                 # The save runs to its end before the failure is raised, so
                 # nothing is left writing behind a stopping node.
@@ -580,7 +496,7 @@ class Driver:
             if futures:
                 self._reads_by_index.append((read_state.index, futures))
         self._serve_reads()
-        self._maybe_snapshot()
+        self.snapshotter.maybe_snapshot(self._tg, self.applied, self.applied_term)
 
     def _on_soft_state(self, soft: SoftState) -> None:
         previous = self.soft_state
@@ -639,7 +555,7 @@ class Driver:
         try:
             await future
         except Exception as exc:
-            if _is_disk_full(exc):
+            if is_disk_full(exc):
                 raise _SaveFailedDiskFull(f"cannot persist the raft log: {exc}") from exc
             raise FatalError(f"cannot persist the raft log: {exc}") from exc
         self._restarts_on_full_disk = 0
@@ -651,11 +567,17 @@ class Driver:
                 "persisted %d entries in %.1f ms", count, (time.perf_counter() - started) * 1e3
             )
 
-    def _apply(self, entries: Sequence[Entry]) -> None:
+    async def _apply(self, entries: Sequence[Entry]) -> None:
         started = time.perf_counter()
         batch = [(e.index, e.data if e.kind is EntryKind.NORMAL else None) for e in entries]
+        size = sum(len(e.data) for e in entries)
         try:
-            results = self.machine.apply(batch)
+            if size <= APPLY_INLINE_MAX_BYTES:
+                results = self.machine.apply(batch)
+            else:
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self.apply_io, self.machine.apply, batch
+                )
         except Exception as exc:
             raise FatalError(f"cannot apply entries {entries[0].index}..: {exc}") from exc
         for entry, result in zip(entries, results, strict=True):
@@ -668,7 +590,7 @@ class Driver:
                 waiter.future.set_exception(LeadershipLost(self.soft_state.leader_id))
         self.applied = entries[-1].index
         self.applied_term = entries[-1].term
-        self._bytes_since_snapshot += sum(len(e.data) for e in entries)
+        self.snapshotter.note_applied(size)
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug(
                 "applied %d entries in %.1f ms", len(entries), (time.perf_counter() - started) * 1e3
@@ -703,6 +625,8 @@ class Driver:
             snapshot=snapshot,
             entries=entries,
             applied=self.applied,
+            # A node still catching up after starting empty keeps waiting.
+            started_empty=old.status().awaiting_catch_up,
         )
         self._saved_hard_state = self.log_store.hard_state()
         self._unsaved_hard_state = None
@@ -740,127 +664,20 @@ class Driver:
     # ------------------------------------------------------------ snapshots
 
     async def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        """Make the accepted snapshot the latest, restore the state machine from it, reset the log.
+        """Install the snapshot the core accepted (see `Snapshotter.install`).
 
-        Order matters for a crash in between: the file is installed first
-        (start-up restores a state machine behind it), the log is reset last
-        (start-up compacts a log behind the latest snapshot).
+        The entries it covers count as applied; proposals waiting on them
+        learn only that their outcome is unknown (their results were computed
+        elsewhere).
         """
-        receiver = self._received_snapshots.pop((meta.index, meta.term), None)
-        if self._snapshot_write is not None:
-            # A copy of our own state still reads the file about to be replaced.
-            await asyncio.wait([self._snapshot_write])
-        try:
-            if receiver is not None:
-                path = await self.machine_call(receiver.install)
-            else:
-                latest = await self.machine_call(self.snapshots.latest)
-                if latest is None or (latest[0].index, latest[0].term) != (meta.index, meta.term):
-                    raise FatalError(f"the core installed snapshot {meta} but its file is missing")
-                path = latest[1]
-            await self.machine_call(self.machine.restore_from, path)
-            await self.log_call(self._reset_log, meta)
-        except Exception as exc:
-            raise FatalError(f"cannot install snapshot at index {meta.index}: {exc}") from exc
+        await self.snapshotter.install(meta)
         self._fail_waiters(lambda index: index <= meta.index, self.soft_state.leader_id)
         self.applied = meta.index
         self.applied_term = meta.term
-        self.snapshot_index = meta.index
-        self.stats.snapshots_installed += 1
-        self.log.info("installed snapshot index=%d term=%d", meta.index, meta.term)
-
-    def _discard_refused_snapshots(self) -> None:
-        """Delete the staged files of SNAPSHOT messages the core did not accept this round."""
-        for receiver in self._received_snapshots.values():
-            self.log.info(
-                "discarded snapshot index=%d term=%d: not accepted",
-                receiver.meta.index,
-                receiver.meta.term,
-            )
-            receiver.abort()  # one unlink of a temporary file
-        self._received_snapshots.clear()
-
-    def _reset_log(self, meta: SnapshotMeta) -> None:
-        self.log_store.compact(meta)
-        if self.log_store.last_index() > meta.index:
-            self.log_store.truncate_suffix(Index(meta.index + 1))
-
-    def _maybe_snapshot(self) -> None:
-        """Every `snapshot_every` entries or `SNAPSHOT_EVERY_BYTES` applied: snapshot, compact."""
-        if self._snapshot_task is not None or self._tg is None:
-            return
-        if time.monotonic() < self._snapshot_retry_at:
-            return
-        if self.applied == NO_INDEX or self.applied <= self.snapshot_index:
-            return
-        if (
-            self.applied - self.snapshot_index < self.snapshot_every
-            and self._bytes_since_snapshot < SNAPSHOT_EVERY_BYTES
-        ):
-            return
-        self._bytes_since_snapshot = 0
-        meta = SnapshotMeta(self.applied, self.applied_term, self.voters)
-        try:
-            # Frozen here, between two applies: exactly the state at `meta.index`.
-            frozen = self.machine.freeze()
-        except Exception as exc:
-            raise FatalError(f"cannot snapshot the state at index {meta.index}: {exc}") from exc
-        write = asyncio.get_running_loop().run_in_executor(
-            self.snapshot_io, self._write_snapshot, meta, frozen
-        )
-        self._snapshot_write = write
-        self._snapshot_task = self._tg.create_task(self._finish_snapshot(meta, write))
-
-    def _write_snapshot(self, meta: SnapshotMeta, frozen: FrozenState) -> Path:
-        try:
-            return self.snapshots.create(meta, frozen.write_to)
-        finally:
-            frozen.close()
-
-    async def _finish_snapshot(self, meta: SnapshotMeta, write: asyncio.Future[Path]) -> None:
-        try:
-            await write
-            await self.call(lambda: self._compact(meta))
-            await self.log_call(self.log_store.compact, meta)
-        except Exception as exc:
-            if not _is_disk_full(exc):
-                raise FatalError(f"cannot write snapshot at index {meta.index}: {exc}") from exc
-            # A snapshot is an optimisation: the log still holds everything.
-            self._snapshot_retry_at = time.monotonic() + DISK_WARNING_INTERVAL_S
-            self._warn_disk_full(f"snapshot at index {meta.index} not written: {exc}")
-            return
-        finally:
-            self._snapshot_task = None
-            self._snapshot_write = None
-        self.stats.snapshots_taken += 1
-        self.log.info("snapshot index=%d term=%d; log compacted", meta.index, meta.term)
-
-    def _compact(self, meta: SnapshotMeta) -> None:
-        if meta.index > self.snapshot_index:
-            self.core.compact(meta)
-            self.snapshot_index = meta.index
 
 
 def _stop_on(error: FatalError) -> None:
     raise error
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    """Whether a storage failure (or what it was raised from) is a full disk."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # the chain is short; bounded anyway
-        if seen is None:
-            return False
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
-            return True
-        if isinstance(seen, sqlite3.Error) and getattr(seen, "sqlite_errorcode", None) == (
-            SQLITE_FULL
-        ):
-            return True
-        if "disk is full" in str(seen) or "no space left" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _fail_all(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:

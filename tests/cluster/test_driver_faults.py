@@ -15,7 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from railyard.node.driver import DiskFull, Driver, LeadershipLost
+from railyard.node.disk_space import DiskFull
+from railyard.node.driver import Driver, LeadershipLost
 from railyard.node.errors import exception_error
 from railyard.node.server import _leaves, describe_failure
 from railyard.proto import commands_pb2 as cmd
@@ -138,15 +139,15 @@ async def test_writes_are_refused_while_the_disk_is_nearly_full(
     class Usage:
         free = 1000
 
-    monkeypatch.setattr("railyard.node.driver.shutil.disk_usage", lambda _path: Usage())
-    running.driver._free_bytes = None  # forget the cached figure
+    monkeypatch.setattr("railyard.node.disk_space.shutil.disk_usage", lambda _path: Usage())
+    running.driver.disk._free_bytes = None  # forget the cached figure
     with pytest.raises(DiskFull) as raised:
         await running.create("a")
     error = exception_error(raised.value)
     assert error is not None and error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "n1" in error.message and str(tmp_path) in error.message
     monkeypatch.undo()
-    running.driver._free_bytes = None
+    running.driver.disk._free_bytes = None
     assert isinstance(await running.create("a"), StreamCreated)
 
 
@@ -192,7 +193,7 @@ async def test_a_snapshot_is_taken_after_enough_bytes_whatever_the_entry_count(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The in-memory log is bounded in bytes too (snapshot_every is 10,000 entries here)."""
-    monkeypatch.setattr("railyard.node.driver.SNAPSHOT_EVERY_BYTES", 8)
+    monkeypatch.setattr("railyard.node.snapshotting.SNAPSHOT_EVERY_BYTES", 8)
     await running.until_leader()
     assert isinstance(await running.create("a-stream-name"), StreamCreated)
     for _ in range(WAIT_STEPS):
@@ -200,4 +201,4 @@ async def test_a_snapshot_is_taken_after_enough_bytes_whatever_the_entry_count(
             break
         await asyncio.sleep(WAIT_STEP_S)
     assert running.driver.stats.snapshots_taken == 1
-    assert running.driver.snapshot_index == running.driver.applied
+    assert running.driver.snapshotter.snapshot_index == running.driver.applied
