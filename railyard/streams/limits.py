@@ -39,6 +39,10 @@ DEFAULT_PRODUCER_WINDOW = 64
 DEFAULT_MAX_STREAM_NAME_LEN = 128
 # Producer ids are client-chosen strings; bound them like stream names.
 MAX_PRODUCER_ID_LEN = 128
+# Producer sequences travel as uint64 but are stored as SQLite INTEGERs
+# (signed 64-bit): a larger one would fail every replica's apply, the same
+# way, forever.
+MAX_PRODUCER_SEQUENCE = (1 << 63) - 1
 
 STREAM_NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -90,6 +94,8 @@ def validate_append(cmd: commands_pb2.AppendRecordsCommand, limits: Limits) -> A
         return invalid
     if len(cmd.producer_id) > MAX_PRODUCER_ID_LEN:
         return InvalidArgument("producer_id", f"must be at most {MAX_PRODUCER_ID_LEN} characters")
+    if cmd.producer_sequence > MAX_PRODUCER_SEQUENCE:
+        return InvalidArgument("producer_sequence", f"must be at most {MAX_PRODUCER_SEQUENCE}")
     count = len(cmd.records)
     if count == 0:
         return InvalidArgument("records", "at least one record is required")

@@ -470,6 +470,24 @@ def _snapshot_chunk(
     )
 
 
+@pytest.mark.parametrize("sequence", [2**63, 2**64 - 1])
+def test_a_producer_sequence_beyond_int64_is_refused_and_nothing_dies(
+    fuzzed: Fuzzed, sequence: int
+) -> None:
+    """Found by test_streams_rpcs: such a put was committed, then every replica died applying it."""
+    before = fuzzed.streams_state()
+    stub = pb_grpc.StreamsStub(fuzzed.cluster.channel(fuzzed.leader))
+    request = pb.PutRecordRequest(
+        stream=CANARY, data=b"x", producer_id="p", producer_sequence=sequence
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.PutRecord(request, timeout=RPC_DEADLINE_S)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    assert "producer_sequence" in (raised.value.details() or "")
+    fuzzed.alive()
+    assert fuzzed.streams_state() == before
+
+
 @pytest.mark.parametrize("case", ["no message", "bad checksum"])
 def test_install_snapshot_refuses_malformed_chunks_properly(fuzzed: Fuzzed, case: str) -> None:
     chunk = _snapshot_chunk(

@@ -222,6 +222,17 @@ def test_repeated_producer_sequence_returns_the_original_result(run: Driver) -> 
     assert info(run.sm, "s").record_count == 2
 
 
+def test_a_producer_sequence_beyond_sqlite_integers_is_refused_not_fatal(run: Driver) -> None:
+    """Found by the wire fuzzer: 2**63 and above crashed apply on every replica."""
+    run(create("s"))
+    for seq in [1 << 63, (1 << 64) - 1]:
+        refused = run(append("s", [b"a"], producer="p", seq=seq))
+        assert isinstance(refused, InvalidArgument) and refused.field == "producer_sequence"
+    assert info(run.sm, "s").record_count == 0
+    taken = run(append("s", [b"a"], producer="p", seq=(1 << 63) - 1))
+    assert isinstance(taken, Appended) and taken.sequences == range(1, 2)
+
+
 def test_a_repeat_overtaken_by_later_sequences_returns_its_original_result(
     run: Driver,
 ) -> None:
