@@ -41,6 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from railyard.config import ClusterConfig, ConfigError
+from railyard.node.catch_up import clear_when_caught_up, marker_path, note_awaiting
 from railyard.node.cluster_service import ClusterService
 from railyard.node.driver import Driver, FatalError
 from railyard.node.raft_service import RaftService
@@ -154,8 +155,11 @@ def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> N
         entries = log_store.entries(log_store.first_index(), Index(log_store.last_index() + 1))
         applied_term = log_store.term(applied)
         core_config = raft_config(config, node_id)
-        # New, or its store was lost: no vote for history it may have held.
-        started_empty = meta is None and not entries
+        # New, or its store was lost: no vote for history it may have held;
+        # the marker keeps a node that crashed while catching up waiting.
+        started_empty = (meta is None and not entries) or marker_path(data_dir).exists()
+        if started_empty:
+            note_awaiting(data_dir)
         core = RaftCore(
             core_config,
             random.Random(),
@@ -412,6 +416,14 @@ async def _run(
             tg.create_task(driver.run())
             tg.create_task(transport.run())
             tg.create_task(_tick(driver, config.heartbeat_interval_ms / 1000))
+            tg.create_task(
+                clear_when_caught_up(
+                    config.node_data_dir(driver.node_id),
+                    lambda: driver.core.status().awaiting_catch_up,
+                    config.heartbeat_interval_ms / 1000,
+                    log,
+                )
+            )
             tg.create_task(stop_on_signal())
     except* _Stop:
         pass

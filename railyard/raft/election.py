@@ -75,10 +75,11 @@ membership changes):
   catching up with a leader of a term older than one it voted in before the
   wipe, it may vote a second time in that term.
 - The state lives in memory: a node that crashes mid catch-up with entries
-  on disk restarts with a non-empty log and votes at once (one with none on
-  disk starts empty, so awaits again); so does a core the driver rebuilds
-  without passing `started_empty` again. The node layer could keep a marker
-  until `awaiting_catch_up` clears.
+  on disk would restart with a non-empty log and vote at once. The node
+  layer closes this with a marker file (`node/catch_up.py`), created before
+  the first step and removed once `awaiting_catch_up` clears, which passes
+  `started_empty` again at every start while it exists; the driver passes it
+  again when it rebuilds the core after a full disk.
 """
 
 from __future__ import annotations
