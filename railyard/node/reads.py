@@ -52,8 +52,7 @@ class PendingReads:
         try:
             core.read_index(context)
         except NotLeader as exc:
-            for f in futures:
-                f.set_exception(exc)
+            _fail(futures, exc)
             return
         self._by_context[context] = futures
 
