@@ -48,12 +48,27 @@ def forget_awaiting(data_dir: Path) -> None:
 
 
 async def clear_when_caught_up(
-    data_dir: Path, awaiting: Callable[[], bool], interval_s: float, log: logging.Logger
+    data_dir: Path,
+    awaiting: Callable[[], bool],
+    commit_index: Callable[[], int],
+    applied_index: Callable[[], int],
+    interval_s: float,
+    log: logging.Logger,
 ) -> None:
-    """Remove the marker once `awaiting()` is False (checked every `interval_s`)."""
+    """Remove the marker once the core left `awaiting_catch_up` durably.
+
+    The core leaves the state when its commit index reaches the target, as
+    it steps the append that carries the entries there: before they are on
+    disk. The marker goes only once this node has applied up to that commit
+    index, since entries are applied only after they are persisted here; a
+    crash in between finds the marker and waits again.
+    """
     if not marker_path(data_dir).exists():
         return
     while awaiting():
+        await asyncio.sleep(interval_s)
+    caught_up_at = commit_index()
+    while applied_index() < caught_up_at:
         await asyncio.sleep(interval_s)
     await asyncio.to_thread(forget_awaiting, data_dir)
     log.info("caught up with the leader: votes normally again")

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from railyard.node.applying import Applier
+from railyard.node.catch_up import marker_path
 from railyard.node.disk_space import DiskGuard
 from railyard.node.fatal import FatalError
 from railyard.node.inbox import Inbox, Proposal, Round
@@ -217,7 +218,11 @@ class Driver:
             return await asyncio.get_running_loop().run_in_executor(self.sm_io, fn, *args)
         except CorruptState as exc:
             self.log.error("%s; stopping the node", exc)
-            self.post(functools.partial(_stop_on, FatalError(f"damaged state: {exc}")))
+            # Queued even when the inbox is full (waiting for room): a stop
+            # dropped here would leave the node serving a damaged state.
+            await self.inbox.queue_call(
+                functools.partial(_stop_on, FatalError(f"damaged state: {exc}"))
+            )
             raise
 
     async def log_call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -409,7 +414,15 @@ class Driver:
         starts as a follower that knows no leader, so everything waiting on
         the old one learns that its outcome is unknown.
         """
-        self.core = await self.writer.rebuild_core(failure, self.core, self.applied)
+        # Still catching up if the old core was, or if what caught it up was
+        # in the save that failed: the marker outlives both until it is durable.
+        data_dir = self.disk.data_dir
+        started_empty = self.core.status().awaiting_catch_up or (
+            data_dir is not None and marker_path(data_dir).exists()
+        )
+        self.core = await self.writer.rebuild_core(
+            failure, self.core, self.applied, started_empty=started_empty
+        )
         self._on_soft_state(SoftState())  # what a fresh core starts from
         # Outcome unknown: an entry proposed here may still commit elsewhere.
         self.waiters.fail_all_unknown(None)

@@ -113,7 +113,7 @@ class LogWriter:
             )
 
     async def rebuild_core(
-        self, failure: SaveFailedDiskFull, old: RaftCore, applied: Index
+        self, failure: SaveFailedDiskFull, old: RaftCore, applied: Index, *, started_empty: bool
     ) -> RaftCore:
         """After a save met a full disk: a core rebuilt from what is durable.
 
@@ -126,7 +126,9 @@ class LogWriter:
         and writes resume when space returns. Exiting instead would also be
         safe, but would take reads away from a node whose only fault is a
         full disk. A disk that stays full after many restarts in a row is
-        fatal.
+        fatal. `started_empty`: the node has not durably caught up since it
+        started with an empty store (see `catch_up.py`); the rebuilt core
+        keeps refusing votes for candidates with a log.
         """
         self._restarts_on_full_disk += 1
         if self._restarts_on_full_disk > MAX_RESTARTS_ON_FULL_DISK:
@@ -143,8 +145,7 @@ class LogWriter:
             snapshot=snapshot,
             entries=entries,
             applied=applied,
-            # A node still catching up after starting empty keeps waiting.
-            started_empty=old.status().awaiting_catch_up,
+            started_empty=started_empty,
         )
         self._saved_hard_state = self.log_store.hard_state()
         self._unsaved_hard_state = None

@@ -420,6 +420,8 @@ async def _run(
                 clear_when_caught_up(
                     config.node_data_dir(driver.node_id),
                     lambda: driver.core.status().awaiting_catch_up,
+                    lambda: driver.core.status().commit_index,
+                    lambda: driver.applied,
                     config.heartbeat_interval_ms / 1000,
                     log,
                 )

@@ -39,7 +39,9 @@ member. The core narrows the window itself:
   Only an append sets the target: it carries L's whole commit index, while a
   heartbeat carries min(commit, match), 0 for a follower L just found empty,
   and a snapshot carries none (installing one only raises the commit index
-  towards the target).
+  towards the target). A leader follows an accepted snapshot with an
+  append, empty if it has nothing newer (`replication`), so a node caught
+  up by a snapshot alone still learns the target.
 - Why that suffices: (a) every entry L had counted as committed when it first
   appended to us, those counted with our acknowledgements before the wipe
   included, lies at or below the target, and a commit index that reached it

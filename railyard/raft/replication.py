@@ -137,16 +137,21 @@ def handle_append_response(core: RaftCore, message: Message) -> None:
     )
     if not updated and not confirmed:
         return  # nothing new
+    caught_up_by_snapshot = False
     if progress.state is ProgressState.PROBE:
         progress.become_replicate()
     elif progress.state is ProgressState.SNAPSHOT:
         if progress.match_index >= progress.pending_snapshot:
             progress.become_probe()
             progress.become_replicate()
+            caught_up_by_snapshot = True
     else:
         progress.inflights.free_le(message.match_index)
     maybe_commit(core)
-    send_appends(core, message.sender, send_if_empty=False)
+    # After a snapshot, an append goes out even with no entries: it carries the
+    # leader's whole commit index (a heartbeat carries min(commit, match)), which
+    # a follower that started empty needs to leave `awaiting_catch_up`.
+    send_appends(core, message.sender, send_if_empty=caught_up_by_snapshot)
     _maybe_finish_transfer(core, message.sender, progress)
 
 

@@ -330,3 +330,34 @@ def test_first_leader_failing_before_any_commit_does_not_block_a_fresh_cluster()
 
 def holds_index(core: RaftCore, index: int) -> bool:
     return core.log.last_index >= index
+
+
+def test_wiped_node_caught_up_by_a_snapshot_of_an_idle_leader_leaves_the_state() -> None:
+    """C is down while A writes and compacts, then comes back wiped: its first
+    message from A is a snapshot at A's last index, and no write follows. A's
+    empty append after the snapshot still tells C the leader's commit index."""
+    net = WipingNetwork(3)
+    net.elect(A)
+    net.isolate(C)
+    for number in range(5):
+        net.propose(A, str(number).encode())
+    leader = net.cores[A]
+    last = leader.log.last_index
+    assert leader.log.committed == last and net.disks[A].applied_index == last
+    meta = SnapshotMeta(last, leader.term_of(last) or Term(0), net.voters)
+    leader.compact(meta)
+    net.disks[A].snapshot = meta
+    net.disks[A].entries = []
+    net.wipe(C)
+    net.heal()
+    assert net.cores[C].status().awaiting_catch_up
+    since_wipe = len(net.delivered)
+    net.tick(times=5)
+    to_c = [
+        m.type
+        for m in net.delivered[since_wipe:]
+        if m.to == C and m.type is not MessageType.HEARTBEAT
+    ]
+    assert to_c[0] is MessageType.SNAPSHOT, to_c
+    assert net.cores[C].log.committed == last
+    assert not net.cores[C].status().awaiting_catch_up, "still refusing votes after catching up"
