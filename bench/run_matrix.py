@@ -1,10 +1,12 @@
 """Run the standard benchmark matrix against a fresh local 3-node cluster.
 
     .venv/bin/python bench/run_matrix.py [--duration 10s] [--size 100] [--nodes 3]
-                                         [--failover-runs 10]
+                                         [--failover-runs 10] [--grpc-peers]
 
 Starts one `railyard node start --id ID` process per node (default timings,
-fsync on) on free loopback ports under a temporary directory, runs
+fsync on) on free loopback ports under a temporary directory, each node with
+a `peer_address` (Raft over plain TCP, as configs/local.toml ships; with
+`--grpc-peers` none, so peers use the gRPC Pipe stream), runs
 `railyard bench` for each row of the matrix, measures failover, stops every
 node by pid and prints a markdown table, headed by the machine and the date,
 ready for bench/RESULTS.md.
@@ -28,7 +30,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import signal
 import socket
 import statistics
@@ -82,7 +83,8 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def write_config(root: Path, nodes: int) -> Path:
+def write_config(root: Path, nodes: int, peer_tcp: bool) -> tuple[Path, list[str]]:
+    """The cluster file and the client endpoints (each node's address)."""
     lines = [
         "[cluster]",
         'name = "bench"',
@@ -92,11 +94,15 @@ def write_config(root: Path, nodes: int) -> Path:
         "snapshot_every = 10000",
         "auto_create_streams = true",
     ]
-    for i, port in enumerate(free_ports(nodes), start=1):
-        lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "{HOST}:{port}"']
+    ports = free_ports(2 * nodes if peer_tcp else nodes)
+    endpoints = [f"{HOST}:{port}" for port in ports[:nodes]]
+    for i, address in enumerate(endpoints, start=1):
+        lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "{address}"']
+        if peer_tcp:
+            lines.append(f'peer_address = "{HOST}:{ports[nodes + i - 1]}"')
     path = root / "bench.toml"
     path.write_text("\n".join(lines) + "\n")
-    return path
+    return path, endpoints
 
 
 def railyard(*args: str, timeout_s: float | None = None) -> subprocess.CompletedProcess[str]:
@@ -301,13 +307,17 @@ def main() -> int:
         help="also grow one stream to this many records and report each node's RSS (0 skips)",
     )
     parser.add_argument("--memory-steps", type=int, default=4, help="RSS samples while growing")
+    parser.add_argument(
+        "--grpc-peers",
+        action="store_true",
+        help="no peer_address: Raft traffic over the gRPC Pipe stream instead of plain TCP",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="railyard-bench-") as tmp:
         root = Path(tmp)
-        config = write_config(root, args.nodes)
+        config, endpoints = write_config(root, args.nodes, peer_tcp=not args.grpc_peers)
         node_ids = [f"n{i}" for i in range(1, args.nodes + 1)]
-        endpoints = re.findall(r'address = "([^"]+)"', config.read_text())
         nodes = Nodes(root, config, node_ids)
         rows: list[tuple[str, dict[str, Any]]] = []
         samples: list[float] = []
@@ -332,11 +342,13 @@ def main() -> int:
         finally:
             nodes.stop_all()
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    peers = "gRPC Pipe" if args.grpc_peers else "plain TCP"
+    flag = " --grpc-peers" if args.grpc_peers else ""
     header = (
-        f"{args.nodes} nodes on {HOST}, fsync on, {args.size}-byte records, "
-        f"{args.duration} per put run; {machine()}; {now}\n\n"
+        f"{args.nodes} nodes on {HOST}, fsync on, peer traffic over {peers}, "
+        f"{args.size}-byte records, {args.duration} per put run; {machine()}; {now}\n\n"
         f"Command: `.venv/bin/python bench/run_matrix.py --duration {args.duration} "
-        f"--size {args.size} --nodes {args.nodes} --failover-runs {args.failover_runs}`"
+        f"--size {args.size} --nodes {args.nodes} --failover-runs {args.failover_runs}{flag}`"
     )
     print(markdown(rows, header))
     if samples:

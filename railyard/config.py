@@ -12,14 +12,21 @@ A cluster file names the cluster, its timings and its nodes::
 
     [[nodes]]
     id = "n1"
-    address = "127.0.0.1:50051"
+    address = "127.0.0.1:50051"       # clients and the named RPCs (gRPC)
+    peer_address = "127.0.0.1:51051"  # optional: Raft traffic from peers (TCP)
+
+A node with a ``peer_address`` receives its peers' Raft messages as
+length-prefixed frames over plain TCP there, which costs a fraction of a
+gRPC stream message; a node without one receives them over gRPC (`Pipe`)
+on ``address``. Snapshots always travel over gRPC.
 
 Invariants of a loaded `ClusterConfig`:
 
 - `data_dir` is absolute (a relative path is resolved against the file's
   directory; for the built-in default, against the current directory).
-- Node ids and addresses are unique; every address is ``host:port`` with a
-  port in 1..65535; there is at least one node.
+- Node ids are unique, and so are all addresses and peer addresses taken
+  together; every address is ``host:port`` with a port in 1..65535; there
+  is at least one node.
 - ``2 * heartbeat_interval_ms <= election_timeout_ms``: a follower whose
   timeout is drawn from ``[t, 2t)`` then hears at least one heartbeat before
   its shortest possible timeout even when the previous one was lost, so a
@@ -89,12 +96,15 @@ DEFAULT_CLUSTER_TOML = (
     "[[nodes]]\n"
     'id = "n1"\n'
     'address = "127.0.0.1:50051"\n'
+    'peer_address = "127.0.0.1:51051"\n'
     "[[nodes]]\n"
     'id = "n2"\n'
     'address = "127.0.0.1:50052"\n'
+    'peer_address = "127.0.0.1:51052"\n'
     "[[nodes]]\n"
     'id = "n3"\n'
     'address = "127.0.0.1:50053"\n'
+    'peer_address = "127.0.0.1:51053"\n'
 )
 
 
@@ -104,10 +114,12 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """One member of the cluster: its id and the ``host:port`` it serves on."""
+    """One member of the cluster: its id, the ``host:port`` it serves gRPC on,
+    and where it takes its peers' Raft messages over TCP (None: over gRPC)."""
 
     id: str
     address: str
+    peer_address: str | None = None
 
     @property
     def host(self) -> str:
@@ -267,7 +279,7 @@ class _Validator:
         addresses: dict[tuple[str, int], str] = {}
         for i, table in enumerate(raw):
             key = f"nodes[{i}]"
-            self.reject_unknown(table, f"{key}.", {"id", "address"})
+            self.reject_unknown(table, f"{key}.", {"id", "address", "peer_address"})
             node_id = self.string(table, f"{key}.id", None)
             if not NODE_ID_PATTERN.match(node_id):
                 raise self.fail(
@@ -276,26 +288,38 @@ class _Validator:
                 )
             if node_id in ids:
                 raise self.fail(f"{key}.id", f"duplicate node id {node_id!r}; ids must be unique")
-            address = self.string(table, f"{key}.address", None)
-            try:
-                host_port = split_address(address)
-            except ValueError as e:
-                raise self.fail(f"{key}.address", str(e)) from None
-            if host_port in addresses:
-                raise self.fail(
-                    f"{key}.address",
-                    f"duplicate address {address!r} (also node {addresses[host_port]!r}); "
-                    "each node needs its own host:port",
-                )
+            address = self.address(table, f"{key}.address", addresses, node_id)
+            peer_address = (
+                self.address(table, f"{key}.peer_address", addresses, node_id)
+                if "peer_address" in table
+                else None
+            )
             ids.add(node_id)
-            addresses[host_port] = node_id
-            nodes.append(NodeConfig(id=node_id, address=address))
+            nodes.append(NodeConfig(id=node_id, address=address, peer_address=peer_address))
         if len(nodes) % 2 == 0:
             self.warnings.append(
                 f"{self.where}: nodes: {len(nodes)} nodes tolerate no more failures than "
                 f"{len(nodes) - 1}; an odd number of nodes is recommended"
             )
         return tuple(nodes)
+
+    def address(
+        self, table: Mapping[str, Any], key: str, taken: dict[tuple[str, int], str], node_id: str
+    ) -> str:
+        """A ``host:port`` that no other address of the file uses (recorded in `taken`)."""
+        address = self.string(table, key, None)
+        try:
+            host_port = split_address(address)
+        except ValueError as e:
+            raise self.fail(key, str(e)) from None
+        if host_port in taken:
+            raise self.fail(
+                key,
+                f"duplicate address {address!r} (also used by node {taken[host_port]!r}); "
+                "each address and peer_address needs its own host:port",
+            )
+        taken[host_port] = node_id
+        return address
 
     def reject_unknown(self, table: Mapping[str, Any], prefix: str, known: set[str]) -> None:
         for key in table:

@@ -51,9 +51,9 @@ def test_local_toml_is_the_issue_file_and_loads() -> None:
     assert cfg.snapshot_every == 10000
     assert cfg.auto_create_streams is True
     assert cfg.nodes == (
-        NodeConfig("n1", "127.0.0.1:50051"),
-        NodeConfig("n2", "127.0.0.1:50052"),
-        NodeConfig("n3", "127.0.0.1:50053"),
+        NodeConfig("n1", "127.0.0.1:50051", "127.0.0.1:51051"),
+        NodeConfig("n2", "127.0.0.1:50052", "127.0.0.1:51052"),
+        NodeConfig("n3", "127.0.0.1:50053", "127.0.0.1:51053"),
     )
     assert cfg.warnings == ()
     # Relative data_dir is relative to the file, and absolute once loaded.
@@ -96,6 +96,12 @@ def test_node_lookup_names_the_ids_in_the_file(tmp_path: Path) -> None:
     assert cfg.node("n2").address == "127.0.0.1:7002"
     with pytest.raises(ConfigError, match=r"cluster\.toml: nodes: .*'n9'.*n1, n2, n3"):
         cfg.node("n9")
+
+
+def test_peer_address_is_optional_per_node(tmp_path: Path) -> None:
+    text = NODES_3.replace('"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:8002"')
+    cfg = load_text(tmp_path, text)
+    assert [n.peer_address for n in cfg.nodes] == [None, "127.0.0.1:8002", None]
 
 
 def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
@@ -150,8 +156,40 @@ def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
         (
             NODES_3.replace("7003", "7001"),
             "nodes[2].address",
-            "duplicate address '127.0.0.1:7001' (also node 'n1')",
+            "duplicate address '127.0.0.1:7001' (also used by node 'n1')",
         ),
+        (
+            NODES_3.replace('"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1"'),
+            "nodes[1].peer_address",
+            "host:port",
+        ),
+        (
+            NODES_3.replace('"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = 8002'),
+            "nodes[1].peer_address",
+            "string",
+        ),
+        (
+            NODES_3.replace(
+                '"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:7002"'
+            ),
+            "nodes[1].peer_address",
+            "duplicate address '127.0.0.1:7002' (also used by node 'n2')",
+        ),
+        (
+            NODES_3.replace(
+                '"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:7003"'
+            ),
+            "nodes[2].address",
+            "each address and peer_address needs its own host:port",
+        ),
+        (
+            NODES_3.replace(
+                '"127.0.0.1:7001"', '"127.0.0.1:7001"\npeer_address = "127.0.0.1:8001"'
+            ).replace('"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:8001"'),
+            "nodes[1].peer_address",
+            "duplicate address '127.0.0.1:8001' (also used by node 'n1')",
+        ),
+        (NODES_3 + "peer_port = 8003\n", "nodes[2].peer_port", "unknown key"),
         ("[cluster\nname = 1", "not valid TOML", ""),
     ],
 )

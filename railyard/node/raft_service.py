@@ -2,8 +2,10 @@
 
 `RaftService` checks that every request names this cluster and a known node
 (else PERMISSION_DENIED, logged at most every few seconds per sender) and
-hands the messages to the driver. `Pipe` is the fast path: one long-lived
-stream per peer, read until the peer closes it. The unary RPCs
+hands the messages to the driver. `Pipe` is the gRPC fast path: one
+long-lived stream per peer, read until the peer closes it; peers with a
+`peer_address` send over TCP instead, and `peer_wire.PeerListener` hands
+their envelopes to the same checks (`refusal`, `deliver`, `pipe_ended`). The unary RPCs
 (RequestVote, AppendEntries, TimeoutNow) step their messages and reply with
 an empty envelope: the answers travel over our own pipe to the sender, like
 all others. `InstallSnapshot` writes the chunks through a
@@ -74,16 +76,48 @@ class RaftService(pb_grpc.RaftServicer):
             )
         return None
 
-    async def _check(self, sender: pb.Peer, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+    def refusal(self, sender: pb.Peer) -> str | None:
+        """Why messages from `sender` are refused (logged now and then), or None."""
         reason = self._refusal(sender)
         if reason is None:
-            return
+            return None
         key = (sender.cluster, sender.node_id)
         now = time.monotonic()
         if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
             self._refusals_logged[key] = now
             self.log.warning("refused peer %r of cluster %r", sender.node_id, sender.cluster)
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        return reason
+
+    async def _check(self, sender: pb.Peer, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        reason = self.refusal(sender)
+        if reason is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    async def deliver(self, sender: pb.Peer, messages: Sequence[pb.RaftMessage]) -> str | None:
+        """Hand an accepted sender's messages to the driver, in order.
+
+        Returns what is wrong with the first malformed one (nothing from it
+        on is delivered), or None.
+        """
+        self.last_heard[sender.node_id] = time.monotonic()
+        for m in messages:
+            try:
+                msg = message_from_pb(m)
+            except ValueError as exc:
+                return f"messages: {exc}"
+            if msg.to != self.node_id or msg.sender != sender.node_id:
+                return (
+                    f"messages: from {msg.sender!r} to {msg.to!r} on a link from "
+                    f"{sender.node_id!r} to {self.node_id!r}"
+                )
+            await self.driver.deliver(msg)
+        return None
+
+    def pipe_ended(self, node_id: str) -> None:
+        # A rotated pipe ends the same way as the pipe of a killed process;
+        # a probe tells them apart (cheap: once per rotation).
+        if self.on_pipe_ended is not None:
+            self.on_pipe_ended(NodeId(node_id))
 
     async def _deliver(
         self,
@@ -91,21 +125,9 @@ class RaftService(pb_grpc.RaftServicer):
         messages: Sequence[pb.RaftMessage],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
-        self.last_heard[sender.node_id] = time.monotonic()
-        for m in messages:
-            try:
-                msg = message_from_pb(m)
-            except ValueError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"messages: {exc}")
-                return
-            if msg.to != self.node_id or msg.sender != sender.node_id:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"messages: from {msg.sender!r} to {msg.to!r} on a link from "
-                    f"{sender.node_id!r} to {self.node_id!r}",
-                )
-                return
-            await self.driver.deliver(msg)
+        problem = await self.deliver(sender, messages)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
     async def _unary(
         self,
@@ -151,10 +173,8 @@ class RaftService(pb_grpc.RaftServicer):
                     await self._check(sender, context)
                 await self._deliver(sender, env.messages, context)
         finally:
-            # A rotated pipe ends the same way as the pipe of a killed process;
-            # a probe tells them apart (cheap: once per rotation).
-            if sender is not None and self.on_pipe_ended is not None:
-                self.on_pipe_ended(NodeId(sender.node_id))
+            if sender is not None:
+                self.pipe_ended(sender.node_id)
 
     async def InstallSnapshot(
         self,

@@ -44,6 +44,7 @@ from railyard.config import ClusterConfig, ConfigError
 from railyard.node.catch_up import clear_when_caught_up, marker_path, note_awaiting
 from railyard.node.cluster_service import ClusterService
 from railyard.node.driver import Driver, FatalError
+from railyard.node.peer_wire import PeerListener
 from railyard.node.raft_service import RaftService
 from railyard.node.services import NodeContext, StreamsService
 from railyard.node.transport import SERVER_OPTIONS, PeerLink, Transport
@@ -290,6 +291,7 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
     me = config.node(node_id)
     state = await asyncio.to_thread(open_state, config, node_id, log)
     addresses = {n.id: n.address for n in config.nodes}
+    peer_addresses = {n.id: n.peer_address for n in config.nodes}
     local = pb.Peer(cluster=config.name, node_id=node_id)
     peers = [NodeId(n.id) for n in config.nodes if n.id != node_id]
     links: list[PeerLink] = []
@@ -323,6 +325,7 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
                 ),
                 log=log,
                 on_refused=lambda p: driver.post(lambda: driver.leader_refuses_connections(p)),
+                peer_address=peer_addresses[peer_id],
             )
         )
     transport.links = {link.peer_id: link for link in links}
@@ -366,6 +369,11 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         ],
         server,
     )
+    listener = (
+        None
+        if me.peer_address is None
+        else PeerListener(address=me.peer_address, sink=raft_service, log=log)
+    )
     exit_code = EXIT_OK
     try:
         try:
@@ -373,12 +381,30 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         except RuntimeError as exc:
             log.error("cannot listen on %s (%s); is the port in use?", me.address, exc)
             return EXIT_FAILED
+        if listener is not None:
+            try:
+                await listener.start()
+            except OSError as exc:
+                log.error(
+                    "cannot listen on peer_address %s (%s); is the port in use?",
+                    me.peer_address,
+                    exc.strerror or exc,
+                )
+                return EXIT_FAILED
         await server.start()
         for name in ["", *service_names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving on %s (cluster %s, peers %s)", me.address, config.name, ", ".join(peers))
+        log.info(
+            "serving on %s%s (cluster %s, peers %s)",
+            me.address,
+            "" if me.peer_address is None else f", peers to {me.peer_address}",
+            config.name,
+            ", ".join(peers),
+        )
         exit_code = await _run(driver, transport, server, config, log)
     finally:
+        if listener is not None:
+            await listener.close()
         await server.stop(STOP_GRACE_S)
         driver.shutdown_workers()
         await transport.close()

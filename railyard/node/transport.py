@@ -1,9 +1,11 @@
 """Node-to-node transport: Raft messages over gRPC.
 
 Outbound, each peer has one `PeerLink`: one long-lived channel, a bounded
-send queue and a sender task that streams the queued messages over one
-`Pipe` stream, many messages per envelope. The stream is used one way:
-replies come back over the peer's own stream to us. A slow or dead peer
+send queue and a sender task that sends the queued messages, many per
+envelope, over one long-lived connection: a plain TCP connection to the
+peer's `peer_address` if it has one (`peer_wire.py`, a fraction of gRPC's
+per-message cost), else a gRPC `Pipe` stream. Either is used one way:
+replies come back over the peer's own connection to us. A slow or dead peer
 never blocks the driver: when its queue is full, or a call fails or
 stalls, messages are dropped and the core is told the peer is unreachable
 (etcd's ReportUnreachable); Raft retransmits what matters.
@@ -17,6 +19,7 @@ The inbound side is `raft_service.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,6 +28,7 @@ from typing import Any, cast
 
 import grpc
 
+from railyard.node import peer_wire
 from railyard.node.codec import envelope, message_to_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -113,18 +117,21 @@ class PeerLink:
         on_snapshot_done: Callable[[NodeId, bool], None],
         log: logging.Logger,
         on_refused: Callable[[NodeId], None] | None = None,
+        peer_address: str | None = None,
     ) -> None:
         self.local = local
         self.on_refused = on_refused
         self.peer_id = peer_id
         self.address = address
+        self.peer_address = peer_address
         self.snapshots = snapshots
         self.on_unreachable = on_unreachable
         self.on_snapshot_done = on_snapshot_done
         self.log = log
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.RaftStub(self.channel)
-        self.queue: asyncio.Queue[pb.RaftMessage] = asyncio.Queue(SEND_QUEUE_SIZE)
+        # None wakes a sender waiting for messages: its connection ended.
+        self.queue: asyncio.Queue[pb.RaftMessage | None] = asyncio.Queue(SEND_QUEUE_SIZE)
         self._snapshot_request: Message | None = None
         self._snapshot_wanted = asyncio.Event()
         self._reported_at = 0.0
@@ -196,12 +203,25 @@ class PeerLink:
         while True:
             opened_at = time.monotonic()
             try:
-                await self._pipe_once()
-            except (grpc.RpcError, TimeoutError, PipeClosed) as exc:
+                if self.peer_address is None:
+                    await self._pipe_once()
+                else:
+                    await self._tcp_once(self.peer_address)
+            except (
+                grpc.RpcError,
+                TimeoutError,
+                PipeClosed,
+                OSError,
+                peer_wire.PeerRefused,
+                peer_wire.PeerClosed,
+            ) as exc:
                 if isinstance(exc, PipeClosed) and exc.code is grpc.StatusCode.PERMISSION_DENIED:
                     self.log.warning("%s refuses us: %s", self.peer_id, exc.details)
+                elif isinstance(exc, peer_wire.PeerRefused):
+                    self.log.warning("%s refuses us: %s", self.peer_id, exc)
                 elif self.connected:
-                    self.log.info("lost %s at %s: %s", self.peer_id, self.address, brief(exc))
+                    where = self.peer_address or self.address
+                    self.log.info("lost %s at %s: %s", self.peer_id, where, brief(exc))
                 self.connected = False
                 if self.on_refused is not None and _refused(exc):
                     self.on_refused(self.peer_id)
@@ -220,7 +240,7 @@ class PeerLink:
         would lose that message), and waits for the channel to connect, up
         to the write stall limit.
         """
-        first = await self.queue.get()
+        first = await self._next()
         # No request iterator: the call is written to with `write()`.
         call = cast(Any, self.stub).Pipe(timeout=PIPE_DEADLINE_S, wait_for_ready=True)
         rotate_at = time.monotonic() + PIPE_ROTATE_S
@@ -237,7 +257,7 @@ class PeerLink:
                     break
                 try:
                     async with asyncio.timeout(remaining):
-                        first = await self.queue.get()
+                        first = await self._next()
                 except TimeoutError:
                     break
             async with asyncio.timeout(WRITE_STALL_S):
@@ -249,6 +269,47 @@ class PeerLink:
             call.cancel()
             raise
 
+    async def _tcp_once(self, address: str) -> None:
+        """Send queued messages over one TCP connection until it fails.
+
+        Opened when there is something to send, for the same reason as a
+        pipe. A connection needs no rotation: nothing on it has a deadline.
+        """
+        first = await self._next()
+        conn = await peer_wire.connect(address, on_end=self._wake)
+        try:
+            while True:
+                conn.send(envelope(self.local, self._drain(first)).SerializeToString())
+                if conn.backed_up:
+                    async with asyncio.timeout(WRITE_STALL_S):
+                        await conn.drain()
+                if not self.connected:
+                    self.connected = True
+                    self.log.info("connected to %s at %s (tcp)", self.peer_id, address)
+                first = await self._next_on(conn)
+        finally:
+            conn.abort()
+
+    async def _next(self) -> pb.RaftMessage:
+        """The next queued message, skipping wake-ups meant for an earlier connection."""
+        while True:
+            m = await self.queue.get()
+            if m is not None:
+                return m
+
+    async def _next_on(self, conn: peer_wire.PeerConnection) -> pb.RaftMessage:
+        """The next queued message, or why `conn` ended if it did meanwhile."""
+        while True:
+            m = await self.queue.get()
+            if conn.ended is not None:
+                raise conn.ended
+            if m is not None:
+                return m
+
+    def _wake(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # full: the sender is not waiting
+            self.queue.put_nowait(None)
+
     def _drain(self, first: pb.RaftMessage) -> list[pb.RaftMessage]:
         batch = [first]
         size = _entry_bytes(first)
@@ -257,6 +318,8 @@ class PeerLink:
                 m = self.queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
+            if m is None:
+                continue
             batch.append(m)
             size += _entry_bytes(m)
         return batch
@@ -348,6 +411,8 @@ class Transport:
 
 def _refused(exc: BaseException) -> bool:
     """Did the peer's host refuse the connection (no process listening)?"""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
     return isinstance(exc, grpc.aio.AioRpcError) and "Connection refused" in (exc.details() or "")
 
 

@@ -70,6 +70,24 @@ def test_writes_through_any_node_reach_every_node(cluster: LocalCluster) -> None
     assert described.stream.record_count == 35
 
 
+def test_a_cluster_without_peer_addresses_replicates_over_grpc(tmp_path: Path) -> None:
+    """Cluster files without `peer_address` (written before it existed) keep working."""
+    cluster = LocalCluster(tmp_path, peer_tcp=False)
+    try:
+        cluster.start()
+        assert "peer_address" not in cluster.config_path.read_text()
+        leader = cluster.wait_for_leader()
+        create_stream(cluster, leader, "old")
+        for i in range(5):
+            put_exactly_once(cluster, "old", b"r%d" % i, "writer", i + 1)
+        cluster.wait_converged(min_applied=7)  # noop + create + 5 puts
+        for node in cluster.node_ids:
+            assert read_all(cluster, node, "old", stale=True) == [b"r%d" % i for i in range(5)]
+        assert "(tcp)" not in "".join(cluster.log(n) for n in cluster.node_ids)
+    finally:
+        cluster.stop()
+
+
 def test_errors_map_to_status_codes(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     follower = next(n for n in cluster.node_ids if n != leader)
@@ -158,8 +176,9 @@ def test_node_of_another_cluster_cannot_disturb_it(cluster: LocalCluster, tmp_pa
     term = cluster.status(leader).term  # type: ignore[union-attr]
     # A node "n1" of cluster "other" whose peers are our n2 and n3.
     foreign = LocalCluster(tmp_path / "other", name="other")
-    foreign.addresses["n2"] = cluster.addresses["n2"]
-    foreign.addresses["n3"] = cluster.addresses["n3"]
+    for peer in ("n2", "n3"):
+        foreign.addresses[peer] = cluster.addresses[peer]
+        foreign.peer_addresses[peer] = cluster.peer_addresses[peer]
     foreign.write_config()
     try:
         foreign.start_node("n1")

@@ -1,17 +1,18 @@
-"""A controllable network between real node processes: one TCP proxy per directed peer link.
+"""A controllable network between real node processes: TCP proxies per directed peer link.
 
 Role: the network half of the nemesis. Node `a` reaches node `b` through
-the proxy of link (a, b); every byte on that proxy's connections travels
-either from a to b (a's requests) or from b to a (b's answers). Faults are
-stated per *direction between nodes*, whichever connection carries the
-bytes, so `cut("n1", "n2")` silences n1 -> n2 on n1's connections to n2 and
+the proxies of link (a, b), one per port of b it dials (its gRPC `address`
+and its Raft `peer_address`); every byte on those proxies' connections
+travels either from a to b (a's requests) or from b to a (b's answers).
+Faults are stated per *direction between nodes*, whichever proxy and
+connection carries the bytes, so `cut("n1", "n2")` silences n1 -> n2 on n1's connections to n2 and
 on n2's connections to n1 alike: a true one-way link.
 
 Faults:
 - cut (blackhole): bytes in that direction are discarded. TCP stays up,
   so the sender learns nothing until its deadlines expire (like a dropped
-  route). Discarding breaks HTTP/2 framing, so a connection that lost bytes
-  is reset when its direction heals.
+  route). Discarding breaks HTTP/2 and length-prefixed framing alike, so a
+  connection that lost bytes is reset when its direction heals.
 - delay: every chunk is held for `delay_ms` (+ uniform jitter), order kept.
 - reset: every open connection of a link is closed with an RST now.
 - loss: each chunk resets its connection with probability `p` (flaky links).
@@ -81,7 +82,8 @@ class Network:
         self._cuts: set[Direction] = set()
         self._shaping: dict[Direction, _Shaping] = {}
         self._conns: set[_Conn] = set()
-        self._servers: dict[Direction, asyncio.Server] = {}
+        # Several proxies may serve one direction (one per port of the destination).
+        self._servers: list[asyncio.Server] = []
         self.bytes_dropped = 0
         self.resets = 0
         self._loop = asyncio.new_event_loop()
@@ -91,7 +93,11 @@ class Network:
     # ------------------------------------------------------------ setup
 
     def add_link(self, src: str, dst: str, target: str) -> str:
-        """Start the proxy `src` uses to reach `dst` (served at `target`); returns its address."""
+        """Start a proxy `src` uses to reach `dst` (served at `target`); returns its address.
+
+        Call it once per address of `dst`: every proxy of (src, dst) shares
+        that link's faults.
+        """
         return self._run(self._add_link(src, dst, target))
 
     async def _add_link(self, src: str, dst: str, target: str) -> str:
@@ -101,7 +107,7 @@ class Network:
             await self._serve(src, dst, host, int(port), reader, writer)
 
         server = await asyncio.start_server(handle, HOST, 0)
-        self._servers[(src, dst)] = server
+        self._servers.append(server)
         bound = server.sockets[0].getsockname()
         return f"{bound[0]}:{bound[1]}"
 
@@ -115,7 +121,7 @@ class Network:
         self._loop.close()
 
     async def _close(self) -> None:
-        for server in self._servers.values():
+        for server in self._servers:
             server.close()
         for conn in list(self._conns):
             conn.reset()

@@ -1,8 +1,9 @@
 """A LocalCluster whose peer links run through the fault-injecting proxies of `netem`.
 
-Each node gets its own cluster file: its own address is real (it listens
-there), every other node's address is the proxy of the directed link
-(self, other). Clients use the real addresses (`endpoints`), so faults
+Each node gets its own cluster file: its own address and peer_address are
+real (it listens there), every other node's address and peer_address are
+proxies of the directed link (self, other), so faults on that link reach
+gRPC and raw-TCP peer traffic alike. Clients use the real addresses (`endpoints`), so faults
 touch node-to-node traffic only; a client that is handed a proxied leader
 address in a hint has it mapped back to the real one (`FaultClient`).
 
@@ -42,15 +43,20 @@ class ProxiedCluster(LocalCluster):
         super().__init__(tmp_path, n, **kwargs)
         self.net = net
         self.paused: set[str] = set()
-        # proxy address -> real address, for clients handed a proxied leader hint
+        # proxy address -> real address, for clients handed a proxied leader
+        # hint. Hints name `address` only, so peer_address proxies stay out.
         self.real_address: dict[str, str] = {}
-        self.peer_address: dict[tuple[str, str], str] = {}
+        # (a, b) -> the proxy a dials for b's address / b's peer_address.
+        self.link_address: dict[tuple[str, str], str] = {}
+        self.link_peer_address: dict[tuple[str, str], str] = {}
         for a in self.node_ids:
             for b in self.node_ids:
                 if a != b:
                     proxy = net.add_link(a, b, self.addresses[b])
-                    self.peer_address[(a, b)] = proxy
+                    self.link_address[(a, b)] = proxy
                     self.real_address[proxy] = self.addresses[b]
+                    if b in self.peer_addresses:
+                        self.link_peer_address[(a, b)] = net.add_link(a, b, self.peer_addresses[b])
         self.write_node_configs()
 
     def node_config_path(self, node_id: str) -> Path:
@@ -59,10 +65,14 @@ class ProxiedCluster(LocalCluster):
     def write_node_configs(self) -> None:
         for me in self.node_ids:
             nodes = [
-                (nid, self.addresses[nid] if nid == me else self.peer_address[(me, nid)])
+                (nid, self.addresses[nid] if nid == me else self.link_address[(me, nid)])
                 for nid in self.node_ids
             ]
-            self.node_config_path(me).write_text(render_config(self.cluster_table, nodes))
+            peers = {
+                nid: real if nid == me else self.link_peer_address[(me, nid)]
+                for nid, real in self.peer_addresses.items()
+            }
+            self.node_config_path(me).write_text(render_config(self.cluster_table, nodes, peers))
 
     def start_node(self, node_id: str) -> subprocess.Popen[bytes]:
         # LocalCluster starts every node from `config_path`; point it at this

@@ -116,3 +116,27 @@ def test_reset_closes_open_connections(net: Network, echo: str) -> None:
                 s.sendall(b"y")
                 if not s.recv(16):
                     raise ConnectionResetError("closed")
+
+
+def test_every_proxy_of_a_link_shares_its_faults(net: Network, echo: str) -> None:
+    """A node's address and peer_address each get a proxy of (a, b); a cut covers both."""
+    first, second = net.add_link("a", "b", echo), net.add_link("a", "b", echo)
+    assert first != second
+    with _connect(first) as s1, _connect(second) as s2:
+        assert _roundtrip(s1, b"1") == b"1" and _roundtrip(s2, b"2") == b"2"
+        net.cut("a", "b")
+        for s in (s1, s2):
+            s.sendall(b"lost")
+            s.settimeout(SILENCE_S)
+            with pytest.raises(TimeoutError):
+                s.recv(16)
+        net.heal()
+        # Both connections lost bytes (raw framing is garbage now): both are reset.
+        for s in (s1, s2):
+            s.settimeout(IO_TIMEOUT_S)
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                for _ in range(20):
+                    if not s.recv(16):
+                        raise ConnectionResetError("closed")
+    with _connect(second) as s:
+        assert _roundtrip(s, b"again") == b"again"

@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from railyard.node import peer_wire
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -279,6 +280,33 @@ def test_raft_pipe(fuzzed: Fuzzed, data: st.DataObject) -> None:
 
 @FUZZ
 @given(data=st.data())
+def test_raft_peer_tcp(fuzzed: Fuzzed, data: st.DataObject) -> None:
+    """The same envelopes as frames on the TCP peer port (`peer_wire`)."""
+    cases = data.draw(st.lists(raft_case(fuzzed), min_size=1, max_size=3))
+    target = cases[0][0]
+    before = fuzzed.raft_state()
+    frames = b"".join(peer_wire.frame(env.SerializeToString()) for _, env in cases)
+    _exchange(fuzzed.cluster.peer_addresses[target], peer_wire.PREAMBLE + frames)
+    _assert_raft_unchanged(fuzzed, before, f"peer frames to {target}")
+    fuzzed.alive()
+
+
+def _exchange(address: str, data: bytes) -> None:
+    """Send `data`, half-close, read until the node closes or the timeout."""
+    host, port = address.rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=SOCKET_TIMEOUT_S) as s,
+        contextlib.suppress(OSError),
+    ):
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + SOCKET_TIMEOUT_S
+        while time.monotonic() < deadline and s.recv(4096):
+            pass
+
+
+@FUZZ
+@given(data=st.data())
 def test_raft_install_snapshot(fuzzed: Fuzzed, data: st.DataObject) -> None:
     target, env = data.draw(raft_case(fuzzed))
     peer = getattr(env, "from")
@@ -448,6 +476,18 @@ def test_garbage_bytes_on_the_port(
         deadline = time.monotonic() + SOCKET_TIMEOUT_S
         while time.monotonic() < deadline and s.recv(4096):
             pass
+    fuzzed.alive()
+
+
+@FUZZ
+@given(
+    prefix=st.sampled_from([b"", peer_wire.PREAMBLE, peer_wire.PREAMBLE[:5], H2_PREFACE]),
+    garbage=st.binary(max_size=4096),
+)
+def test_garbage_bytes_on_the_peer_port(fuzzed: Fuzzed, prefix: bytes, garbage: bytes) -> None:
+    before = fuzzed.raft_state()
+    _exchange(fuzzed.cluster.peer_addresses["n1"], prefix + garbage)
+    _assert_raft_unchanged(fuzzed, before, "garbage on the peer port")
     fuzzed.alive()
 
 

@@ -2,7 +2,9 @@
 
 `LocalCluster` writes a cluster file in the shape of `configs/local.toml`
 (free ports on 127.0.0.1, data under the test's tmp dir, short timings),
-starts one process per node and stops them by pid. Each node's stderr goes
+starts one process per node and stops them by pid. Every node gets a
+`peer_address` (Raft over plain TCP) unless `peer_tcp=False`, which keeps
+peer traffic on the gRPC Pipe stream of `address`. Each node's stderr goes
 to `<tmp>/logs/<id>.log` so a failing test can show it (`.log(id)`).
 
 Everything here is bounded in time: every wait has a deadline, every gRPC
@@ -74,13 +76,24 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def render_config(cluster: Mapping[str, Any], nodes: list[tuple[str, str]]) -> str:
-    """The cluster file text: a [cluster] table and one [[nodes]] per node."""
+def render_config(
+    cluster: Mapping[str, Any],
+    nodes: list[tuple[str, str]],
+    peer_addresses: Mapping[str, str] | None = None,
+) -> str:
+    """The cluster file text: a [cluster] table and one [[nodes]] per node.
+
+    `nodes` lists (id, address); a node named in `peer_addresses` also gets
+    that `peer_address`.
+    """
+    peers = peer_addresses or {}
     lines = ["[cluster]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in cluster.items()]
     for node_id, address in nodes:
         lines += ["", "[[nodes]]", f"id = {_toml_value(node_id)}"]
         lines.append(f"address = {_toml_value(address)}")
+        if node_id in peers:
+            lines.append(f"peer_address = {_toml_value(peers[node_id])}")
     return "\n".join(lines) + "\n"
 
 
@@ -90,6 +103,7 @@ class LocalCluster:
     `extra` adds (or overrides) keys of the [cluster] table. `env` adds
     environment variables to every node process (`node_env` per node).
     `proxy=True` routes node-to-node traffic through a `LinkProxy`.
+    `peer_tcp=False` writes no peer_address, so peers talk over gRPC Pipe.
     """
 
     def __init__(
@@ -105,12 +119,17 @@ class LocalCluster:
         env: Mapping[str, str] | None = None,
         log_level: str = "info",
         proxy: bool = False,
+        peer_tcp: bool = True,
     ) -> None:
         self.root = Path(tmp_path)
         self.node_ids = [f"n{i + 1}" for i in range(n)]
-        ports = free_ports(n)
+        ports = free_ports(2 * n if peer_tcp else n)
         self.addresses = {
-            nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports, strict=True)
+            nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[:n], strict=True)
+        }
+        # Empty with peer_tcp=False: no node has a peer_address then.
+        self.peer_addresses: dict[str, str] = {
+            nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[n:], strict=False)
         }
         self.endpoints = [self.addresses[nid] for nid in self.node_ids]
         self.config_path = self.root / f"{name}.toml"
@@ -129,11 +148,12 @@ class LocalCluster:
         }
         self.cluster_table.update(extra or {})
         self.write_config()
-        # With proxy=True every node's outgoing gRPC goes through a LinkProxy,
-        # so the test can cut links (`cluster.proxy.isolate("n1")`).
+        # With proxy=True every node's outgoing peer traffic (gRPC and raw TCP
+        # to peer_address alike) goes through a LinkProxy, so the test can cut
+        # links (`cluster.proxy.isolate("n1")`).
         self.proxy: LinkProxy | None = None
         if proxy:
-            self.proxy = LinkProxy(self.addresses)
+            self.proxy = LinkProxy(self.addresses, self.peer_addresses)
             for nid in self.node_ids:
                 self.node_env[nid].update(self.proxy.env_for(nid))
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -143,7 +163,7 @@ class LocalCluster:
 
     def write_config(self) -> None:
         nodes = [(nid, self.addresses[nid]) for nid in self.node_ids]
-        self.config_path.write_text(render_config(self.cluster_table, nodes))
+        self.config_path.write_text(render_config(self.cluster_table, nodes, self.peer_addresses))
 
     def data_dir(self, node_id: str) -> Path:
         return Path(self.cluster_table["data_dir"]) / node_id

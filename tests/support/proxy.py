@@ -11,11 +11,15 @@ synchronous tests can drive them:
   `grpc_proxy` environment variable (HTTP CONNECT), so every node gets its
   own proxy port through its environment (`env_for(node)`), and the
   CONNECT line names the destination: each connection belongs to exactly
-  one link (source node -> destination node). The cluster file stays
-  unchanged. `isolate`, `partition` and `heal` set many links at once.
+  one link (source node -> destination node). A node's `peer_address`
+  (Raft over plain TCP, dialled through the same proxy variables) belongs
+  to that node too, so both of its ports share the fate of the link. The
+  cluster file stays unchanged. `isolate`, `partition` and `heal` set many
+  links at once.
 
 A connection that swallowed bytes in "blackhole" mode is closed when the
-link passes again (its HTTP/2 state is garbage); the client reconnects.
+link passes again (its HTTP/2 or frame state is garbage); the client
+reconnects.
 """
 
 from __future__ import annotations
@@ -199,15 +203,24 @@ class TcpProxy:
 class LinkProxy:
     """Per-link faults between nodes via gRPC's HTTP CONNECT proxy support.
 
-    `addresses` maps node id -> "host:port" as in the cluster file. Start the
-    node `src` with `env_for(src)` in its environment; then `set(src, dst,
-    mode)` controls the traffic src -> dst (its answers travel on the same
-    connection, so "blackhole" silences both directions of that connection).
+    `addresses` maps node id -> "host:port" as in the cluster file, and
+    `peer_addresses` node id -> its peer_address (nodes without one are left
+    out). Start the node `src` with `env_for(src)` in its environment; then
+    `set(src, dst, mode)` controls the traffic src -> dst on either port of
+    dst (its answers travel on the same connection, so "blackhole" silences
+    both directions of that connection).
     """
 
-    def __init__(self, addresses: Mapping[str, str]) -> None:
+    def __init__(
+        self, addresses: Mapping[str, str], peer_addresses: Mapping[str, str] | None = None
+    ) -> None:
         self.addresses = dict(addresses)
-        self._by_address = {_split(a): nid for nid, a in self.addresses.items()}
+        self.peer_addresses = dict(peer_addresses or {})
+        self._by_address = {
+            _split(a): nid
+            for table in (self.addresses, self.peer_addresses)
+            for nid, a in table.items()
+        }
         self.links: dict[tuple[str, str], _Link] = {
             (a, b): _Link() for a in self.addresses for b in self.addresses if a != b
         }
