@@ -20,17 +20,26 @@ delivered.
 Outbound connections honour the proxy settings gRPC honours (`grpc_proxy`,
 `https_proxy`, `http_proxy`; `no_grpc_proxy`, `no_proxy`) through HTTP
 CONNECT, so peer traffic takes the same route whichever transport carries it.
+
+NB: liveness is TCP's (keepalive, a user timeout), not a ping of our own: a
+path that keeps the connection up but silently drops bytes (a proxy that
+stops forwarding) is noticed only when it resets the connection. Raft's own
+timeouts carry the cluster through that meanwhile, as through any loss.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
@@ -47,10 +56,19 @@ _SIZE = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 << 20
 # A refusal is a sentence.
 MAX_REFUSAL_BYTES = 4096
+# After a refusal, what the dialler still sends is read and dropped this long
+# (it stops once it reads the refusal), then the connection is cut.
+REFUSAL_LINGER_S = 1.0
+READ_CHUNK_BYTES = 1 << 16
+# Closing waits this long for connections busy handing messages to a driver.
+CLOSE_WAIT_S = 1.0
 # Connecting (and the proxy's answer) on a LAN takes milliseconds.
 CONNECT_TIMEOUT_S = 2.0
-# The longest proxy answer header accepted.
+# A proxy's answer to CONNECT is a few short lines; more is not a proxy.
 MAX_PROXY_HEADER_BYTES = 8192
+# gRPC's default port for a proxy URL without one.
+DEFAULT_PROXY_PORT = 443
+MAX_PORT = 65535
 # Bytes queued in the socket's user-space buffer before a sender waits for
 # the peer to read: a few large appends; a peer that does not drain them
 # within the write stall limit is torn down by the caller.
@@ -117,6 +135,7 @@ class PeerListener:
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._serving: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def start(self) -> None:
         """Bind (raising OSError if the address is taken) and start accepting."""
@@ -127,38 +146,45 @@ class PeerListener:
         )
 
     async def close(self) -> None:
+        """Stop accepting and end every connection; returns within CLOSE_WAIT_S."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for writer in list(self._connections):
             writer.transport.abort()
-        # Each connection's task ends on its own once its transport is gone;
-        # left for asyncio.run to cancel, Python 3.11's stream code would
-        # log a traceback for each.
-        await asyncio.gather(*self._serving, return_exceptions=True)
+        # A connection's task ends once its transport is gone, unless it waits
+        # on a driver that stopped (a full inbox): those are cancelled.
+        if self._serving:
+            _, pending = await asyncio.wait(set(self._serving), timeout=CLOSE_WAIT_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _tune(writer.get_extra_info("socket"))
+        if self._closing:  # accepted while closing
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
         self._connections.add(writer)
         accepted: list[pb.Peer] = []  # the sender, once its first envelope passed
-        refusal: str | None = None
         try:
-            refusal = await self._read(reader, accepted)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the dialler closed, rotated or died
+            _tune(writer.get_extra_info("socket"))
+            await _say_and_close(reader, writer, await self._read(reader, accepted))
+        except (asyncio.IncompleteReadError, OSError):
+            pass  # the dialler closed or died, or its host vanished (ETIMEDOUT)
+        except asyncio.CancelledError:
+            # Only `close` cancels, and it waits for this task. Ending
+            # normally matters: Python 3.11's stream code logs a traceback
+            # for a connection task that ends cancelled.
+            pass
         finally:
             self._connections.discard(writer)
-            if refusal is None:
-                writer.transport.abort()
-            else:
-                with contextlib.suppress(Exception):
-                    writer.write(frame(refusal.encode()[:MAX_REFUSAL_BYTES]))
-                    writer.close()  # sends the refusal, then closes
+            writer.transport.abort()
             if accepted:
                 self.sink.pipe_ended(accepted[0].node_id)
 
@@ -193,6 +219,22 @@ class PeerListener:
                 return problem
 
 
+async def _say_and_close(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refusal: str
+) -> None:
+    """Send the refusal and end our side, then discard what the dialler still sends.
+
+    Closing with its bytes unread would reset the connection, and a reset
+    can reach the dialler before the refusal does.
+    """
+    writer.write(frame(refusal.encode()[:MAX_REFUSAL_BYTES]))
+    writer.write_eof()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(REFUSAL_LINGER_S):
+            while await reader.read(READ_CHUNK_BYTES):
+                pass
+
+
 # ---------------------------------------------------------------- dialling
 
 
@@ -201,7 +243,9 @@ class PeerConnection:
 
     `on_end` is called once, from the loop, when the listener closes the
     connection or it breaks; `ended` then holds why (`PeerRefused`,
-    `PeerClosed` or the OSError), and `send` raises it.
+    `PeerClosed` or the OSError), and `send` raises it. The task watching
+    for that belongs to the connection: `abort`, which its owner always
+    calls, cancels it.
     """
 
     def __init__(
@@ -247,19 +291,27 @@ class PeerConnection:
         self._writer.transport.abort()
 
 
-async def connect(address: str, on_end: Callable[[], None]) -> PeerConnection:
-    """Open a connection to a peer's `peer_address` (through the proxy, if one is set)."""
+@dataclass(frozen=True)
+class Proxy:
+    """An HTTP proxy to reach peers through with CONNECT."""
+
+    host: str
+    port: int
+    authorization: str | None = None  # a Proxy-Authorization header value
+
+
+async def connect(address: str, on_end: Callable[[], None], proxy: Proxy | None) -> PeerConnection:
+    """Open a connection to a peer's `peer_address`, through `proxy` if given."""
     host, _, port_text = address.rpartition(":")
-    host = host.strip("[]")
-    port = int(port_text)
-    proxy = proxy_for(host)
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
         if proxy is None:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port_text))
         else:
-            reader, writer = await asyncio.open_connection(*proxy)
+            reader, writer = await asyncio.open_connection(
+                proxy.host, proxy.port, limit=MAX_PROXY_HEADER_BYTES
+            )
             try:
-                await _proxy_connect(reader, writer, address)
+                await _proxy_connect(reader, writer, address, proxy)
             except BaseException:
                 writer.transport.abort()
                 raise
@@ -269,40 +321,73 @@ async def connect(address: str, on_end: Callable[[], None]) -> PeerConnection:
 
 
 async def _proxy_connect(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, proxy: Proxy
 ) -> None:
-    writer.write(f"CONNECT {address} HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
+    where = f"the proxy at {proxy.host}:{proxy.port}"
+    header = f"CONNECT {address} HTTP/1.1\r\nHost: {address}\r\n"
+    if proxy.authorization is not None:
+        header += f"Proxy-Authorization: {proxy.authorization}\r\n"
+    writer.write((header + "\r\n").encode())
     try:
-        header = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise ConnectionError(f"the proxy closed the connection to {address}") from exc
-    if len(header) > MAX_PROXY_HEADER_BYTES:
-        raise ConnectionError(f"the proxy's answer for {address} is too long")
-    status = header.split(b"\r\n", 1)[0].decode("latin-1")
+        answer = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionError(f"{where} closed the connection to {address}") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise ConnectionError(f"{where} answered with over {MAX_PROXY_HEADER_BYTES} bytes") from exc
+    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status.split()
-    if len(parts) < 2 or parts[1] != "200":
-        raise ConnectionError(f"the proxy refused a connection to {address}: {status}")
+    if len(parts) < 2 or not parts[1].startswith("2"):
+        raise ConnectionError(f"{where} refused a connection to {address}: {status}")
 
 
-def proxy_for(host: str, environ: dict[str, str] | None = None) -> tuple[str, int] | None:
-    """The HTTP proxy (host, port) to reach `host` through, as gRPC chooses it.
+def proxy_for(host: str, environ: Mapping[str, str] | None = None) -> Proxy | None:
+    """The HTTP proxy to reach `host` through, chosen as gRPC chooses it.
 
-    gRPC takes the first set of grpc_proxy, https_proxy and http_proxy, and
-    skips it for hosts listed in no_grpc_proxy or no_proxy (comma-separated
-    names, each matching the host or a domain suffix; "*" matches all).
+    The first of grpc_proxy, https_proxy and http_proxy that is set names
+    it (set but empty: none), as ``http://[user:password@]host[:port]``
+    (port 443 if left out). The first of no_grpc_proxy and no_proxy that is
+    set lists hosts reached directly: names (matching the host or a domain
+    below it) and address ranges (``10.0.0.0/8``). Raises ValueError,
+    naming the variable, for a proxy that cannot be used.
     """
     env = os.environ if environ is None else environ
-    url = next((env[k] for k in ("grpc_proxy", "https_proxy", "http_proxy") if env.get(k)), None)
-    if url is None:
+    variable = next((k for k in ("grpc_proxy", "https_proxy", "http_proxy") if k in env), None)
+    if variable is None or not env[variable]:
         return None
-    exclusions = next((env[k] for k in ("no_grpc_proxy", "no_proxy") if env.get(k)), "")
-    for name in (n.strip().lower() for n in exclusions.split(",")):
-        if name and (
-            name == "*" or host.lower() == name or host.lower().endswith("." + name.lstrip("."))
-        ):
-            return None
-    hostport = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-    proxy_host, sep, proxy_port = hostport.rpartition(":")
-    if not sep:
-        return hostport, 80
-    return proxy_host.strip("[]"), int(proxy_port)
+    url = env[variable]
+    exclusions = next((env[k] for k in ("no_grpc_proxy", "no_proxy") if k in env), "")
+    if any(_excludes(entry, host) for entry in exclusions.split(",")):
+        return None
+    problem = f"{variable}={url!r}: expected http://[user:password@]host[:port]"
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "http":
+        raise ValueError(problem)
+    hostport = rest.split("/", 1)[0]
+    userinfo, at, hostport = hostport.rpartition("@")
+    if hostport.startswith("["):  # [v6 address]:port
+        proxy_host, bracket, after = hostport[1:].partition("]")
+        port_text = after.removeprefix(":") if bracket and after[:1] in ("", ":") else "bad"
+    else:
+        proxy_host, colon, port_text = hostport.partition(":")
+        if colon and not port_text:
+            port_text = "missing"
+    port_text = port_text or str(DEFAULT_PROXY_PORT)
+    if not proxy_host or not port_text.isdigit() or not 0 < int(port_text) <= MAX_PORT:
+        raise ValueError(problem)
+    authorization = None
+    if at:
+        credentials = base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode()
+        authorization = f"Basic {credentials}"
+    return Proxy(proxy_host, int(port_text), authorization)
+
+
+def _excludes(entry: str, host: str) -> bool:
+    name = entry.strip().lstrip(".").lower()
+    if not name:
+        return False
+    try:
+        return ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(name, strict=False)
+    except ValueError:
+        pass  # not an address and a range: compare names
+    host = host.lower()
+    return host == name or host.endswith("." + name)

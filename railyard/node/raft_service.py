@@ -114,8 +114,9 @@ class RaftService(pb_grpc.RaftServicer):
         return None
 
     def pipe_ended(self, node_id: str) -> None:
-        # A rotated pipe ends the same way as the pipe of a killed process;
-        # a probe tells them apart (cheap: once per rotation).
+        # A rotated pipe (or a peer's TCP connection that broke) ends the
+        # same way as one of a killed process; a probe tells them apart
+        # (cheap: once per rotation or reconnect).
         if self.on_pipe_ended is not None:
             self.on_pipe_ended(NodeId(node_id))
 

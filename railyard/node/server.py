@@ -28,6 +28,7 @@ Every log line names the node ("n1 became leader term=3").
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import signal
@@ -385,10 +386,12 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
             try:
                 await listener.start()
             except OSError as exc:
+                hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
                 log.error(
-                    "cannot listen on peer_address %s (%s); is the port in use?",
+                    "cannot listen on peer_address %s (%s)%s",
                     me.peer_address,
                     exc.strerror or exc,
+                    hint,
                 )
                 return EXIT_FAILED
         await server.start()

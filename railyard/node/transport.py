@@ -1,4 +1,4 @@
-"""Node-to-node transport: Raft messages over gRPC.
+"""Node-to-node transport: Raft messages over plain TCP or gRPC.
 
 Outbound, each peer has one `PeerLink`: one long-lived channel, a bounded
 send queue and a sender task that sends the queued messages, many per
@@ -124,6 +124,15 @@ class PeerLink:
         self.peer_id = peer_id
         self.address = address
         self.peer_address = peer_address
+        self.proxy: peer_wire.Proxy | None = None
+        if peer_address is not None:
+            try:
+                self.proxy = peer_wire.proxy_for(peer_address.rpartition(":")[0].strip("[]"))
+            except ValueError as exc:
+                # gRPC, given the same setting, goes direct too.
+                log.error("%s; peer traffic to %s goes direct", exc, peer_id)
+        # The last way connecting failed, logged once until it changes.
+        self._failure: str | None = None
         self.snapshots = snapshots
         self.on_unreachable = on_unreachable
         self.on_snapshot_done = on_snapshot_done
@@ -222,6 +231,12 @@ class PeerLink:
                 elif self.connected:
                     where = self.peer_address or self.address
                     self.log.info("lost %s at %s: %s", self.peer_id, where, brief(exc))
+                elif self.peer_address is not None and brief(exc) != self._failure:
+                    # Never connected: a wrong peer_address, or the peer is not up yet.
+                    self._failure = brief(exc)
+                    self.log.info(
+                        "cannot reach %s at %s: %s", self.peer_id, self.peer_address, self._failure
+                    )
                 self.connected = False
                 if self.on_refused is not None and _refused(exc):
                     self.on_refused(self.peer_id)
@@ -276,7 +291,7 @@ class PeerLink:
         pipe. A connection needs no rotation: nothing on it has a deadline.
         """
         first = await self._next()
-        conn = await peer_wire.connect(address, on_end=self._wake)
+        conn = await peer_wire.connect(address, on_end=self._wake, proxy=self.proxy)
         try:
             while True:
                 conn.send(envelope(self.local, self._drain(first)).SerializeToString())
@@ -285,6 +300,7 @@ class PeerLink:
                         await conn.drain()
                 if not self.connected:
                     self.connected = True
+                    self._failure = None
                     self.log.info("connected to %s at %s (tcp)", self.peer_id, address)
                 first = await self._next_on(conn)
         finally:
@@ -327,8 +343,8 @@ class PeerLink:
     def _drop_queued(self) -> None:
         dropped = 0
         while not self.queue.empty():
-            self.queue.get_nowait()
-            dropped += 1
+            if self.queue.get_nowait() is not None:  # not a wake-up
+                dropped += 1
         if dropped:
             self._unreachable()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -206,6 +207,27 @@ def test_second_node_on_one_data_directory_exits(cluster: LocalCluster, tmp_path
     assert "locked by process" in result.stderr
     assert "Traceback" not in result.stderr
     assert cluster.status("n1") is not None  # the first one is unharmed
+
+
+@pytest.mark.parametrize("taken", ["address", "peer_address"])
+def test_a_taken_port_is_named_and_the_node_exits(tmp_path: Path, taken: str) -> None:
+    c = LocalCluster(tmp_path)  # never started: only its file is used
+    address = c.addresses["n1"] if taken == "address" else c.peer_addresses["n1"]
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        result = subprocess.run(
+            node_command(c.config_path, "n1"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode != 0
+    where = "peer_address " if taken == "peer_address" else ""
+    assert f"cannot listen on {where}{address}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unknown_node_id_exits(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from railyard.node.catch_up import marker_path
 from railyard.proto import railyard_pb2 as pb
 from tests.support.cluster import LocalCluster
 
@@ -46,6 +47,19 @@ def _records(cluster: LocalCluster, node: str) -> list[bytes]:
     return [record.data for record in response.records]
 
 
+def _wait_caught_up_durably(cluster: LocalCluster) -> None:
+    """Until no node still counts as catching up across a restart (bounded).
+
+    Every node started empty; one stopped before its catch-up marker went
+    would, rightly, still refuse votes after a restart, and this test is
+    about the one node whose disk is wiped.
+    """
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while any(marker_path(cluster.data_dir(n)).exists() for n in cluster.node_ids):
+        assert time.monotonic() < deadline, "a node is still catching up"
+        time.sleep(POLL_S)
+
+
 def _leaders_seen(cluster: LocalCluster, nodes: list[str], seconds: float) -> list[str]:
     """Every (node, term) that reported being leader during `seconds` (bounded poll)."""
     seen: set[str] = set()
@@ -71,6 +85,7 @@ def test_wiped_follower_and_lagging_node_elect_no_leader_without_acked_records(
         )
         acked = _put(cluster, leader, "shared", SHARED_RECORDS)
         cluster.wait_converged(timeout_s=CONVERGE_TIMEOUT_S)
+        _wait_caught_up_durably(cluster)
         wiped, lagging = (n for n in cluster.node_ids if n != leader)
         cluster.stop_node(lagging)
         acked += _put(cluster, leader, "acked", ACKED_WHILE_LAGGING)

@@ -87,7 +87,7 @@ async def test_frames_arrive_in_order_and_the_end_is_reported(
     listening: tuple[Sink, str],
 ) -> None:
     sink, address = listening
-    conn = await peer_wire.connect(address, on_end=lambda: None)
+    conn = await peer_wire.connect(address, on_end=lambda: None, proxy=None)
     for term in (1, 2, 3):
         conn.send(payload(term))
     await until(lambda: len(sink.delivered) == 3)
@@ -103,7 +103,7 @@ async def test_a_refused_sender_learns_why_and_nothing_is_delivered(
     sink, address = listening
     sink.refuse = "node n2 of cluster 'c' refuses node 'x'"
     ended = asyncio.Event()
-    conn = await peer_wire.connect(address, on_end=ended.set)
+    conn = await peer_wire.connect(address, on_end=ended.set, proxy=None)
     conn.send(payload(1))
     async with asyncio.timeout(WAIT_S):
         await ended.wait()
@@ -122,7 +122,7 @@ async def test_a_malformed_message_ends_the_connection_with_the_problem(
     sink, address = listening
     sink.problem = "messages: unknown message type 99"
     ended = asyncio.Event()
-    conn = await peer_wire.connect(address, on_end=ended.set)
+    conn = await peer_wire.connect(address, on_end=ended.set, proxy=None)
     conn.send(payload(1))
     async with asyncio.timeout(WAIT_S):
         await ended.wait()
@@ -175,28 +175,44 @@ async def test_bad_input_is_refused_by_name_and_nothing_after_it_is_delivered(
 # ---------------------------------------------------------------- proxies
 
 
+P = peer_wire.Proxy
+
+
 @pytest.mark.parametrize(
     ("env", "host", "expected"),
     [
         ({}, "10.0.0.2", None),
-        ({"http_proxy": "http://proxy:3128"}, "10.0.0.2", ("proxy", 3128)),
-        ({"grpc_proxy": "http://a:1", "http_proxy": "http://b:2"}, "x", ("a", 1)),
-        ({"https_proxy": "user@c:8080/"}, "x", ("c", 8080)),
+        ({"http_proxy": "http://proxy:3128"}, "10.0.0.2", P("proxy", 3128)),
+        ({"grpc_proxy": "http://a:1", "http_proxy": "http://b:2"}, "x", P("a", 1)),
+        ({"grpc_proxy": "", "http_proxy": "http://b:2"}, "x", None),  # set but empty: none
+        ({"https_proxy": "http://c"}, "x", P("c", 443)),
+        ({"http_proxy": "http://u%40x:pw@c:8080/"}, "x", P("c", 8080, "Basic dUB4OnB3")),
+        ({"http_proxy": "http://[::1]:8080"}, "x", P("::1", 8080)),
         ({"grpc_proxy": "http://a:1", "no_proxy": "example.com"}, "db.example.com", None),
-        ({"grpc_proxy": "http://a:1", "no_proxy": "example.com"}, "example.org", ("a", 1)),
-        ({"grpc_proxy": "http://a:1", "no_grpc_proxy": "*"}, "anything", None),
-        ({"grpc_proxy": "http://a:1", "no_proxy": ""}, "127.0.0.1", ("a", 1)),
+        ({"grpc_proxy": "http://a:1", "no_proxy": ".example.com"}, "example.com", None),
+        ({"grpc_proxy": "http://a:1", "no_proxy": "example.com"}, "example.org", P("a", 1)),
+        ({"grpc_proxy": "http://a:1", "no_proxy": "10.0.0.0/8"}, "10.1.2.3", None),
+        ({"grpc_proxy": "http://a:1", "no_proxy": "*"}, "x", P("a", 1)),  # no wildcard
+        ({"grpc_proxy": "http://a:1", "no_grpc_proxy": "", "no_proxy": "x"}, "x", P("a", 1)),
     ],
 )
 def test_proxy_choice_follows_grpc(
-    env: dict[str, str], host: str, expected: tuple[str, int] | None
+    env: dict[str, str], host: str, expected: peer_wire.Proxy | None
 ) -> None:
     assert peer_wire.proxy_for(host, env) == expected
 
 
+@pytest.mark.parametrize(
+    "url", ["http://proxy:abc", "http://proxy:", "http://[::1", "proxy:3128", "https://p:1"]
+)
+def test_a_proxy_that_cannot_be_used_is_named(url: str) -> None:
+    with pytest.raises(ValueError, match=r"http_proxy=.*expected http://"):
+        peer_wire.proxy_for("x", {"http_proxy": url})
+
+
 async def start_connect_proxy(answer: bytes | None) -> tuple[asyncio.Server, list[str]]:
     """A one-trick HTTP CONNECT proxy: `answer` None splices to the target, else says `answer`."""
-    targets: list[str] = []
+    headers: list[str] = []
 
     async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(1 << 16):
@@ -204,9 +220,9 @@ async def start_connect_proxy(answer: bytes | None) -> tuple[asyncio.Server, lis
         writer.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        header = await reader.readuntil(b"\r\n\r\n")
-        target = header.split()[1].decode()
-        targets.append(target)
+        header = (await reader.readuntil(b"\r\n\r\n")).decode()
+        headers.append(header)
+        target = header.split()[1]
         if answer is not None:
             writer.write(answer)
             writer.close()
@@ -217,37 +233,34 @@ async def start_connect_proxy(answer: bytes | None) -> tuple[asyncio.Server, lis
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
     server = await asyncio.start_server(handle, HOST, 0)
-    return server, targets
+    return server, headers
 
 
-async def test_frames_travel_through_an_http_connect_proxy(
-    listening: tuple[Sink, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_frames_travel_through_an_http_connect_proxy(listening: tuple[Sink, str]) -> None:
     sink, address = listening
-    server, targets = await start_connect_proxy(None)
+    server, headers = await start_connect_proxy(None)
     try:
         port = server.sockets[0].getsockname()[1]
-        monkeypatch.setenv("grpc_proxy", f"http://{HOST}:{port}")
-        monkeypatch.setenv("no_proxy", "")
-        conn = await peer_wire.connect(address, on_end=lambda: None)
+        proxy = peer_wire.Proxy(HOST, port, "Basic dTpw")
+        conn = await peer_wire.connect(address, on_end=lambda: None, proxy=proxy)
         conn.send(payload(7))
         await until(lambda: sink.delivered)
         assert sink.delivered == [("n1", 7)]
-        assert targets == [address]
+        assert len(headers) == 1
+        assert headers[0].startswith(f"CONNECT {address} HTTP/1.1\r\n")
+        assert "Proxy-Authorization: Basic dTpw\r\n" in headers[0]
         conn.abort()
     finally:
         server.close()
 
 
-async def test_a_proxy_that_refuses_is_an_error_naming_the_target(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_proxy_that_refuses_is_an_error_naming_the_target() -> None:
     server, _ = await start_connect_proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n")
     try:
         port = server.sockets[0].getsockname()[1]
-        monkeypatch.setenv("grpc_proxy", f"http://{HOST}:{port}")
+        proxy = peer_wire.Proxy(HOST, port)
         with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:9: .*403 Forbidden"):
-            await peer_wire.connect(f"{HOST}:9", on_end=lambda: None)
+            await peer_wire.connect(f"{HOST}:9", on_end=lambda: None, proxy=proxy)
     finally:
         server.close()
 
@@ -314,3 +327,25 @@ async def test_a_refused_connection_is_reported_for_the_fast_failover() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await link.close()
+
+
+async def test_closing_does_not_wait_on_a_driver_that_stopped(
+    listener: peer_wire.PeerListener,
+) -> None:
+    """A connection stuck handing messages to a full inbox must not hold up the stop."""
+    stuck = asyncio.Event()
+
+    async def never_returns(sender: pb.Peer, messages: Sequence[pb.RaftMessage]) -> str | None:
+        stuck.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    listener.sink.deliver = never_returns  # type: ignore[method-assign]
+    conn = await peer_wire.connect(listener.address, on_end=lambda: None, proxy=None)
+    conn.send(payload(1))
+    async with asyncio.timeout(WAIT_S):
+        await stuck.wait()
+    async with asyncio.timeout(peer_wire.CLOSE_WAIT_S + WAIT_S):
+        await listener.close()
+    assert not listener._serving
+    conn.abort()

@@ -25,6 +25,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from railyard.node.disk_space import DISK_CHECK_INTERVAL_S
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.raft import Entry, EntryKind, HardState, Index, NodeId, Term
@@ -461,6 +463,8 @@ STREAM = "s"
 NODE_RECORDS = 40
 RECORD_BYTES = 2000
 RPC_TIMEOUT_S = 10.0
+# A node notices returned disk space within DISK_CHECK_INTERVAL_S; generous.
+SPACE_NOTICED_S = 5.0
 # A node that refuses its store exits at once; one that starts answers Status.
 START_TIMEOUT_S = 20.0
 CONVERGE_TIMEOUT_S = 30.0
@@ -791,7 +795,17 @@ def test_full_disk_refuses_writes_serves_reads_and_loses_nothing(full_disk: Full
             cluster.start_node(nid)
             cluster.wait_ready(nid)
     leader = cluster.wait_for_leader(timeout_s=CONVERGE_TIMEOUT_S)
-    _put_records(cluster, leader, 1, SEED)
+    # A node looks at its free space every DISK_CHECK_INTERVAL_S: for that
+    # long after the disk grew it may still refuse, as a full disk.
+    deadline = time.monotonic() + SPACE_NOTICED_S
+    while True:
+        try:
+            _put_records(cluster, leader, 1, SEED)
+            break
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                raise
+            time.sleep(DISK_CHECK_INTERVAL_S)
     cluster.wait_converged(timeout_s=CONVERGE_TIMEOUT_S)
     streams = {nid: _stream_of(cluster, nid) for nid in cluster.node_ids}
     reference = streams[cluster.node_ids[0]]
