@@ -20,6 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 MARKER_FILE = "awaiting-catch-up"
+# How often `clear_when_caught_up` looks, only while a marker exists (a node
+# that started empty, for well under a second): until the marker is gone,
+# a restart counts the node as still catching up, and two such nodes of
+# three can elect nobody (docs/FINDINGS.md, F14), so the window stays short.
+CATCH_UP_POLL_S = 0.005
 
 
 def marker_path(data_dir: Path) -> Path:

@@ -42,7 +42,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from railyard.config import ClusterConfig, ConfigError
-from railyard.node.catch_up import clear_when_caught_up, marker_path, note_awaiting
+from railyard.node.catch_up import (
+    CATCH_UP_POLL_S,
+    clear_when_caught_up,
+    marker_path,
+    note_awaiting,
+)
 from railyard.node.cluster_service import ClusterService
 from railyard.node.driver import Driver, FatalError
 from railyard.node.peer_wire import PeerListener
@@ -451,7 +456,7 @@ async def _run(
                     lambda: driver.core.status().awaiting_catch_up,
                     lambda: driver.core.status().commit_index,
                     lambda: driver.applied,
-                    config.heartbeat_interval_ms / 1000,
+                    CATCH_UP_POLL_S,
                     log,
                 )
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,23 +38,47 @@ HOST = "127.0.0.1"
 STATUS_DEADLINE_S = 1.0
 # A node asked to stop (SIGTERM) gets this long before it is killed.
 STOP_GRACE_S = 10.0
+# Test ports are drawn from this many ports just below the ephemeral range
+# (Linux: 32768-60999; IANA's 49152-65535 elsewhere), never below the floor.
+PORT_SPAN = 12000
+PORT_FLOOR = 10000
+DEFAULT_EPHEMERAL_LOW = 32768
+DEFAULT_EPHEMERAL_HIGH = 60999
 # How long `start()` waits for every node to answer a Status call.
 READY_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.05
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bound to port 0, then released)."""
-    sockets: list[socket.socket] = []
+    """n distinct TCP ports on 127.0.0.1, free now, outside the kernel's ephemeral range.
+
+    A port taken with bind(0) and released comes from the range the kernel
+    also hands to outgoing connections and to other bind(0) calls (the test
+    proxies): one of those could take it before the node binds it. Ports
+    below the range are never handed out that way.
+    """
+    low, _ = _ephemeral_range()
+    candidates = list(range(max(PORT_FLOOR, low - PORT_SPAN), low))
+    random.shuffle(candidates)
+    ports: list[int] = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue  # in use (another test, another process)
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"no {n} free ports below the ephemeral range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_LOW, DEFAULT_EPHEMERAL_HIGH
 
 
 def node_command(config_path: Path, node_id: str) -> list[str]:
