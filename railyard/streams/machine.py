@@ -39,6 +39,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -105,6 +106,10 @@ class StreamsMachine:
         self.limits = limits
         self._conn = conn
         self._reader = connect_reader(path)
+        # `checkpoint` runs on a thread of its own; the lock keeps it off a
+        # connection that `restore_from` or `close` is closing.
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
         self._last_applied = 0
         self._clock_ms = 0
         self._last_sweep_ms = 0
@@ -428,20 +433,45 @@ class StreamsMachine:
         except BaseException:
             remove_database_files(temp)
             raise
-        self._conn.close()
-        self._reader.close()
-        remove_wal_files(self.path)  # never the database itself: a crash must find one
-        os.replace(temp, self.path)
-        fsync_path(self.path.parent)
-        self._conn = connect(self.path)
-        self._reader = connect_reader(self.path)
+        with self._checkpoint_lock:
+            self._close_checkpointer()
+            self._conn.close()
+            self._reader.close()
+            remove_wal_files(self.path)  # never the database itself: a crash must find one
+            os.replace(temp, self.path)
+            fsync_path(self.path.parent)
+            self._conn = connect(self.path)
+            self._reader = connect_reader(self.path)
         self._rows.clear()
         with sqlite_errors_named(self.path):
             self._load()
 
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database.
+
+        Safe on another thread while entries are applied (its own connection;
+        PASSIVE waits for nobody). Frames committed meanwhile stay in the WAL
+        for the next call; once one copies everything, the writer starts the
+        WAL over.
+        """
+        with self._checkpoint_lock, sqlite_errors_named(self.path):
+            if self._checkpointer is None:
+                self._checkpointer = connect_reader(self.path)
+            # fetchall finishes the statement now, not when the cursor is
+            # collected: an unfinished one holds a read lock, which keeps the
+            # writer from starting the WAL over.
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
     def close(self) -> None:
+        with self._checkpoint_lock:
+            self._close_checkpointer()
         self._reader.close()
-        self._conn.close()
+        self._conn.close()  # the last connection: checkpoints and removes the WAL
 
 
 class FrozenState:

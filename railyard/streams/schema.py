@@ -39,6 +39,15 @@ FORMAT_VERSION = 3
 
 # The node is the only writer; a reader tool must not block it for long.
 BUSY_TIMEOUT_S = 5.0
+# A checkpoint (copying the WAL into the database, with an fsync) takes
+# milliseconds; done by the writer inside a commit, as SQLite does every
+# 1,000 pages, it stalls an apply on the node's loop every few hundred puts.
+# The node checkpoints on a thread of its own (`StreamsMachine.checkpoint`).
+# That copies what was committed when it started; the WAL starts over only
+# once a checkpoint leaves nothing behind, which steady writes never allow,
+# so the writer still checkpoints past this many pages (16 MiB): by then it
+# finds most frames copied and pays little more than the fsync.
+WRITER_AUTOCHECKPOINT_PAGES = 4096
 
 SCHEMA = (
     """CREATE TABLE state (
@@ -151,6 +160,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
         problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise CorruptState(path, "; ".join(problems[:5]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,60 @@ def test_snapshot_file_is_a_self_contained_database(tmp_path: Path) -> None:
             copy.close()
     finally:
         sm.close()
+
+
+def _wal_frames(path: Path) -> int:
+    """Frames in the database's WAL now (a passive checkpoint reports them)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        ((_, frames, _),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return int(frames)
+    finally:
+        conn.close()
+
+
+def test_checkpoints_from_another_thread_keep_the_state_and_let_the_wal_start_over(
+    tmp_path: Path,
+) -> None:
+    entries = list(enumerate(workload(seed=5, count=ENTRIES), start=1))
+    machine = StreamsMachine.open(tmp_path / "state.db")
+    reference = StreamsMachine.open(tmp_path / "reference.db")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as checkpointer:
+            running = None
+            for index, data in entries:
+                machine.apply([(index, data)])
+                if running is None or running.done():
+                    if running is not None:
+                        running.result()  # raises what the checkpoint raised
+                    running = checkpointer.submit(machine.checkpoint)
+            assert running is not None
+            running.result()
+        reference.apply(entries)
+        assert query_dump(machine) == query_dump(reference)
+        grown = _wal_frames(tmp_path / "state.db")
+        machine.checkpoint()
+        machine.apply([(ENTRIES + 1, workload(seed=6, count=1)[0])])
+        # Everything was copied, so the writer wrote its next commit at the WAL's start.
+        assert _wal_frames(tmp_path / "state.db") < grown
+    finally:
+        machine.close()
+        reference.close()
+
+
+def test_a_restore_between_checkpoints_leaves_checkpointing_working(tmp_path: Path) -> None:
+    entries = list(enumerate(workload(seed=8, count=CUT), start=1))
+    source = StreamsMachine.open(tmp_path / "source.db")
+    target = StreamsMachine.open(tmp_path / "target.db")
+    try:
+        source.apply(entries)
+        snapshot = tmp_path / "snap.db"
+        source.snapshot_to(snapshot)
+        target.apply(entries[:10])
+        target.checkpoint()  # opens its checkpoint connection to the old file
+        target.restore_from(snapshot)
+        target.checkpoint()  # on the restored file
+        assert query_dump(target) == query_dump(source)
+    finally:
+        source.close()
+        target.close()
