@@ -19,6 +19,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from railyard.storage import fsync_directory
+
 MARKER_FILE = "awaiting-catch-up"
 # How often `clear_when_caught_up` looks, only while a marker exists (a node
 # that started empty, for well under a second): until the marker is gone,
@@ -42,14 +44,14 @@ def note_awaiting(data_dir: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _sync_directory(data_dir)
+    fsync_directory(data_dir)
 
 
 def forget_awaiting(data_dir: Path) -> None:
     """Remove the marker durably."""
     with contextlib.suppress(FileNotFoundError):
         marker_path(data_dir).unlink()
-        _sync_directory(data_dir)
+        fsync_directory(data_dir)
 
 
 async def clear_when_caught_up(
@@ -77,11 +79,3 @@ async def clear_when_caught_up(
         await asyncio.sleep(interval_s)
     await asyncio.to_thread(forget_awaiting, data_dir)
     log.info("caught up with the leader: votes normally again")
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,7 +16,7 @@ from railyard.storage.errors import (
 )
 from railyard.storage.lock import DataDirLock
 from railyard.storage.log import LogStore, MemoryLogStore
-from railyard.storage.snapshots import SnapshotReceiver, SnapshotStore
+from railyard.storage.snapshots import SnapshotReceiver, SnapshotStore, fsync_directory
 from railyard.storage.sqlite_log import SqliteLogStore
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "StorageError",
     "StoreIOError",
     "StoreMismatch",
+    "fsync_directory",
 ]
