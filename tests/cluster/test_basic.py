@@ -195,14 +195,19 @@ def test_node_of_another_cluster_cannot_disturb_it(cluster: LocalCluster, tmp_pa
         foreign.stop()
 
 
-def test_second_node_on_one_data_directory_exits(cluster: LocalCluster, tmp_path: Path) -> None:
-    result = subprocess.run(
-        node_command(cluster.config_path, "n1"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
+# A node that refuses to start exits within a second or two; generous bound.
+EXIT_TIMEOUT_S = 30
+
+
+def _run_to_exit(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a node expected to refuse to start; its exit status and output."""
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=EXIT_TIMEOUT_S, stdin=subprocess.DEVNULL
     )
+
+
+def test_second_node_on_one_data_directory_exits(cluster: LocalCluster, tmp_path: Path) -> None:
+    result = _run_to_exit(node_command(cluster.config_path, "n1"))
     assert result.returncode != 0
     assert "locked by process" in result.stderr
     assert "Traceback" not in result.stderr
@@ -217,13 +222,7 @@ def test_a_taken_port_is_named_and_the_node_exits(tmp_path: Path, taken: str) ->
     with socket.socket() as squatter:
         squatter.bind((host, int(port)))
         squatter.listen()
-        result = subprocess.run(
-            node_command(c.config_path, "n1"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-        )
+        result = _run_to_exit(node_command(c.config_path, "n1"))
     assert result.returncode != 0
     where = "peer_address " if taken == "peer_address" else ""
     assert f"cannot listen on {where}{address}" in result.stderr
@@ -232,12 +231,8 @@ def test_a_taken_port_is_named_and_the_node_exits(tmp_path: Path, taken: str) ->
 
 def test_unknown_node_id_exits(tmp_path: Path) -> None:
     c = LocalCluster(tmp_path)  # never started: only its file is used
-    result = subprocess.run(
-        [sys.executable, "-m", "railyard.node", "-c", str(c.config_path), "--id", "n9"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
+    result = _run_to_exit(
+        [sys.executable, "-m", "railyard.node", "-c", str(c.config_path), "--id", "n9"]
     )
     assert result.returncode != 0
     assert "n9" in result.stderr and "n1, n2, n3" in result.stderr
