@@ -73,8 +73,23 @@ def validate_name(name: str, field: str, limits: Limits) -> InvalidArgument | No
     return None
 
 
+def validate_new_name(name: str, field: str, limits: Limits) -> InvalidArgument | None:
+    """`validate_name`, and the rules only a stream being created must keep.
+
+    A name of only dots reads as a path (`..`) in every listing and shell
+    command; it is refused at creation only, so a stream created before the
+    rule can still be read, appended to and deleted.
+    """
+    invalid = validate_name(name, field, limits)
+    if invalid:
+        return invalid
+    if not name.strip("."):
+        return InvalidArgument(field, "must not consist of dots only")
+    return None
+
+
 def validate_create(cmd: commands_pb2.CreateStreamCommand, limits: Limits) -> ApplyResult | None:
-    invalid = validate_name(cmd.name, "name", limits)
+    invalid = validate_new_name(cmd.name, "name", limits)
     if invalid:
         return invalid
     retention = cmd.retention

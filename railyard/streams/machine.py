@@ -56,6 +56,7 @@ from railyard.streams.limits import (
     validate_append,
     validate_create,
     validate_delete,
+    validate_new_name,
 )
 from railyard.streams.producers import ProducerTable
 from railyard.streams.results import (
@@ -293,6 +294,9 @@ class StreamsMachine:
         if row is None:
             if not cmd.create_if_missing:
                 return StreamNotFound(cmd.stream)
+            invalid = validate_new_name(cmd.stream, "stream", self.limits)
+            if invalid:
+                return invalid
             row = self._insert_stream(cmd.stream, Retention())
         first = row.last_seq + 1
         base = record_id(row.id, 0)

@@ -6,7 +6,6 @@ their own when they stop nodes.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 from typer.testing import CliRunner

@@ -84,7 +84,16 @@ def test_bad_stream_names_are_invalid_arguments(run: Driver, name: str) -> None:
     assert isinstance(run(delete(name)), InvalidArgument)
 
 
-@pytest.mark.parametrize("name", ["a", "x" * 128, "Az09_.-", "orders.v2"])
+@pytest.mark.parametrize("name", [".", "..", "..."])
+def test_a_new_stream_named_only_dots_is_refused(run: Driver, name: str) -> None:
+    assert run(create(name)) == InvalidArgument("name", "must not consist of dots only")
+    assert validate(pb.Command(create_stream=pb.CreateStreamCommand(name=name))) is not None
+    assert run(append(name, [b"x"], create_if_missing=True)) == InvalidArgument(
+        "stream", "must not consist of dots only"
+    )
+
+
+@pytest.mark.parametrize("name", ["a", "x" * 128, "Az09_.-", "orders.v2", ".hidden", "a.."])
 def test_good_stream_names(run: Driver, name: str) -> None:
     assert isinstance(run(create(name)), StreamCreated)
 
