@@ -657,12 +657,15 @@ class GetIteratorIndexRequest(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     position: Global___StartPosition.ValueType
     sequence: _builtins.int
     """AT_SEQUENCE / AFTER_SEQUENCE"""
     timestamp_ms: _builtins.int
     """AT_TIMESTAMP"""
+    stale: _builtins.bool
+    """Answer from the node's own state, with or without a leader (may lag)."""
     def __init__(
         self,
         *,
@@ -670,10 +673,11 @@ class GetIteratorIndexRequest(_message.Message):
         position: Global___StartPosition.ValueType = ...,
         sequence: _builtins.int = ...,
         timestamp_ms: _builtins.int = ...,
+        stale: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "sequence", b"sequence", "stream", b"stream", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "sequence", b"sequence", "stale", b"stale", "stream", b"stream", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -791,6 +795,51 @@ class GetRecordsResponse(_message.Message):
 Global___GetRecordsResponse: _TypeAlias = GetRecordsResponse  # noqa: Y015
 
 @_typing.final
+class UpdateStreamRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def retention(self) -> _commands_pb2.Retention:
+        """the whole new retention, not a change to it"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        retention: _commands_pb2.Retention | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "retention", b"retention"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStreamRequest: _TypeAlias = UpdateStreamRequest  # noqa: Y015
+
+@_typing.final
+class UpdateStreamResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stream(self) -> Global___StreamInfo: ...
+    def __init__(
+        self,
+        *,
+        stream: Global___StreamInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stream", b"stream"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStreamResponse: _TypeAlias = UpdateStreamResponse  # noqa: Y015
+
+@_typing.final
 class PeerProgress(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -845,6 +894,7 @@ class NodeStatus(_message.Message):
     SNAPSHOTS_INSTALLED_FIELD_NUMBER: _builtins.int
     STREAMS_FIELD_NUMBER: _builtins.int
     AWAITING_CATCH_UP_FIELD_NUMBER: _builtins.int
+    LEADER_SINCE_MS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     node_id: _builtins.str
     address: _builtins.str
@@ -867,6 +917,10 @@ class NodeStatus(_message.Message):
     awaiting_catch_up: _builtins.bool
     """The node started with an empty store and votes for no candidate with a
     log until it has caught up with a leader (a wiped node, or a new one).
+    """
+    leader_since_ms: _builtins.int
+    """When this node became leader (ms since the epoch, its own clock); 0
+    unless it leads. Numbered apart from the fields above, which grow.
     """
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerProgress]: ...
@@ -893,10 +947,11 @@ class NodeStatus(_message.Message):
         snapshots_installed: _builtins.int = ...,
         streams: _abc.Iterable[Global___StreamInfo] | None = ...,
         awaiting_catch_up: _builtins.bool = ...,
+        leader_since_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "awaiting_catch_up", b"awaiting_catch_up", "cluster", b"cluster", "commit_index", b"commit_index", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "node_id", b"node_id", "peers", b"peers", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "awaiting_catch_up", b"awaiting_catch_up", "cluster", b"cluster", "commit_index", b"commit_index", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "node_id", b"node_id", "peers", b"peers", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

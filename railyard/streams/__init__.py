@@ -31,6 +31,7 @@ from railyard.streams.results import (
     StreamExists,
     StreamInfo,
     StreamNotFound,
+    StreamUpdated,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "StreamExists",
     "StreamInfo",
     "StreamNotFound",
+    "StreamUpdated",
     "StreamsError",
     "StreamsMachine",
     "record_size",

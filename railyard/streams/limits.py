@@ -92,7 +92,17 @@ def validate_create(cmd: commands_pb2.CreateStreamCommand, limits: Limits) -> Ap
     invalid = validate_new_name(cmd.name, "name", limits)
     if invalid:
         return invalid
-    retention = cmd.retention
+    return validate_retention(cmd.retention)
+
+
+def validate_update(cmd: commands_pb2.UpdateStreamCommand, limits: Limits) -> ApplyResult | None:
+    invalid = validate_name(cmd.name, "name", limits)
+    if invalid:
+        return invalid
+    return validate_retention(cmd.retention)
+
+
+def validate_retention(retention: commands_pb2.Retention) -> InvalidArgument | None:
     for field in ("max_age_ms", "max_records", "max_bytes"):
         if getattr(retention, field) < 0:
             return InvalidArgument(f"retention.{field}", "must be 0 (no limit) or positive")
@@ -145,4 +155,6 @@ def validate(command: commands_pb2.Command, limits: Limits = DEFAULT_LIMITS) -> 
         return validate_delete(command.delete_stream, limits)
     if kind == "append_records":
         return validate_append(command.append_records, limits)
+    if kind == "update_stream":
+        return validate_update(command.update_stream, limits)
     return InvalidArgument("command", "no command set")

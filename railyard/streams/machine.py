@@ -57,6 +57,7 @@ from railyard.streams.limits import (
     validate_create,
     validate_delete,
     validate_new_name,
+    validate_update,
 )
 from railyard.streams.producers import ProducerTable
 from railyard.streams.results import (
@@ -70,6 +71,7 @@ from railyard.streams.results import (
     StreamExists,
     StreamInfo,
     StreamNotFound,
+    StreamUpdated,
 )
 from railyard.streams.retention import trim
 from railyard.streams.rows import (
@@ -77,6 +79,7 @@ from railyard.streams.rows import (
     insert_stream,
     load_stream,
     load_streams,
+    store_retention,
     store_stream,
 )
 from railyard.streams.schema import (
@@ -228,6 +231,8 @@ class StreamsMachine:
             return self._delete(command.delete_stream)
         if kind == "append_records":
             return self._append(index, command.append_records)
+        if kind == "update_stream":
+            return self._update(command.update_stream)
         return InvalidArgument("command", "no command set")
 
     def _advance_clock(self, timestamp_ms: int) -> None:
@@ -265,6 +270,21 @@ class StreamsMachine:
         insert_stream(self._conn, row)
         self._rows[name] = row
         return row
+
+    def _update(self, cmd: commands_pb2.UpdateStreamCommand) -> ApplyResult:
+        self._advance_clock(cmd.timestamp_ms)
+        invalid = validate_update(cmd, self.limits)
+        if invalid:
+            return invalid
+        row = self._stream(cmd.name)
+        if row is None:
+            return StreamNotFound(cmd.name)
+        row.retention = Retention(
+            cmd.retention.max_age_ms, cmd.retention.max_records, cmd.retention.max_bytes
+        )
+        store_retention(self._conn, row)
+        trim(self._conn, row, self._clock_ms)
+        return StreamUpdated(row.info())
 
     def _delete(self, cmd: commands_pb2.DeleteStreamCommand) -> ApplyResult:
         invalid = validate_delete(cmd, self.limits)

@@ -77,6 +77,13 @@ class StreamCreated:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamUpdated:
+    """The stream's new retention is in force (records beyond it are gone)."""
+
+    info: StreamInfo
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDeleted:
     name: str
 
@@ -136,6 +143,7 @@ class StaleProducerSequence:
 ApplyResult = (
     Appended
     | StreamCreated
+    | StreamUpdated
     | StreamDeleted
     | InvalidArgument
     | RecordTooLarge

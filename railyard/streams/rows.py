@@ -95,6 +95,15 @@ def insert_stream(conn: sqlite3.Connection, row: StreamRow) -> None:
     )
 
 
+def store_retention(conn: sqlite3.Connection, row: StreamRow) -> None:
+    """Write a changed retention now: `store_stream`, which writes the rest, checksums it."""
+    r = row.retention
+    conn.execute(
+        "UPDATE streams SET max_age_ms = ?, max_records = ?, max_bytes = ?, crc = ? WHERE id = ?",
+        (r.max_age_ms, r.max_records, r.max_bytes, fields_crc(*_fields(row)), row.id),
+    )
+
+
 def store_stream(conn: sqlite3.Connection, row: StreamRow) -> None:
     conn.execute(
         "UPDATE streams SET first_seq = ?, last_seq = ?, bytes = ?, crc = ? WHERE id = ?",

@@ -27,9 +27,10 @@ from railyard.streams import (
     StreamInfo,
     StreamNotFound,
     StreamsMachine,
+    StreamUpdated,
     validate,
 )
-from tests.streams.helpers import append, create, delete
+from tests.streams.helpers import append, create, delete, update
 
 
 class Driver:
@@ -311,6 +312,46 @@ def test_producer_table_is_bounded_evicting_least_recently_used(tmp_path: Path) 
 
 
 # ------------------------------------------------------------ retention
+
+
+def test_update_replaces_retention_and_trims_at_once(run: Driver, sm: StreamsMachine) -> None:
+    run(create("s", ts=1_000))
+    run(append("s", [b"old"], ts=1_000))
+    run(append("s", [b"new1", b"new2"], ts=60_000))
+    result = run(update("s", max_age_ms=30_000, ts=61_000))
+    assert isinstance(result, StreamUpdated)
+    assert result.info.retention == Retention(30_000, 0, 0)
+    assert (result.info.first_sequence, result.info.record_count) == (2, 2)
+    assert [r.data for r in read_all(sm, "s").records] == [b"new1", b"new2"]
+    assert info(sm, "s").retention == Retention(30_000, 0, 0)
+
+
+def test_update_survives_a_reopen_with_valid_checksums(tmp_path: Path) -> None:
+    sm = StreamsMachine.open(tmp_path / "streams.db")
+    try:
+        run = Driver(sm)
+        run(create("s"))
+        run(append("s", [b"a", b"b", b"c"]))
+        run(update("s", max_records=2))
+        run(append("s", [b"d"]))
+    finally:
+        sm.close()
+    sm = StreamsMachine.open(tmp_path / "streams.db")
+    try:
+        assert info(sm, "s").retention == Retention(0, 2, 0)
+        assert [r.data for r in read_all(sm, "s").records] == [b"c", b"d"]
+    finally:
+        sm.close()
+
+
+def test_update_of_a_missing_stream_or_with_bad_retention_changes_nothing(
+    run: Driver, sm: StreamsMachine
+) -> None:
+    assert run(update("nope", max_records=1)) == StreamNotFound("nope")
+    run(create("s", max_records=5))
+    result = run(update("s", max_bytes=-1))
+    assert result == InvalidArgument("retention.max_bytes", "must be 0 (no limit) or positive")
+    assert info(sm, "s").retention == Retention(0, 5, 0)
 
 
 def test_max_records_moves_the_trim_horizon(run: Driver) -> None:
