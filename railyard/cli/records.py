@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import enum
+import re
 import sys
 import threading
 import time
@@ -31,16 +33,18 @@ from railyard.cli.common import (
     Output,
     OutputOption,
     Target,
+    eprint,
     errors_end_cleanly,
     examples,
     fail,
+    one_line,
     print_json,
     resolve_target,
     run,
 )
 from railyard.cli.streams import iso_ms
 from railyard.cli.units import parse_time_ms
-from railyard.client import RailyardClient
+from railyard.client import DeadlineExceeded, RailyardClient, Unavailable
 from railyard.client.producer import StreamProducer
 from railyard.config import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS
 from railyard.config import DEFAULT_MAX_RECORD_BYTES as CONFIG_MAX_RECORD_BYTES
@@ -62,6 +66,21 @@ GET_PAGE_RECORDS = 1000
 # `get --follow` polls an idle stream with backoff between these bounds.
 FOLLOW_POLL_MIN_S = 0.05
 FOLLOW_POLL_MAX_S = 1.0
+# `get --follow` retries this often while the cluster is unavailable (each
+# attempt itself waits for the client's deadline, or less when refused).
+FOLLOW_RETRY_S = 1.0
+# What the table output escapes, so that each line is exactly one record:
+# the backslash itself, control characters, and bytes that are not UTF-8
+# (decoded as the surrogates U+DC80..U+DCFF by "surrogateescape").
+ESCAPED = re.compile(r"[\\\x00-\x1f\x7f\udc80-\udcff]")
+NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+SURROGATE_BASE = 0xDC00
+
+
+class GetOutput(enum.StrEnum):
+    table = "table"
+    json = "json"
+    raw = "raw"
 
 
 # ------------------------------------------------------------------ put
@@ -70,15 +89,24 @@ FOLLOW_POLL_MAX_S = 1.0
 def put(
     stream: Annotated[str, typer.Argument(help="Stream to append to.", show_default=False)],
     data: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="The record, or - to read records from stdin, one per line.",
             show_default=False,
         ),
-    ],
+    ] = None,
     key: Annotated[
         str | None,
         typer.Option("--key", "-k", help="Record key (single record only).", show_default=False),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Store this file's bytes, exactly, as one record (in place of DATA).",
+            show_default=False,
+            dir_okay=False,
+        ),
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
@@ -90,6 +118,14 @@ def put(
     the sequence number, or {"stream", "sequence"} with -o json. Empty lines
     of stdin are skipped.
     """
+    if file is not None:
+        if data is not None:
+            raise typer.BadParameter("give DATA or --file, not both", param_hint="--file")
+        target = _target_or_exit(config, endpoints)
+        run(_put_one(target, stream, _read_file(file), key, output))
+        return
+    if data is None:
+        raise typer.BadParameter("give the record, - for stdin, or --file PATH", param_hint="DATA")
     target = _target_or_exit(config, endpoints)
     if data == "-":
         if key is not None:
@@ -103,7 +139,16 @@ PUT_EPILOG = examples(
     "railyard put orders 'order 17 shipped'",
     "railyard put orders hello --key customer-9 -o json",
     "tail -f app.log | railyard put logs -",
+    "railyard put images --file logo.png",
 )
+
+
+def _read_file(path: Path) -> bytes:
+    with errors_end_cleanly():
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            fail(f"--file {path}: cannot read it ({e.strerror or e})")
 
 
 def _target_or_exit(config: Path | None, endpoints: str | None) -> Target:
@@ -304,12 +349,23 @@ def get(
     ] = False,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
-    output: OutputOption = Output.table,
+    output: Annotated[
+        GetOutput,
+        typer.Option(
+            "--output", "-o", help="table for people, json for scripts, raw for exact bytes."
+        ),
+    ] = GetOutput.table,
 ) -> None:
-    """Print records as SEQ<TAB>DATA lines, oldest first.
+    r"""Print records as SEQ<TAB>DATA lines, oldest first.
 
-    With -o json, one object per record: sequence, data (data_base64 when it is
-    not UTF-8), key (null when none), timestamp (ISO-8601, UTC).
+    Each line is exactly one record: DATA is escaped, a backslash as \\, a
+    newline as \n, a tab as \t, a carriage return as \r, and any other
+    control character or byte that is not UTF-8 as \xNN.
+
+    With -o raw, each record's bytes exactly as stored, nothing added between
+    records (--limit 1 gets one record back byte for byte). With -o json, one
+    object per record: sequence, data (data_base64 when it is not UTF-8), key
+    (null when none), timestamp (ISO-8601, UTC).
     """
     chosen = [
         name
@@ -340,16 +396,24 @@ def get(
     else:
         position = ("TRIM_HORIZON", 0, 0)
     target = _target_or_exit(config, endpoints)
+    if stale:
+        eprint("note: --stale reads one node's own state, which may be behind the leader")
     try:
-        run(_get(target, stream, position, limit, follow, stale, output))
+        printed = run(_get(target, stream, position, limit, follow, stale, output))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    if latest and not follow and printed == 0:
+        eprint(
+            "note: nothing printed: --latest shows only records appended from now on; "
+            "add --follow to wait for them, or use --from-start"
+        )
 
 
 GET_EPILOG = examples(
     "railyard get orders --from-start",
     "railyard get orders --since 5m --follow",
     "railyard get orders --after 1041 --limit 10 -o json",
+    "railyard get images --from 7 --limit 1 -o raw > logo.png",
 )
 
 
@@ -371,12 +435,28 @@ def _put_bytes(obj: dict[str, Any], name: str, value: bytes) -> None:
         obj[f"{name}_base64"] = base64.b64encode(value).decode("ascii")
 
 
-def _print_record(record: pb.StoredRecord, output: Output) -> None:
-    if output is Output.json:
+def escape_data(data: bytes) -> str:
+    """`data` on one line, unambiguously: see `get --help` for the escapes."""
+    return ESCAPED.sub(_escape, data.decode("utf-8", errors="surrogateescape"))
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    named = NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code - SURROGATE_BASE if code > SURROGATE_BASE else code:02x}"
+
+
+def _print_record(record: pb.StoredRecord, output: GetOutput) -> None:
+    if output is GetOutput.json:
         print_json(record_json(record))
+    elif output is GetOutput.raw:
+        sys.stdout.buffer.write(record.data)
+        sys.stdout.buffer.flush()
     else:
-        text = record.data.decode("utf-8", errors="backslashreplace")
-        print(f"{record.sequence}\t{text}", flush=True)
+        print(f"{record.sequence}\t{escape_data(record.data)}", flush=True)
 
 
 async def _get(
@@ -386,16 +466,37 @@ async def _get(
     limit: int | None,
     follow: bool,
     stale: bool,
-    output: Output,
-) -> None:
+    output: GetOutput,
+) -> int:
+    """Print the records; returns how many."""
     kind, sequence, timestamp_ms = position
     printed = 0
     idle_s = FOLLOW_POLL_MIN_S
+    outage: str | None = None
     async with RailyardClient(target.endpoints) as client:
-        next_sequence = await client.get_iterator_index(stream, kind, sequence, timestamp_ms)
+        next_sequence = await client.get_iterator_index(
+            stream, kind, sequence, timestamp_ms, stale=stale
+        )
         while limit is None or printed < limit:
             page = GET_PAGE_RECORDS if limit is None else min(GET_PAGE_RECORDS, limit - printed)
-            response = await client.get_records(stream, next_sequence, limit=page, stale=stale)
+            try:
+                response = await client.get_records(stream, next_sequence, limit=page, stale=stale)
+            except (Unavailable, DeadlineExceeded) as e:
+                if not follow:
+                    raise
+                # A follower outlives a cluster restart: it waits, then goes
+                # on from the first record it has not printed.
+                if outage is None:
+                    outage = one_line(str(e))
+                    eprint(
+                        f"note: the cluster is unavailable ({outage}); waiting, "
+                        f"will resume at sequence {next_sequence}"
+                    )
+                await asyncio.sleep(FOLLOW_RETRY_S)
+                continue
+            if outage is not None:
+                outage = None
+                eprint(f"note: the cluster answers again; resuming at sequence {next_sequence}")
             for record in response.records:
                 _print_record(record, output)
             printed += len(response.records)
@@ -409,3 +510,4 @@ async def _get(
             if follow and not progressed:
                 await asyncio.sleep(idle_s)
                 idle_s = min(idle_s * 2, FOLLOW_POLL_MAX_S)
+    return printed

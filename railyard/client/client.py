@@ -425,9 +425,18 @@ class RailyardClient:
     # ------------------------------------------------------------ reads
 
     async def get_iterator_index(
-        self, stream: str, position: str, sequence: int = 0, timestamp_ms: int = 0
+        self,
+        stream: str,
+        position: str,
+        sequence: int = 0,
+        timestamp_ms: int = 0,
+        *,
+        stale: bool = False,
     ) -> int:
-        """The sequence to start reading at for `position` (a START_POSITIONS name)."""
+        """The sequence to start reading at for `position` (a START_POSITIONS name).
+
+        With `stale`, any node answers from its own state, leader or not.
+        """
         try:
             start = START_POSITIONS[position.upper()]
         except KeyError:
@@ -435,7 +444,11 @@ class RailyardClient:
                 f"position: expected one of {', '.join(START_POSITIONS)} (got {position!r})"
             ) from None
         request = pb.GetIteratorIndexRequest(
-            stream=stream, position=start, sequence=sequence, timestamp_ms=timestamp_ms
+            stream=stream,
+            position=start,
+            sequence=sequence,
+            timestamp_ms=timestamp_ms,
+            stale=stale,
         )
 
         async def call(endpoint: str, timeout: float) -> int:

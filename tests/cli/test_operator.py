@@ -6,20 +6,115 @@ their own when they stop nodes.
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import uuid
+from importlib.metadata import version
+from pathlib import Path
 
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from railyard.cli.app import app
+from tests.support.cluster import LocalCluster
 
 RAILYARD = [sys.executable, "-m", "railyard"]
 SUBPROCESS_TIMEOUT_S = 60
 
 
 def test_version_long_and_short() -> None:
-    from importlib.metadata import version
-
     for flag in ("--version", "-V"):
         result = CliRunner().invoke(app, [flag])
         assert result.exit_code == 0, result.stderr
         assert result.stdout == f"railyard {version('railyard')}\n"
+
+
+# ------------------------------------------------------------------ output that can't be misread
+
+
+def cli(cluster: LocalCluster, *args: str) -> Result:
+    return CliRunner().invoke(app, [*args, "-c", str(cluster.config_path)])
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr}"
+    return result.stdout
+
+
+def fresh(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_get_table_escapes_what_would_be_ambiguous(cli_cluster: LocalCluster) -> None:
+    name = fresh("escapes")
+    records = [b"two\nlines", b"a\tb", b"back\\slash", b"\\n", b"\xff\x00", "wörld".encode()]
+    for data in records:
+        done = subprocess.run(
+            [*RAILYARD, "put", name, "-", "-c", str(cli_cluster.config_path)],
+            input=data.replace(b"\n", b"") if data == b"two\nlines" else data,
+            capture_output=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
+            check=True,
+        )
+        assert done.stdout.strip().isdigit()
+    # Stdin splits lines, so the record with a newline goes as a --file.
+    path = cli_cluster.root / "two-lines.txt"
+    path.write_bytes(b"two\nlines")
+    ok(cli(cli_cluster, "put", name, "--file", str(path)))
+    lines = ok(cli(cli_cluster, "get", name)).splitlines()
+    assert [line.split("\t", 1)[1] for line in lines] == [
+        "twolines",
+        "a\\tb",
+        "back\\\\slash",
+        "\\\\n",
+        "\\xff\\x00",
+        "wörld",
+        "two\\nlines",
+    ]
+    assert "\\xNN" in ok(CliRunner().invoke(app, ["get", "--help"]))
+
+
+def test_put_file_and_get_raw_round_trip_binary_bytes(cli_cluster: LocalCluster) -> None:
+    name = fresh("binary")
+    blob = bytes(range(256)) * 40 + b"\n\r\n\\ end"
+    path = cli_cluster.root / "blob.bin"
+    path.write_bytes(blob)
+    sequence = int(ok(cli(cli_cluster, "put", name, "--file", str(path))).strip())
+    done = subprocess.run(
+        [
+            *RAILYARD,
+            "get",
+            name,
+            "--from",
+            str(sequence),
+            "--output",
+            "raw",
+            "--limit",
+            "1",
+            "-c",
+            str(cli_cluster.config_path),
+        ],
+        capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        check=True,
+    )
+    assert done.stdout == blob
+
+
+def test_put_file_refuses_data_too_and_names_an_unreadable_file(
+    cli_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    result = cli(cli_cluster, "put", fresh("x"), "data", "--file", str(tmp_path / "a"))
+    assert result.exit_code == 2
+    result = cli(cli_cluster, "put", fresh("x"), "--file", str(tmp_path / "missing.bin"))
+    assert result.exit_code == 1
+    assert "missing.bin" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_get_latest_without_follow_says_why_it_printed_nothing(cli_cluster: LocalCluster) -> None:
+    name = fresh("latest")
+    ok(cli(cli_cluster, "put", name, "old"))
+    result = cli(cli_cluster, "get", name, "--latest")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "--latest shows only records appended from now on" in result.stderr
+    assert "--follow" in result.stderr
