@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from railyard.tui import DashboardApp, FakeSource, demo_source
 from railyard.tui.fake import DEMO_NOW
@@ -44,5 +45,22 @@ async def wait_for_data(pilot: Pilot[None]) -> None:
     await wait_until(pilot, lambda: source.pending == 0, "the scripted updates")
     await wait_until(pilot, lambda: bool(app._log_rows), "the log tail")
     await wait_until(pilot, lambda: not app.redraw_pending, "the screen to show them")
+    await wait_until(pilot, lambda: tables_laid_out(app), "the tables to lay out")
     await pilot.pause()
     await pilot.pause()
+
+
+def tables_laid_out(app: DashboardApp) -> bool:
+    """True when no DataTable holds updates it will lay out at its next idle.
+
+    A DataTable measures new rows, changed cells and grown columns only once
+    its message queue is empty. `pilot.pause()` waits for the *process* to
+    look idle, which on a busy machine can come first: the screenshot then
+    showed the new text in the old column widths (issue 13's flaky
+    snapshot). NB: these are Textual's private fields; the condition has no
+    public name.
+    """
+    return not any(
+        table._updated_cells or table._require_update_dimensions or table._new_rows
+        for table in app.screen_stack[0].query(DataTable)
+    )
