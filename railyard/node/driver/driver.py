@@ -87,7 +87,7 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import CorruptState, StreamsMachine
+from railyard.streams import ApplyResult, CorruptState, StreamsMachine
 
 # FatalError is what `Driver.run` ends with, LeadershipLost what `propose` may
 # raise; callers import them with the Driver.
@@ -179,15 +179,17 @@ class Driver:
         """Queue a message from a peer (waits while the inbox is full)."""
         await self.inbox.deliver(message)
 
-    async def propose(self, data: bytes) -> Any:
-        """Replicate `data`; returns the state machine's result for its entry.
+    async def propose(self, data: bytes) -> ApplyResult:
+        """Replicate the command `data`; returns the state machine's result for its entry.
 
         Raises NotLeader, ProposalDropped, LeadershipLost, or
         `disk_space.DiskFull` (before proposing anything) when the data
         directory's disk is full.
         """
         self.check_writable(len(data))
-        return await self.inbox.propose(data)
+        result = await self.inbox.propose(data)
+        assert result is not None, "a command's entry always has a result"
+        return result
 
     def check_writable(self, size: int = 0) -> None:
         """Raise DiskFull unless the disk has room for a write of `size` bytes and the reserve."""
