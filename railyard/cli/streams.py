@@ -1,7 +1,8 @@
-"""`railyard stream create|list|describe|delete`."""
+"""`railyard stream create|update|list|describe|delete`."""
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from railyard.cli.common import (
     EndpointsOption,
     Output,
     OutputOption,
+    eprint,
     examples,
     print_json,
     print_table,
@@ -23,8 +25,12 @@ from railyard.client import RailyardClient
 from railyard.proto import railyard_pb2 as pb
 
 stream_app = typer.Typer(
-    name="stream", help="Create, list, describe and delete streams.", no_args_is_help=True
+    name="stream",
+    help="Create, update, list, describe and delete streams.",
+    no_args_is_help=True,
 )
+# `stream update --max-age none` (or 0) removes a limit.
+NO_LIMIT_WORDS = ("none", "0")
 
 NameArgument = Annotated[str, typer.Argument(help="Stream name.", show_default=False)]
 
@@ -142,6 +148,83 @@ def create(
     run(go())
 
 
+@stream_app.command(
+    "update",
+    epilog=examples(
+        "railyard stream update clicks --max-age 7d",
+        "railyard stream update audit --max-records none",
+    ),
+)
+def update(
+    name: NameArgument,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            help="Drop records older than this (e.g. 24h; none: no limit).", show_default=False
+        ),
+    ] = None,
+    max_records: Annotated[
+        str | None,
+        typer.Option(help="Keep at most this many records (none: no limit).", show_default=False),
+    ] = None,
+    max_bytes: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep at most this many bytes (e.g. 10GiB; none: no limit).", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    endpoints: EndpointsOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Change a stream's retention; limits not given stay as they are.
+
+    Records beyond a tighter limit are dropped at once, on every node.
+    """
+    if max_age is None and max_records is None and max_bytes is None:
+        raise typer.BadParameter(
+            "give at least one of --max-age, --max-records, --max-bytes", param_hint="NAME"
+        )
+    age_ms = _limit_value(parse_duration_ms, max_age, "--max-age")
+    records = _limit_value(_parse_count, max_records, "--max-records")
+    size = _limit_value(parse_size, max_bytes, "--max-bytes")
+
+    async def go() -> None:
+        target = resolve_target(config, endpoints)
+        async with RailyardClient(target.endpoints) as client:
+            # NB: read, then replace: an update racing this one may be lost.
+            now = (await client.describe_stream(name)).retention
+            info = await client.update_stream(
+                name,
+                max_age_ms=now.max_age_ms if age_ms is None else age_ms,
+                max_records=now.max_records if records is None else records,
+                max_bytes=now.max_bytes if size is None else size,
+            )
+        _print_stream(info, output)
+
+    run(go())
+
+
+def _limit_value(parse: Any, text: str | None, name: str) -> int | None:
+    """None when not given, 0 for "none", else the parsed positive value."""
+    if text is None:
+        return None
+    if text.strip().lower() in NO_LIMIT_WORDS:
+        return 0
+    value = _option_value(parse, text, name)
+    if value <= 0:
+        raise typer.BadParameter(
+            f"expected a positive limit or none (got {text!r})", param_hint=name
+        )
+    return value
+
+
+def _parse_count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"expected a whole number of records or none (got {text!r})")
+    return int(text)
+
+
 @stream_app.command("list", epilog=examples("railyard stream list -o json"))
 def list_(
     config: ConfigOption = None,
@@ -177,14 +260,29 @@ def describe(
     run(go())
 
 
-@stream_app.command("delete", epilog=examples("railyard stream delete orders"))
+@stream_app.command(
+    "delete",
+    epilog=examples("railyard stream delete orders", "railyard stream delete orders --yes"),
+)
 def delete(
     name: NameArgument,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask (asked only on a terminal).")
+    ] = False,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
     output: OutputOption = Output.table,
 ) -> None:
-    """Delete a stream and all its records."""
+    """Delete a stream and all its records (asks first on a terminal, unless --yes)."""
+    if (
+        not yes
+        and sys.stdin.isatty()
+        and not typer.confirm(
+            f"Delete stream {name!r} and all its records?", default=False, err=True
+        )
+    ):
+        eprint(f"not deleted: {name}")
+        raise typer.Exit(1)
 
     async def go() -> None:
         target = resolve_target(config, endpoints)

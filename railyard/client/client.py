@@ -287,6 +287,24 @@ class RailyardClient:
 
         return await self._call(f"create stream {name!r}", call)
 
+    async def update_stream(
+        self, name: str, *, max_age_ms: int = 0, max_records: int = 0, max_bytes: int = 0
+    ) -> pb.StreamInfo:
+        """Replace the stream's whole retention (0: no limit); returns the stream after it."""
+        request = pb.UpdateStreamRequest(
+            name=name,
+            retention=cmd_pb.Retention(
+                max_age_ms=max_age_ms, max_records=max_records, max_bytes=max_bytes
+            ),
+        )
+
+        async def call(endpoint: str, timeout: float) -> pb.StreamInfo:
+            response = await self._streams(endpoint).UpdateStream(request, timeout=timeout)
+            return response.stream
+
+        # Replaying the same retention is harmless: no exactly-once needed.
+        return await self._call(f"update stream {name!r}", call)
+
     async def delete_stream(self, name: str) -> None:
         request = pb.DeleteStreamRequest(name=name)
         sent = _MaybeApplied()

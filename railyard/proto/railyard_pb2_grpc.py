@@ -326,6 +326,11 @@ class StreamsStub:
                 request_serializer=railyard_dot_proto_dot_railyard__pb2.GetRecordsRequest.SerializeToString,
                 response_deserializer=railyard_dot_proto_dot_railyard__pb2.GetRecordsResponse.FromString,
                 _registered_method=True)
+        self.UpdateStream = channel.unary_unary(
+                '/railyard.v1.Streams/UpdateStream',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.UpdateStreamRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.UpdateStreamResponse.FromString,
+                _registered_method=True)
 
 
 class StreamsServicer:
@@ -387,6 +392,13 @@ class StreamsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateStream(self, request, context):
+        """Replaces a stream's retention; records beyond the new limits go at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StreamsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -434,6 +446,11 @@ def add_StreamsServicer_to_server(servicer, server):
                     servicer.GetRecords,
                     request_deserializer=railyard_dot_proto_dot_railyard__pb2.GetRecordsRequest.FromString,
                     response_serializer=railyard_dot_proto_dot_railyard__pb2.GetRecordsResponse.SerializeToString,
+            ),
+            'UpdateStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStream,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.UpdateStreamRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.UpdateStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -679,6 +696,33 @@ class Streams:
             '/railyard.v1.Streams/GetRecords',
             railyard_dot_proto_dot_railyard__pb2.GetRecordsRequest.SerializeToString,
             railyard_dot_proto_dot_railyard__pb2.GetRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/railyard.v1.Streams/UpdateStream',
+            railyard_dot_proto_dot_railyard__pb2.UpdateStreamRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.UpdateStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

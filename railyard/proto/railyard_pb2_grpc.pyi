@@ -117,6 +117,8 @@ class StreamsStub:
     """
     GetIteratorIndex: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.GetIteratorIndexRequest, _railyard_pb2.GetIteratorIndexResponse]
     GetRecords: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.GetRecordsRequest, _railyard_pb2.GetRecordsResponse]
+    UpdateStream: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.UpdateStreamRequest, _railyard_pb2.UpdateStreamResponse]
+    """Replaces a stream's retention; records beyond the new limits go at once."""
 
 @_typing.type_check_only
 class StreamsAsyncStub(StreamsStub):
@@ -133,6 +135,8 @@ class StreamsAsyncStub(StreamsStub):
     """
     GetIteratorIndex: _aio.UnaryUnaryMultiCallable[_railyard_pb2.GetIteratorIndexRequest, _railyard_pb2.GetIteratorIndexResponse]  # type: ignore[assignment]
     GetRecords: _aio.UnaryUnaryMultiCallable[_railyard_pb2.GetRecordsRequest, _railyard_pb2.GetRecordsResponse]  # type: ignore[assignment]
+    UpdateStream: _aio.UnaryUnaryMultiCallable[_railyard_pb2.UpdateStreamRequest, _railyard_pb2.UpdateStreamResponse]  # type: ignore[assignment]
+    """Replaces a stream's retention; records beyond the new limits go at once."""
 
 class StreamsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -200,6 +204,14 @@ class StreamsServicer(metaclass=_abc_1.ABCMeta):
         request: _railyard_pb2.GetRecordsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_railyard_pb2.GetRecordsResponse, _abc.Awaitable[_railyard_pb2.GetRecordsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateStream(
+        self,
+        request: _railyard_pb2.UpdateStreamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.UpdateStreamResponse, _abc.Awaitable[_railyard_pb2.UpdateStreamResponse]]:
+        """Replaces a stream's retention; records beyond the new limits go at once."""
 
 def add_StreamsServicer_to_server(servicer: StreamsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -32,7 +32,7 @@ SEVERITY_STYLES = {
     Severity.BAD: "bold red",
 }
 # Entry kinds as ReadLog names them, shortened to fit a narrow log column.
-KIND_NAMES = {"create_stream": "create", "delete_stream": "delete"}
+KIND_NAMES = {"create_stream": "create", "delete_stream": "delete", "update_stream": "update"}
 MISSING = "—"
 
 

@@ -6,6 +6,7 @@ their own when they stop nodes.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -118,3 +119,50 @@ def test_get_latest_without_follow_says_why_it_printed_nothing(cli_cluster: Loca
     assert result.stdout == ""
     assert "--latest shows only records appended from now on" in result.stderr
     assert "--follow" in result.stderr
+
+
+# ------------------------------------------------------------------ streams
+
+
+def test_stream_update_changes_retention_and_trims(cli_cluster: LocalCluster) -> None:
+    name = fresh("update")
+    ok(cli(cli_cluster, "stream", "create", name, "--max-bytes", "1MiB"))
+    for data in ("a", "b", "c"):
+        ok(cli(cli_cluster, "put", name, data))
+    updated = json.loads(
+        ok(cli(cli_cluster, "stream", "update", name, "--max-records", "2", "-o", "json"))
+    )
+    assert updated["retention"] == {"max_age_ms": 0, "max_records": 2, "max_bytes": 1 << 20}
+    assert updated["record_count"] == 2
+    updated = json.loads(
+        ok(
+            cli(
+                cli_cluster,
+                "stream",
+                "update",
+                name,
+                "--max-age",
+                "7d",
+                "--max-bytes",
+                "none",
+                "-o",
+                "json",
+            )
+        )
+    )
+    assert updated["retention"] == {"max_age_ms": 7 * 86_400_000, "max_records": 2, "max_bytes": 0}
+    assert [line.split("\t")[1] for line in ok(cli(cli_cluster, "get", name)).splitlines()] == [
+        "b",
+        "c",
+    ]
+    assert cli(cli_cluster, "stream", "update", name).exit_code == 2
+    missing = cli(cli_cluster, "stream", "update", fresh("missing"), "--max-age", "1h")
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
+
+
+def test_stream_create_of_only_dots_is_refused(cli_cluster: LocalCluster) -> None:
+    result = cli(cli_cluster, "stream", "create", "..")
+    assert result.exit_code == 1
+    assert "dots only" in result.stderr
+    listed = json.loads(ok(cli(cli_cluster, "stream", "list", "-o", "json")))
+    assert ".." not in [s["name"] for s in listed]

@@ -44,6 +44,7 @@ from railyard.streams import (
     StreamDeleted,
     StreamExists,
     StreamNotFound,
+    StreamUpdated,
 )
 
 LEADER_ID_KEY = "railyard-leader"
@@ -82,7 +83,10 @@ class AlreadyApplied(ServiceError):
 
 def result_error(result: object) -> ServiceError | None:
     """The error an apply (or validate) result stands for; None for a success."""
-    if isinstance(result, Appended | StreamCreated | StreamDeleted) or result is None:
+    if (
+        isinstance(result, Appended | StreamCreated | StreamUpdated | StreamDeleted)
+        or result is None
+    ):
         return None
     if isinstance(result, InvalidArgument):
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{result.field}: {result.message}")

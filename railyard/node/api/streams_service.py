@@ -43,6 +43,7 @@ from railyard.streams import (
     Limits,
     StreamCreated,
     StreamNotFound,
+    StreamUpdated,
     validate,
     validate_append,
 )
@@ -135,6 +136,21 @@ class StreamsService(pb_grpc.StreamsServicer):
 
         def respond(result: StreamCreated) -> pb.CreateStreamResponse:
             return pb.CreateStreamResponse(stream=stream_info_to_pb(result.info))
+
+        return await self._write(command, request, context, respond)
+
+    @rpc
+    async def UpdateStream(
+        self, request: pb.UpdateStreamRequest, context: Any
+    ) -> pb.UpdateStreamResponse:
+        command = cmd.Command(
+            update_stream=cmd.UpdateStreamCommand(
+                name=request.name, retention=request.retention, timestamp_ms=now_ms()
+            )
+        )
+
+        def respond(result: StreamUpdated) -> pb.UpdateStreamResponse:
+            return pb.UpdateStreamResponse(stream=stream_info_to_pb(result.info))
 
         return await self._write(command, request, context, respond)
 
@@ -327,7 +343,7 @@ class StreamsService(pb_grpc.StreamsServicer):
             )
         sequence = await self._read(
             context,
-            False,
+            request.stale,
             self.driver.machine.resolve_position,
             request.stream,
             position,
