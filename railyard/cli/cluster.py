@@ -38,6 +38,8 @@ ELECTION_TIMEOUTS_TO_WAIT = 4
 ASSUMED_ELECTION_TIMEOUT_MS = 1000
 CONFIRM_POLL_S = 0.05
 DEFAULT_TOP_INTERVAL = "250ms"
+# `status` with nodes answering but no leader: scripts tell it from errors (1).
+EXIT_NO_LEADER = 3
 STATUS_COLUMNS = (
     "id",
     "address",
@@ -91,13 +93,16 @@ def status_json(target: Target, statuses: list[tuple[str, pb.NodeStatus | None]]
     reachable = [st for _, st in statuses if st is not None]
     leaders = [st for st in reachable if st.role == pb.ROLE_LEADER]
     leader = max(leaders, key=lambda st: st.term) if leaders else None
+    # A follower names its leader: with only followers in reach (--endpoints
+    # of one follower), the header says what their rows say.
+    named = max(((st.term, st.leader_id) for st in reachable if st.leader_id), default=(0, ""))[1]
     if target.config is not None:
         name: str | None = target.config.name
     else:
         name = next((st.cluster for st in reachable if st.cluster), None)
     return {
         "cluster": name,
-        "leader": leader.node_id if leader is not None else None,
+        "leader": leader.node_id if leader is not None else (named or None),
         "term": max((st.term for st in reachable), default=None),
         "nodes": nodes,
     }
@@ -133,7 +138,7 @@ def status(
 ) -> None:
     """Show every node: role, term, leader, commit/applied/last-log/snapshot index.
 
-    Exits 1 when no node answers.
+    Exits 1 when no node answers, 3 when nodes answer but none knows a leader.
     """
 
     async def go() -> None:
@@ -150,6 +155,8 @@ def status(
                 f"no node answered ({', '.join(target.endpoints)}); "
                 "start the cluster with `railyard node start`"
             )
+        if doc["leader"] is None:
+            raise typer.Exit(EXIT_NO_LEADER)
 
     run(go())
 

@@ -47,6 +47,7 @@ from railyard.client.errors import (
     AlreadyApplied,
     DeadlineExceeded,
     InvalidArgument,
+    NoQuorum,
     NotFound,
     RailyardError,
     StaleProducerSequence,
@@ -79,6 +80,9 @@ ATTEMPT_TIMEOUT_S = 2.0
 # Every node refusing connections for this long means no cluster is running
 # there (a leader crash leaves the others listening): fail fast.
 REFUSED_GIVE_UP_S = 2.0
+# Failing this long is more than an election takes with default timings (1-2 s):
+# time to ask every node whether a majority is there at all.
+QUORUM_CHECK_AFTER_S = 3.0
 # Error details quoted in messages are cut to this length (gRPC's can be long).
 DETAIL_CHARS = 120
 # A status probe is to loopback or a LAN: a node that needs longer is "unreachable".
@@ -220,6 +224,7 @@ class RailyardClient:
         # A fresh leader hint is followed at once, but once per backoff round:
         # two nodes naming each other in mid-election must not make a busy loop.
         followed_hint = False
+        quorum_checked = False
         while (remaining := deadline - loop.time()) > 0:
             endpoint = self._pick_endpoint()
             try:
@@ -244,12 +249,32 @@ class RailyardClient:
                     continue
             if refused >= set(self.endpoints) and loop.time() - started >= REFUSED_GIVE_UP_S:
                 break
+            if not quorum_checked and loop.time() - started >= QUORUM_CHECK_AFTER_S:
+                quorum_checked = True
+                await self._raise_if_no_quorum()
             sleep_s = min(backoff_s * (0.5 + self._rng.random()), deadline - loop.time())
             if sleep_s > 0:
                 await asyncio.sleep(sleep_s)
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
             followed_hint = False
+        if not quorum_checked and not refused >= set(self.endpoints):
+            await self._raise_if_no_quorum()
         raise self._unavailable(what, last, refused)
+
+    async def _raise_if_no_quorum(self) -> None:
+        """Raise `NoQuorum` when fewer than a majority of the endpoints answer Status.
+
+        The majority is of the endpoints given: with a cluster file, every node.
+        """
+        statuses = await self.cluster_status()
+        reachable = [status.node_id or endpoint for endpoint, status in statuses if status]
+        need = len(self.endpoints) // 2 + 1
+        if len(reachable) < need:
+            raise NoQuorum(
+                f"no quorum: {len(reachable)} of {len(self.endpoints)} nodes reachable "
+                f"({', '.join(reachable) or 'none'}); writes and linearizable reads need {need}",
+                reachable=reachable,
+            )
 
     def _unavailable(self, what: str, last: Unavailable | None, refused: set[str]) -> Unavailable:
         where = ", ".join(self.endpoints)
@@ -598,4 +623,7 @@ def _short(error: Unavailable | None) -> str:
     if error is None:
         return "no answer"
     text = " ".join(str(error).split())
-    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
+    if len(text) <= DETAIL_CHARS:
+        return text
+    # Cut between words: a detail cut mid-word reads as a different word.
+    return text[:DETAIL_CHARS].rsplit(" ", 1)[0] + " ..."

@@ -22,6 +22,7 @@ __all__ = [
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
+    "NoQuorum",
     "NotFound",
     "PermissionDenied",
     "RailyardError",
@@ -112,6 +113,18 @@ class Unavailable(RailyardError):
         super().__init__(message, code=code)
         self.leader = leader
         self.leader_address = leader_address
+
+
+class NoQuorum(Unavailable):
+    """Fewer than a majority of the nodes answer: no write or linearizable read can succeed.
+
+    `reachable` names the nodes that answered (ids, or addresses when a node
+    gave none). Reads with `stale` are still served by any of them.
+    """
+
+    def __init__(self, message: str, *, reachable: list[str]) -> None:
+        super().__init__(message)
+        self.reachable = reachable
 
 
 class DeadlineExceeded(RailyardError):

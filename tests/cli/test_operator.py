@@ -166,3 +166,46 @@ def test_stream_create_of_only_dots_is_refused(cli_cluster: LocalCluster) -> Non
     assert "dots only" in result.stderr
     listed = json.loads(ok(cli(cli_cluster, "stream", "list", "-o", "json")))
     assert ".." not in [s["name"] for s in listed]
+
+
+# ------------------------------------------------------------------ losing quorum
+
+
+def railyard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RAILYARD, *args], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S
+    )
+
+
+def test_no_quorum_is_said_status_exits_3_and_stale_reads_still_work(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, n=5, name="quorum") as cluster:
+        cluster.wait_for_leader()
+        config = str(cluster.config_path)
+        assert railyard("put", "s", "kept", "-c", config).returncode == 0
+        cluster.wait_converged()
+        for node_id in ("n3", "n4", "n5"):
+            cluster.kill(node_id)
+
+        put = railyard("put", "s", "lost", "-c", config)
+        assert put.returncode == 1, put.stderr
+        assert put.stderr.strip().splitlines() == [
+            "error: no quorum: 2 of 5 nodes reachable (n1, n2); "
+            "writes and linearizable reads need 3"
+        ]
+
+        status = railyard("status", "-c", config)
+        assert status.returncode == 3, status.stderr
+        assert "leader none" in status.stdout
+
+        stale = railyard("get", "s", "--stale", "--endpoints", cluster.addresses["n1"])
+        assert stale.returncode == 0, stale.stderr
+        assert stale.stdout == "1\tkept\n"
+        assert "may be behind" in stale.stderr
+
+
+def test_status_of_one_follower_names_the_leader_in_the_header(cli_cluster: LocalCluster) -> None:
+    leader = cli_cluster.wait_for_leader()
+    follower = next(n for n in cli_cluster.node_ids if n != leader)
+    result = CliRunner().invoke(app, ["status", "--endpoints", cli_cluster.addresses[follower]])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(f"cluster cli: leader {leader},")
