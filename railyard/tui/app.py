@@ -121,6 +121,8 @@ class DashboardApp(App[None]):
         Binding("minus", "faster", "faster"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
+        # Every terminal program stops on Ctrl-C (Textual would only hint at Ctrl-Q).
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
     ]
 
     def __init__(

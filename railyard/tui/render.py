@@ -71,6 +71,15 @@ def cell_key(cell: Cell) -> CellKey:
     return (cell.plain, str(cell.style), tuple(cell.spans))
 
 
+def leader_for_s(view: ClusterView, now: float) -> float | None:
+    """How long the leader has led: from its own Status when it says (the
+    real election), else from when the dashboard first saw it lead."""
+    leader = view.leader()
+    if leader is not None and leader.status is not None and leader.status.leader_since_ms > 0:
+        return max(0.0, now - leader.status.leader_since_ms / 1000)
+    return None if view.leader_changed_at is None else now - view.leader_changed_at
+
+
 def summary(view: ClusterView, now: float, *, interval_s: float, paused: bool) -> Text:
     """The two header lines: who leads, how fast, and what is wrong."""
     leader = view.leader()
@@ -83,7 +92,7 @@ def summary(view: ClusterView, now: float, *, interval_s: float, paused: bool) -
     line.append(f" · term {view.term}")
     line.append(f" · up {view.up_count}/{len(view.nodes)}")
     line.append(f" · {per_second(view.commits_per_s(now))} commits/s")
-    since = None if view.leader_changed_at is None else now - view.leader_changed_at
+    since = leader_for_s(view, now)
     line.append(f" · leader for {duration(since)}" if leader else "")
     line.append("\n")
     if not view.has_quorum and view.up_count < len(view.nodes):

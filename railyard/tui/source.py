@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from railyard.client import DeadlineExceeded, Unavailable
 from railyard.proto import railyard_pb2 as pb
 
 Clock = Callable[[], float]
@@ -95,12 +96,31 @@ class ClusterClient(Protocol):
     async def transfer_leadership(self, to: str | None = None) -> pb.TransferLeadershipResponse: ...
 
 
-def describe_error(exc: BaseException, endpoint: str = "") -> str:
-    """A one-line reason for the nodes table and the events pane.
+# gRPC's words for a node that went away, and ours (first match wins).
+GRPC_REASONS = (
+    (("connection refused", "failed to connect"), "not running (connection refused)"),
+    (
+        ("socket closed", "stream removed", "connection reset", "broken pipe", "eof"),
+        "connection lost",
+    ),
+)
 
-    The client's messages start with the endpoint, which the dashboard shows
+
+def describe_error(exc: BaseException, endpoint: str = "") -> str:
+    """A one-line reason for the nodes table and the events pane, in our words.
+
+    gRPC's texts ("unavailable (Stream removed (Socket closed))") say how the
+    transport failed, not what happened to the node: those are translated.
+    Other messages start with the endpoint, which the dashboard shows
     already: it is dropped.
     """
+    if isinstance(exc, DeadlineExceeded):
+        return "no answer in time"
+    if isinstance(exc, Unavailable):
+        text = str(exc).lower()
+        for needles, reason in GRPC_REASONS:
+            if any(needle in text for needle in needles):
+                return reason
     lines = str(exc).strip().splitlines()
     text = lines[0].removeprefix(f"{endpoint}: ") if lines and endpoint else ""
     text = text or (lines[0] if lines else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from importlib.metadata import version
 from pathlib import Path
@@ -209,3 +210,17 @@ def test_status_of_one_follower_names_the_leader_in_the_header(cli_cluster: Loca
     result = CliRunner().invoke(app, ["status", "--endpoints", cli_cluster.addresses[follower]])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(f"cluster cli: leader {leader},")
+
+
+def test_status_says_since_when_the_leader_leads(cli_cluster: LocalCluster) -> None:
+    leader = cli_cluster.wait_for_leader()
+    statuses = cli_cluster.statuses()
+    now_ms = time.time() * 1000
+    leader_status = statuses[leader]
+    assert leader_status is not None
+    uptime_ms = leader_status.uptime_ms
+    # It became leader after it started, and before now.
+    assert now_ms - uptime_ms - 1000 <= leader_status.leader_since_ms <= now_ms
+    for node_id, status in statuses.items():
+        if node_id != leader:
+            assert status is not None and status.leader_since_ms == 0

@@ -113,6 +113,7 @@ class ClusterService(pb_grpc.ClusterServicer):
             snapshots_installed=self.driver.stats.snapshots_installed,
             streams=[stream_info_to_pb(s) for s in streams],
             awaiting_catch_up=core.awaiting_catch_up,
+            leader_since_ms=int((self.driver.leader_since_s or 0) * 1000),
         )
         for peer_id, progress in sorted(core.progress.items()):
             if peer_id == self.node.node_id:

@@ -137,6 +137,7 @@ class Driver:
         self.applied = applied
         self.applied_term = applied_term
         self.soft_state = SoftState()
+        self.leader_since_s: float | None = None  # wall clock, for Status only
         self.writer = LogWriter(log_store, self.threads.log_io, log)
         self.waiters = ProposalWaiters()
         self.reads = PendingReads()
@@ -338,6 +339,7 @@ class Driver:
         self.soft_state = soft
         term = self.core.status().term
         if soft.role != previous.role:
+            self.leader_since_s = time.time() if soft.role is Role.LEADER else None
             if soft.role is Role.LEADER:
                 self.log.info("became leader term=%d", term)
             else:
