@@ -20,8 +20,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import shlex
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -152,7 +154,8 @@ async def _supervise(cluster: ClusterConfig, log_level: str) -> int:
             for node_id, proc in procs.items():
                 assert proc.stdout is not None
                 tg.create_task(_pump(node_id, proc.stdout, width))
-            tg.create_task(_watch(procs, stopping, width))
+            restarts = {n.id: restart_command(cluster, n.id) for n in cluster.nodes}
+            tg.create_task(_watch(procs, stopping, width, restarts))
     finally:
         await _stop_all(procs, width)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,8 +164,33 @@ async def _supervise(cluster: ClusterConfig, log_level: str) -> int:
     return 1 if failed and not stopping.is_set() else 0
 
 
+def restart_command(cluster: ClusterConfig, node_id: str) -> str:
+    """The command that starts `node_id` again on its own, as the user would type it."""
+    program = sys.argv[0] if os.path.basename(sys.argv[0]) == "railyard" else "railyard"
+    words = [program, "node", "start"]
+    if cluster.source is not None:
+        source = cluster.source
+        with contextlib.suppress(ValueError):
+            source = source.relative_to(Path.cwd())
+        words += ["-c", str(source)]
+    return shlex.join([*words, "--id", node_id])
+
+
+def exit_reason(code: int) -> str:
+    """`exited with code 1`, or `killed by SIGKILL` for a signal (a negative code)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 async def _watch(
-    procs: dict[str, asyncio.subprocess.Process], stopping: asyncio.Event, width: int
+    procs: dict[str, asyncio.subprocess.Process],
+    stopping: asyncio.Event,
+    width: int,
+    restarts: dict[str, str],
 ) -> None:
     """Report children that exit on their own; stop the rest when asked to."""
     waits = {asyncio.ensure_future(p.wait()): nid for nid, p in procs.items()}
@@ -175,8 +203,9 @@ async def _watch(
             for fut in done:
                 nid = waits.pop(fut)
                 eprint(
-                    f"{SUPERVISOR.ljust(width)} | {nid} exited with code {fut.result()}"
+                    f"{SUPERVISOR.ljust(width)} | {nid} {exit_reason(fut.result())}"
                     + ("; the other nodes keep running (Ctrl-C stops them)" if waits else "")
+                    + f"; to start it again: {restarts[nid]}"
                 )
     finally:
         stop.cancel()

@@ -7,6 +7,9 @@ their own when they stop nodes.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -224,3 +227,39 @@ def test_status_says_since_when_the_leader_leads(cli_cluster: LocalCluster) -> N
     for node_id, status in statuses.items():
         if node_id != leader:
             assert status is not None and status.leader_since_ms == 0
+
+
+# ------------------------------------------------------------------ the supervisor
+
+
+def test_supervisor_names_the_signal_and_the_restart_command(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, name="sup")  # writes the file; the supervisor starts nodes
+    log_path = tmp_path / "supervisor.log"
+    with log_path.open("wb") as log:
+        supervisor = subprocess.Popen(
+            [*RAILYARD, "node", "start", "-c", str(cluster.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=tmp_path,
+        )
+    try:
+        cluster.wait_for_leader(timeout_s=30)
+        pids = dict(re.findall(r"started (n\d) \(pid (\d+)\)", log_path.read_text()))
+        os.kill(int(pids["n2"]), signal.SIGKILL)
+        expected = (
+            "n2 killed by SIGKILL; the other nodes keep running (Ctrl-C stops them); "
+            f"to start it again: railyard node start -c {cluster.config_path.name} --id n2"
+        )
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while expected not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert expected in log_path.read_text(), log_path.read_text()[-2000:]
+        assert "code -9" not in log_path.read_text()
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(timeout=SUBPROCESS_TIMEOUT_S)
