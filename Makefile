@@ -13,9 +13,10 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Starts the default local 3-node cluster in the foreground; Ctrl-C stops it.
+# Starts the local 3-node cluster (configs/local.toml, data in ./data) in the
+# foreground; Ctrl-C stops it.
 run: $(STAMP)
-	$(VENV)/bin/railyard node start
+	$(VENV)/bin/railyard node start -c configs/local.toml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check railyard tests bench

@@ -23,7 +23,8 @@ on ``address``. Snapshots always travel over gRPC.
 Invariants of a loaded `ClusterConfig`:
 
 - `data_dir` is absolute (a relative path is resolved against the file's
-  directory; for the built-in default, against the current directory).
+  directory; for the built-in default, which is configs/local.toml, against
+  ./configs, so both put their data in ./data).
 - Node ids are unique, and so are all addresses and peer addresses taken
   together; every address is ``host:port`` with a port in 1..65535; there
   is at least one node.
@@ -81,13 +82,16 @@ NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CLUSTER_NAME_PATTERN = NODE_ID_PATTERN
 MAX_PORT = 65535
 BUILTIN_SOURCE = "<built-in local cluster>"
+# The built-in cluster is configs/local.toml; its relative data_dir resolves
+# as if the file were read from here, below the current directory.
+LOCAL_CONFIG_DIR = "configs"
 
 # The built-in cluster: exactly configs/local.toml.
 DEFAULT_CLUSTER_TOML = (
     "[cluster]\n"
     'name = "local"                # nodes refuse peers from another cluster\n'
-    'data_dir = "data"             # relative paths are relative to this file;'
-    " node n1 keeps its files in <data_dir>/n1\n"
+    'data_dir = "../data"          # relative to this file: the checkout\'s data/;'
+    " node n1 keeps its files in data/n1\n"
     "heartbeat_interval_ms = 100\n"
     "election_timeout_ms = 1000    # randomized in [t, 2t)\n"
     "snapshot_every = 10000        # applied entries between snapshots\n"
@@ -190,8 +194,13 @@ def load_config(path: Path) -> ClusterConfig:
 
 
 def default_config() -> ClusterConfig:
-    """The built-in local 3-node cluster (configs/local.toml), data under ./data."""
-    return parse_config(DEFAULT_CLUSTER_TOML, source=None, base_dir=Path.cwd())
+    """The built-in local 3-node cluster: configs/local.toml as read from ./configs.
+
+    So from a checkout's top directory, `railyard node start` and
+    `railyard node start -c configs/local.toml` are one cluster with one
+    data location, ./data (a node started the other way finds its data).
+    """
+    return parse_config(DEFAULT_CLUSTER_TOML, source=None, base_dir=Path.cwd() / LOCAL_CONFIG_DIR)
 
 
 def parse_config(text: str, *, source: Path | None, base_dir: Path) -> ClusterConfig:

@@ -56,9 +56,10 @@ def test_local_toml_is_the_issue_file_and_loads() -> None:
         NodeConfig("n3", "127.0.0.1:50053", "127.0.0.1:51053"),
     )
     assert cfg.warnings == ()
-    # Relative data_dir is relative to the file, and absolute once loaded.
-    assert cfg.data_dir == LOCAL.parent / "data"
-    assert cfg.node_data_dir("n2") == LOCAL.parent / "data" / "n2"
+    # Relative data_dir is relative to the file, and absolute once loaded:
+    # the checkout's data/, where the built-in default keeps it too.
+    assert cfg.data_dir == REPO / "data"
+    assert cfg.node_data_dir("n2") == REPO / "data" / "n2"
     assert cfg.source == LOCAL
 
 
@@ -71,6 +72,20 @@ def test_default_config_equals_local_toml_with_data_under_cwd(
     assert default.data_dir == tmp_path.resolve() / "data"
     assert default.source is None
     assert dataclasses.replace(default, data_dir=from_file.data_dir, source=LOCAL) == from_file
+
+
+def test_default_and_configs_local_toml_share_one_data_location(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From the checkout (where `make run` and the README run), one cluster, one ./data."""
+    monkeypatch.chdir(REPO)
+    assert default_config().data_dir == load_config(Path("configs/local.toml")).data_dir
+    assert default_config().node_data_dir("n1") == REPO / "data" / "n1"
+
+
+def test_make_run_starts_configs_local_toml() -> None:
+    run_recipe = (REPO / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "node start -c configs/local.toml" in run_recipe
 
 
 def test_five_node_example_loads() -> None:
