@@ -22,6 +22,7 @@ import asyncio
 import errno
 import logging
 import signal
+import socket
 import sys
 
 import grpc
@@ -29,7 +30,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from railyard.config import ClusterConfig, ConfigError
+from railyard.config import ClusterConfig, ConfigError, split_address
 from railyard.node.api.cluster_service import ClusterService
 from railyard.node.api.context import NodeContext
 from railyard.node.api.streams_service import StreamsService
@@ -78,8 +79,33 @@ class _Stop(Exception):
     """Raised inside the TaskGroup to end every task on a signal."""
 
 
+def port_taken(address: str) -> OSError | None:
+    """Why `address` cannot be listened on now (None: it can), found by binding it.
+
+    Checked before anything else, so a node that cannot listen stops with one
+    line (no gRPC error log of its own) and creates no data directory.
+    """
+    host, port = split_address(address)
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As a listening server does: a port in TIME_WAIT is free to use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> int:
     me = config.node(node_id)
+    for key, address in (("address", me.address), ("peer_address", me.peer_address)):
+        taken = None if address is None else port_taken(address)
+        if taken is not None:
+            hint = "; is the port in use?" if taken.errno == errno.EADDRINUSE else ""
+            log.error("cannot listen on %s %s (%s)%s", key, address, taken.strerror or taken, hint)
+            return EXIT_FAILED
     state = await asyncio.to_thread(open_state, config, node_id, log)
     addresses = {n.id: n.address for n in config.nodes}
     peer_addresses = {n.id: n.peer_address for n in config.nodes}

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -263,3 +265,43 @@ def test_supervisor_names_the_signal_and_the_restart_command(tmp_path: Path) -> 
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait(timeout=SUBPROCESS_TIMEOUT_S)
+
+
+# ------------------------------------------------------------------ a node's start
+
+
+def test_a_busy_port_is_one_line_and_creates_no_data_directory(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, name="busy")  # writes the file only
+    host, port = cluster.addresses["n1"].rsplit(":", 1)
+    with socket.socket() as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        done = railyard("node", "start", "-c", str(cluster.config_path), "--id", "n1")
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert f"cannot listen on address {cluster.addresses['n1']}" in lines[0]
+    assert "is the port in use?" in lines[0]
+    assert not cluster.data_dir("n1").exists()
+
+
+def test_a_node_started_on_an_empty_directory_says_so(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, name="empty") as cluster:
+        cluster.wait_for_leader()
+        for i in range(3):
+            assert railyard("put", "s", f"r{i}", "-c", str(cluster.config_path)).returncode == 0
+        cluster.wait_converged()
+        assert "empty data directory" not in cluster.logs()
+        victim = next(n for n in cluster.node_ids if n != cluster.leader())
+        cluster.stop_node(victim)
+        shutil.rmtree(cluster.data_dir(victim))
+        cluster.start_node(victim)
+        cluster.wait_ready(victim)
+        expected = (
+            f"{victim}: empty data directory {cluster.data_dir(victim)}; "
+            "catching up from the leader"
+        )
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while expected not in cluster.log(victim) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cluster.log(victim).count(expected) == 1, cluster.log(victim)[-2000:]

@@ -29,6 +29,18 @@ MARKER_FILE = "awaiting-catch-up"
 CATCH_UP_POLL_S = 0.005
 
 
+# A cluster that starts from nothing has committed its first leader's no-op
+# entry and no more by the time its nodes hear from it: a node that started
+# empty and learns of a larger commit index joined a cluster with a history
+# (its own data lost, or a data directory other than the one it used).
+FRESH_CLUSTER_COMMIT = 1
+
+
+def announce_empty(data_dir: Path, log: logging.Logger) -> None:
+    """The one line that makes a node started on the wrong (or a lost) directory visible."""
+    log.warning("%s: empty data directory %s; catching up from the leader", data_dir.name, data_dir)
+
+
 def marker_path(data_dir: Path) -> Path:
     return data_dir / MARKER_FILE
 
@@ -72,9 +84,15 @@ async def clear_when_caught_up(
     """
     if not marker_path(data_dir).exists():
         return
+    announced = False
     while awaiting():
+        if not announced and commit_index() > FRESH_CLUSTER_COMMIT:
+            announced = True
+            announce_empty(data_dir, log)
         await asyncio.sleep(interval_s)
     caught_up_at = commit_index()
+    if not announced and caught_up_at > FRESH_CLUSTER_COMMIT:
+        announce_empty(data_dir, log)
     while applied_index() < caught_up_at:
         await asyncio.sleep(interval_s)
     await asyncio.to_thread(forget_awaiting, data_dir)
