@@ -10,8 +10,10 @@ draws a progress bar on stderr while the load runs, and prints the result
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +25,7 @@ from railyard.cli.common import (
     EndpointsOption,
     Output,
     OutputOption,
+    eprint,
     examples,
     fail,
     print_json,
@@ -73,6 +76,8 @@ def print_result(result: dict[str, Any], output: Output) -> None:
         value = result[f"{name}_ms"]
         rows.append([f"latency {name}", "-" if value is None else f"{value:.2f} ms"])
     rows.append(["errors", str(result["errors"])])
+    if result.get("partial"):
+        rows.append(["partial", "yes: interrupted with Ctrl-C"])
     if result.get("last_error"):
         rows.append(["last error", result["last_error"]])
     print_table(["metric", "value"], rows)
@@ -92,13 +97,27 @@ def _budget(duration: str | None, count: int | None) -> Budget:
     return Budget(seconds, None)
 
 
+class _Interrupt:
+    """Whether Ctrl-C ended the run early: its figures are then partial."""
+
+    def __init__(self) -> None:
+        self.happened = False
+
+
 async def _with_progress(
     label: str,
     work: Callable[[], Awaitable[None]],
     stats: Stats,
     budget: Budget,
+    interrupt: _Interrupt | None = None,
 ) -> float:
-    """Run `work()` under a progress bar on stderr; returns the elapsed seconds."""
+    """Run `work()` under a progress bar on stderr; returns the elapsed seconds.
+
+    Ctrl-C (SIGINT) stops the work and returns normally, noting it in
+    `interrupt`, so the caller reports what was measured until then.
+    """
+    interrupt = interrupt or _Interrupt()
+    loop = asyncio.get_running_loop()
     console = Console(stderr=True)
     duration_s = budget.duration_s
     total = duration_s if duration_s is not None else float(budget.remaining or 0)
@@ -116,6 +135,12 @@ async def _with_progress(
     ) as progress:
         task = progress.add_task(label, total=total, rate="")
         job = asyncio.ensure_future(work())
+
+        def stop() -> None:
+            interrupt.happened = True
+            job.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, stop)
         try:
             while not job.done():
                 await asyncio.wait([job], timeout=PROGRESS_INTERVAL_S)
@@ -127,8 +152,10 @@ async def _with_progress(
                     completed=min(done, total),
                     rate=f"{rate:,.0f} rec/s  {stats.errors} err",
                 )
-            await job
+            if not interrupt.happened:
+                await job
         finally:
+            loop.remove_signal_handler(signal.SIGINT)
             job.cancel()
     return time.monotonic() - started
 
@@ -195,6 +222,8 @@ def put(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--size") from None
 
+    interrupt = _Interrupt()
+
     async def go() -> None:
         target = resolve_target(config, endpoints)
         result = await load_put(
@@ -206,14 +235,17 @@ def put(
             batch=batch,
             budget=budget,
             mode=mode,
-            watch=_with_progress,
+            watch=partial(_with_progress, interrupt=interrupt),
         )
-        _finish(result, output)
+        _finish(result, output, interrupt)
 
     run(go())
 
 
-def _finish(result: dict[str, Any], output: Output) -> None:
+def _finish(result: dict[str, Any], output: Output, interrupt: _Interrupt) -> None:
+    result["partial"] = interrupt.happened
+    if interrupt.happened:
+        eprint("interrupted: the figures below are partial, for the time the run lasted")
     print_result(result, output)
     if result["requests"] == 0:
         fail(f"no request succeeded ({result['errors']} errors; last: {result['last_error']})")
@@ -250,6 +282,7 @@ def get(
 ) -> None:
     """Read a stream from its oldest record as fast as possible; report rates and latency."""
     budget = Budget(None, None) if duration is None and count is None else _budget(duration, count)
+    interrupt = _Interrupt()
 
     async def go() -> None:
         target = resolve_target(config, endpoints)
@@ -261,7 +294,7 @@ def get(
                 page=page,
                 stale=stale,
                 budget=budget,
-                watch=_with_progress,
+                watch=partial(_with_progress, interrupt=interrupt),
             )
         except EmptyStream:
             fail(f"stream {stream!r} is empty; fill it first with `railyard bench put`")
@@ -269,6 +302,6 @@ def get(
             fail(
                 f"no stream {stream!r}; fill one first with `railyard bench put --stream {stream}`"
             )
-        _finish(result, output)
+        _finish(result, output, interrupt)
 
     run(go())

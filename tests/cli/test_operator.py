@@ -305,3 +305,47 @@ def test_a_node_started_on_an_empty_directory_says_so(tmp_path: Path) -> None:
         while expected not in cluster.log(victim) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert cluster.log(victim).count(expected) == 1, cluster.log(victim)[-2000:]
+
+
+# ------------------------------------------------------------------ bench
+
+
+def test_bench_interrupted_with_ctrl_c_prints_partial_results(cli_cluster: LocalCluster) -> None:
+    stream = fresh("bench")
+    bench = subprocess.Popen(
+        [
+            *RAILYARD,
+            "bench",
+            "put",
+            "--duration",
+            "60s",
+            "--stream",
+            stream,
+            "-c",
+            str(cli_cluster.config_path),
+            "-o",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while time.monotonic() < deadline:  # until puts are under way
+            described = cli(cli_cluster, "stream", "describe", stream, "-o", "json")
+            if described.exit_code == 0 and json.loads(described.stdout)["record_count"] > 0:
+                break
+            time.sleep(0.1)
+        bench.send_signal(signal.SIGINT)
+        out, err = bench.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait(timeout=SUBPROCESS_TIMEOUT_S)
+    assert bench.returncode == 0, err
+    result = json.loads(out)
+    assert result["partial"] is True
+    assert result["records"] > 0
+    assert result["duration_s"] < 30
+    assert "partial" in err and "Traceback" not in err
