@@ -6,9 +6,12 @@ their own when they stop nodes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import socket
@@ -349,3 +352,96 @@ def test_bench_interrupted_with_ctrl_c_prints_partial_results(cli_cluster: Local
     assert result["records"] > 0
     assert result["duration_s"] < 30
     assert "partial" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ get --follow
+
+
+def wait_for(path: Path, expected: str, timeout_s: float = SUBPROCESS_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while expected not in path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert expected in path.read_text(), path.read_text()[-2000:]
+
+
+def test_get_follow_outlives_a_cluster_restart(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, name="restart") as cluster:
+        cluster.wait_for_leader()
+        config = str(cluster.config_path)
+        assert railyard("put", "s", "before", "-c", config).returncode == 0
+        out_path, err_path = tmp_path / "follow.out", tmp_path / "follow.err"
+        with out_path.open("w") as out, err_path.open("w") as err:
+            follower = subprocess.Popen(
+                [*RAILYARD, "get", "s", "--follow", "-c", config], stdout=out, stderr=err
+            )
+        try:
+            wait_for(out_path, "1\tbefore\n")
+            for node_id in cluster.node_ids:
+                cluster.stop_node(node_id)
+            wait_for(err_path, "note: the cluster is unavailable")
+            assert follower.poll() is None, err_path.read_text()
+            cluster.start()
+            cluster.wait_for_leader()
+            assert railyard("put", "s", "after", "-c", config).returncode == 0
+            wait_for(out_path, "1\tbefore\n2\tafter\n")
+            assert out_path.read_text() == "1\tbefore\n2\tafter\n"
+            notes = err_path.read_text().splitlines()
+            assert len(notes) == 2, notes
+            assert "resuming at sequence 2" in notes[1]
+        finally:
+            follower.send_signal(signal.SIGINT)
+            try:
+                follower.wait(timeout=SUBPROCESS_TIMEOUT_S)
+            finally:
+                if follower.poll() is None:
+                    follower.kill()
+                    follower.wait(timeout=SUBPROCESS_TIMEOUT_S)
+
+
+# ------------------------------------------------------------------ stream delete
+
+
+def run_on_a_terminal(args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run `args` with stdin, stdout and stderr on a pseudo-terminal; type `answer`."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(args, stdin=child, stdout=child, stderr=child)
+    os.close(child)
+    seen = b""
+    try:
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        while b"?" not in seen and proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.1)
+            if ready:
+                with contextlib.suppress(OSError):  # EIO: the child closed its side
+                    seen += os.read(main, 4096)
+        if answer:
+            os.write(main, answer)
+        code = proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
+        with contextlib.suppress(OSError):
+            while select.select([main], [], [], 0.1)[0]:
+                chunk = os.read(main, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
+        os.close(main)
+    return code, seen.decode(errors="replace")
+
+
+def test_stream_delete_asks_on_a_terminal_unless_yes(cli_cluster: LocalCluster) -> None:
+    name = fresh("delete")
+    ok(cli(cli_cluster, "put", name, "x"))
+    command = [*RAILYARD, "stream", "delete", name, "-c", str(cli_cluster.config_path)]
+    code, text = run_on_a_terminal(command, b"n\n")
+    assert code == 1, text
+    assert f"Delete stream '{name}' and all its records?" in text
+    ok(cli(cli_cluster, "stream", "describe", name))  # still there
+    code, text = run_on_a_terminal(command, b"y\n")
+    assert code == 0, text
+    assert cli(cli_cluster, "stream", "describe", name).exit_code == 1
+    ok(cli(cli_cluster, "put", name, "x"))
+    code, text = run_on_a_terminal([*command, "--yes"], b"")
+    assert code == 0 and "?" not in text, text
