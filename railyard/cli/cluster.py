@@ -94,8 +94,12 @@ def status_json(target: Target, statuses: list[tuple[str, pb.NodeStatus | None]]
     leaders = [st for st in reachable if st.role == pb.ROLE_LEADER]
     leader = max(leaders, key=lambda st: st.term) if leaders else None
     # A follower names its leader: with only followers in reach (--endpoints
-    # of one follower), the header says what their rows say.
+    # of one follower), the header says what their rows say -- unless that
+    # node is one of those that did not answer (it went down since).
+    down = {ids.get(address) for address, st in statuses if st is None}
     named = max(((st.term, st.leader_id) for st in reachable if st.leader_id), default=(0, ""))[1]
+    if named in down:
+        named = ""
     if target.config is not None:
         name: str | None = target.config.name
     else:

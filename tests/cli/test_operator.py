@@ -25,6 +25,10 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from railyard.cli.app import app
+from railyard.cli.cluster import status_json
+from railyard.cli.common import Target
+from railyard.config import default_config
+from railyard.proto import railyard_pb2 as pb
 from tests.support.cluster import LocalCluster
 
 RAILYARD = [sys.executable, "-m", "railyard"]
@@ -445,3 +449,13 @@ def test_stream_delete_asks_on_a_terminal_unless_yes(cli_cluster: LocalCluster) 
     ok(cli(cli_cluster, "put", name, "x"))
     code, text = run_on_a_terminal([*command, "--yes"], b"")
     assert code == 0 and "?" not in text, text
+
+
+def test_status_header_does_not_name_a_leader_that_did_not_answer() -> None:
+    config = default_config()
+    target = Target(config.endpoints, config)
+    follower = pb.NodeStatus(node_id="n1", role=pb.ROLE_FOLLOWER, term=4, leader_id="n3")
+    statuses = [(config.endpoints[0], follower), (config.endpoints[1], None)]
+    assert status_json(target, [*statuses, (config.endpoints[2], None)])["leader"] is None
+    leader_up = pb.NodeStatus(node_id="n3", role=pb.ROLE_FOLLOWER, term=4, leader_id="n3")
+    assert status_json(target, [*statuses, (config.endpoints[2], leader_up)])["leader"] == "n3"
