@@ -30,7 +30,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from railyard.config import ClusterConfig, ConfigError, split_address
+from railyard.config import ClusterConfig, ConfigError, NodeConfig, split_address
 from railyard.node.api.cluster_service import ClusterService
 from railyard.node.api.context import NodeContext
 from railyard.node.api.streams_service import StreamsService
@@ -98,15 +98,27 @@ def port_taken(address: str) -> OSError | None:
     return None
 
 
-async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> int:
-    me = config.node(node_id)
-    for key, address in (("address", me.address), ("peer_address", me.peer_address)):
+def ports_free(me: NodeConfig, log: logging.Logger) -> bool:
+    """False, after one line naming the address, when the node cannot listen on one."""
+    for where, address in (("", me.address), ("peer_address ", me.peer_address)):
         taken = None if address is None else port_taken(address)
         if taken is not None:
             hint = "; is the port in use?" if taken.errno == errno.EADDRINUSE else ""
-            log.error("cannot listen on %s %s (%s)%s", key, address, taken.strerror or taken, hint)
-            return EXIT_FAILED
+            log.error("cannot listen on %s%s (%s)%s", where, address, taken.strerror or taken, hint)
+            return False
+    return True
+
+
+async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> int:
+    me = config.node(node_id)
+    # Before a data directory is created for a node that could not start; an
+    # existing one is locked first, so a second node on it is told whose it is.
+    if not config.node_data_dir(node_id).exists() and not ports_free(me, log):
+        return EXIT_FAILED
     state = await asyncio.to_thread(open_state, config, node_id, log)
+    if not ports_free(me, log):
+        state.close()
+        return EXIT_FAILED
     addresses = {n.id: n.address for n in config.nodes}
     peer_addresses = {n.id: n.peer_address for n in config.nodes}
     local = pb.Peer(cluster=config.name, node_id=node_id)

@@ -287,7 +287,7 @@ def test_a_busy_port_is_one_line_and_creates_no_data_directory(tmp_path: Path) -
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
-    assert f"cannot listen on address {cluster.addresses['n1']}" in lines[0]
+    assert f"cannot listen on {cluster.addresses['n1']} (" in lines[0]
     assert "is the port in use?" in lines[0]
     assert not cluster.data_dir("n1").exists()
 
