@@ -30,11 +30,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
     Target,
+    TlsFiles,
     examples,
     fail,
     print_json,
@@ -281,17 +285,17 @@ def _use_stream(mode: str, batch: int) -> bool:
     return mode == "stream" or (mode == "auto" and batch > 1)
 
 
-async def _leader_first(endpoints: list[str]) -> list[str]:
+async def _leader_first(target: Target) -> list[str]:
     """The endpoints with the current leader's first, so puts go straight to it.
 
     A follower forwards writes, which costs a second gRPC hop per request;
     a benchmark measures the cluster, not that hop (etcd's clients, too,
     are pointed at the leader by the peers' benchmark).
     """
-    async with RailyardClient(endpoints) as probe:
+    async with target.client() as probe:
         statuses = await probe.cluster_status()
     leaders = [e for e, st in statuses if st is not None and st.role == pb.ROLE_LEADER]
-    return leaders[:1] + [e for e in endpoints if e not in leaders[:1]]
+    return leaders[:1] + [e for e in target.endpoints if e not in leaders[:1]]
 
 
 async def _ensure_stream(client: RailyardClient, stream: str) -> None:
@@ -313,10 +317,10 @@ async def bench_put(
     stats = Stats()
     payload = os.urandom(size)
     streaming = _use_stream(mode, batch)
-    endpoints = await _leader_first(target.endpoints)
-    opened = [RailyardClient(endpoints) for _ in range(clients)]
+    endpoints = await _leader_first(target)
+    opened = [RailyardClient(endpoints, tls=target.tls) for _ in range(clients)]
     producers = [
-        StreamProducer(endpoints, stream, window=in_flight)
+        StreamProducer(endpoints, stream, window=in_flight, tls=target.tls)
         for _ in range(clients if streaming else 0)
     ]
     try:
@@ -386,6 +390,9 @@ def put(
     ] = "auto",
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Append records as fast as the cluster takes them; report rates and latency."""
@@ -404,7 +411,7 @@ def put(
         raise typer.BadParameter(str(e), param_hint="--size") from None
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         result = await bench_put(
             target,
             stream=stream,
@@ -467,7 +474,7 @@ async def bench_get(
     budget: Budget,
 ) -> dict[str, Any]:
     stats = Stats()
-    opened = [RailyardClient(target.endpoints) for _ in range(clients)]
+    opened = [target.client() for _ in range(clients)]
     try:
         info = await opened[0].describe_stream(stream)
         if info.record_count == 0:
@@ -519,13 +526,16 @@ def get(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Read a stream from its oldest record as fast as possible; report rates and latency."""
     budget = Budget(None, None) if duration is None and count is None else _budget(duration, count)
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         try:
             result = await bench_get(
                 target,

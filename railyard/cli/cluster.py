@@ -8,11 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
     Target,
+    TlsFiles,
     eprint,
     errors_end_cleanly,
     examples,
@@ -23,7 +27,6 @@ from railyard.cli.common import (
     run,
 )
 from railyard.cli.units import parse_duration_ms
-from railyard.client import RailyardClient
 from railyard.proto import railyard_pb2 as pb
 
 ROLE_NAMES: dict[int, str] = {
@@ -129,6 +132,9 @@ def print_status(doc: dict[str, Any]) -> None:
 def status(
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Show every node: role, term, leader, commit/applied/last-log/snapshot index.
@@ -137,8 +143,8 @@ def status(
     """
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             statuses = await client.cluster_status()
         doc = status_json(target, statuses)
         if output is Output.json:
@@ -178,7 +184,7 @@ async def _force_election(target: Target, to: str | None, output: Output) -> Non
         target.config.election_timeout_ms if target.config else ASSUMED_ELECTION_TIMEOUT_MS
     )
     wait_s = ELECTION_TIMEOUTS_TO_WAIT * election_ms / 1000
-    async with RailyardClient(target.endpoints, timeout_s=max(wait_s, 5.0)) as client:
+    async with target.client(timeout_s=max(wait_s, 5.0)) as client:
         before = await client.cluster_status()
         known_ids = list(target.node_ids.values()) or [st.node_id for _, st in before if st]
         if to is not None and to not in known_ids:
@@ -220,12 +226,17 @@ def force_election(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Move leadership to another node and print the old leader, the new one and the term."""
 
     async def go() -> None:
-        await _force_election(resolve_target(config, endpoints), node, output)
+        await _force_election(
+            resolve_target(config, endpoints, TlsFiles(cacert, cert, key)), node, output
+        )
 
     run(go())
 
@@ -241,6 +252,9 @@ FORCE_ELECTION_EPILOG = examples(
 def top(
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     interval: Annotated[
         str, typer.Option(help="Refresh interval (e.g. 250ms, 0.5s, 1s).")
     ] = DEFAULT_TOP_INTERVAL,
@@ -253,11 +267,11 @@ def top(
     if interval_s <= 0:
         raise typer.BadParameter("expected a positive duration", param_hint="--interval")
     with errors_end_cleanly():
-        target = resolve_target(config, endpoints)
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         from railyard.tui import run_dashboard  # Textual is heavy: load it only for `top`
 
         try:
-            run_dashboard(target.endpoints, interval_s)
+            run_dashboard(target.endpoints, interval_s, target.tls)
         except KeyboardInterrupt:
             eprint("")
 

@@ -26,11 +26,16 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
+    PutKeyOption,
     Target,
+    TlsFiles,
     errors_end_cleanly,
     examples,
     fail,
@@ -40,7 +45,6 @@ from railyard.cli.common import (
 )
 from railyard.cli.streams import iso_ms
 from railyard.cli.units import parse_time_ms
-from railyard.client import RailyardClient
 from railyard.client.producer import StreamProducer
 from railyard.config import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS
 from railyard.config import DEFAULT_MAX_RECORD_BYTES as CONFIG_MAX_RECORD_BYTES
@@ -82,6 +86,9 @@ def put(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    tls_key: PutKeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Append a record (or stdin's lines, with -) and print each sequence number.
@@ -90,7 +97,7 @@ def put(
     the sequence number, or {"stream", "sequence"} with -o json. Empty lines
     of stdin are skipped.
     """
-    target = _target_or_exit(config, endpoints)
+    target = _target_or_exit(config, endpoints, TlsFiles(cacert, cert, tls_key))
     if data == "-":
         if key is not None:
             raise typer.BadParameter("--key applies to a single record, not to stdin")
@@ -106,9 +113,9 @@ PUT_EPILOG = examples(
 )
 
 
-def _target_or_exit(config: Path | None, endpoints: str | None) -> Target:
+def _target_or_exit(config: Path | None, endpoints: str | None, tls: TlsFiles) -> Target:
     with errors_end_cleanly():
-        return resolve_target(config, endpoints)
+        return resolve_target(config, endpoints, tls)
 
 
 def _print_ack(stream: str, sequence: int, output: Output) -> None:
@@ -131,7 +138,7 @@ async def _put_one(
             f"record of {len(data)} bytes is larger than the cluster's limit of {limit} bytes; "
             "split it or raise max_record_bytes in the cluster file"
         )
-    async with RailyardClient(target.endpoints) as client:
+    async with target.client() as client:
         sequence = await client.put(stream, data, key.encode() if key is not None else None)
     _print_ack(stream, sequence, output)
 
@@ -228,7 +235,9 @@ async def _put_stdin(target: Target, stream: str, output: Output) -> None:
     _start_stdin_reader(chunks)
     batches = _StdinBatches(chunks, max_records, max_bytes)
     acks: asyncio.Queue[tuple[asyncio.Future[list[int]], int] | None] = asyncio.Queue()
-    async with StreamProducer(target.endpoints, stream, window=PUT_WINDOW_BATCHES) as producer:
+    async with StreamProducer(
+        target.endpoints, stream, window=PUT_WINDOW_BATCHES, tls=target.tls
+    ) as producer:
         printer = asyncio.ensure_future(_print_acks(acks, stream, output))
         try:
             while (batch := await batches.next(_record_limit(target))) is not None:
@@ -304,6 +313,9 @@ def get(
     ] = False,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Print records as SEQ<TAB>DATA lines, oldest first.
@@ -339,7 +351,7 @@ def get(
         position = ("AT_TIMESTAMP", 0, since_ms)
     else:
         position = ("TRIM_HORIZON", 0, 0)
-    target = _target_or_exit(config, endpoints)
+    target = _target_or_exit(config, endpoints, TlsFiles(cacert, cert, key))
     try:
         run(_get(target, stream, position, limit, follow, stale, output))
     except KeyboardInterrupt:
@@ -391,7 +403,7 @@ async def _get(
     kind, sequence, timestamp_ms = position
     printed = 0
     idle_s = FOLLOW_POLL_MIN_S
-    async with RailyardClient(target.endpoints) as client:
+    async with target.client() as client:
         next_sequence = await client.get_iterator_index(stream, kind, sequence, timestamp_ms)
         while limit is None or printed < limit:
             page = GET_PAGE_RECORDS if limit is None else min(GET_PAGE_RECORDS, limit - printed)

@@ -8,10 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
+    TlsFiles,
     examples,
     print_json,
     print_table,
@@ -19,7 +23,6 @@ from railyard.cli.common import (
     run,
 )
 from railyard.cli.units import format_bytes, format_duration_ms, parse_duration_ms, parse_size
-from railyard.client import RailyardClient
 from railyard.proto import railyard_pb2 as pb
 
 stream_app = typer.Typer(
@@ -125,6 +128,9 @@ def create(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Create a stream, optionally with retention limits (default: keep everything)."""
@@ -132,8 +138,8 @@ def create(
     size = _option_value(parse_size, max_bytes, "--max-bytes")
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             info = await client.create_stream(
                 name, max_age_ms=age_ms, max_records=max_records or 0, max_bytes=size
             )
@@ -146,13 +152,16 @@ def create(
 def list_(
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """List every stream with its size and retention."""
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             infos = await client.list_streams()
         print_streams(sorted(infos, key=lambda i: i.name), output)
 
@@ -164,13 +173,16 @@ def describe(
     name: NameArgument,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Show one stream: records, bytes, first and last sequence, retention."""
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             info = await client.describe_stream(name)
         _print_stream(info, output)
 
@@ -182,13 +194,16 @@ def delete(
     name: NameArgument,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Delete a stream and all its records."""
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             await client.delete_stream(name)
         if output is Output.json:
             print_json({"stream": name, "deleted": True})

@@ -25,6 +25,7 @@ What it guarantees:
   shares the id), the put raises `AlreadyApplied` when an earlier attempt
   may have been applied, and is sent again with the next free sequence when
   none was.
+- With `tls`, every channel is TLS, presenting the client's certificate.
 - Errors arrive as the typed exceptions of `railyard.client.errors`.
 
 It imports only the generated protocol code, grpc and the standard library.
@@ -54,6 +55,7 @@ from railyard.client.errors import (
     error_from_rpc,
     leader_hint,
 )
+from railyard.client.tls import ClientTls, open_channel
 from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -122,6 +124,7 @@ class RailyardClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         producer_id: str | None = None,
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
+        tls: ClientTls | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("RailyardClient needs at least one endpoint (host:port)")
@@ -135,6 +138,7 @@ class RailyardClient:
         self._lane_count = itertools.count()
         self._rng = random.Random()
         self._attempt_timeout_s = attempt_timeout_s
+        self._credentials = tls.credentials() if tls is not None else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -162,7 +166,7 @@ class RailyardClient:
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            channel = open_channel(endpoint, self._credentials, CHANNEL_OPTIONS)
             self._channels[endpoint] = channel
         return channel
 
