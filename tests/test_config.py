@@ -287,7 +287,7 @@ def test_tls_errors_name_the_key(tmp_path: Path, tls: str, key: str, expected: s
 
 
 def test_insecure_must_be_a_boolean(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cluster.insecure: expected true or false"):
+    with pytest.raises(ConfigError, match=r"cluster\.insecure: expected true or false"):
         load_text(tmp_path, "[cluster]\ninsecure = 'yes'\n" + NODES_3)
 
 
