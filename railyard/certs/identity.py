@@ -120,6 +120,11 @@ def _ou(cert: x509.Certificate) -> str | None:
 
 def days_left(pem: bytes, now: datetime.datetime | None = None) -> int:
     """Whole days until the first certificate in `pem` expires (negative once expired)."""
-    cert = x509.load_pem_x509_certificate(pem)
     moment = now or datetime.datetime.now(datetime.UTC)
-    return int((cert.not_valid_after_utc - moment).total_seconds() // SECONDS_PER_DAY)
+    return int((expires_at(pem) - moment).total_seconds() // SECONDS_PER_DAY)
+
+
+@functools.lru_cache(maxsize=IDENTITY_CACHE_SIZE)
+def expires_at(pem: bytes) -> datetime.datetime:
+    """When the first certificate in `pem` expires (UTC)."""
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc

@@ -111,6 +111,9 @@ class ClusterService(pb_grpc.ClusterServicer):
             snapshots_installed=self.driver.stats.snapshots_installed,
             streams=[stream_info_to_pb(s) for s in streams],
             awaiting_catch_up=core.awaiting_catch_up,
+            tls=self.node.tls is not None,
+            insecure=self.node.insecure,
+            cert_days_left=self.node.tls.days_left() if self.node.tls is not None else 0,
         )
         for peer_id, progress in sorted(core.progress.items()):
             if peer_id == self.node.node_id:
