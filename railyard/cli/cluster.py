@@ -52,7 +52,10 @@ STATUS_COLUMNS = (
     "applied",
     "last log",
     "snapshot",
+    "cert",
 )
+# `status` flags a certificate this close to expiring (as the node's own warning).
+CERT_WARNING_DAYS = 30
 
 
 # ------------------------------------------------------------------ status
@@ -72,6 +75,9 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
             "last_log_index": None,
             "snapshot_index": None,
             "awaiting_catch_up": None,
+            "tls": None,
+            "insecure": None,
+            "cert_days_left": None,
         }
     return {
         "id": status.node_id or node_id,
@@ -85,6 +91,9 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
         "last_log_index": status.last_log_index,
         "snapshot_index": status.snapshot_index,
         "awaiting_catch_up": status.awaiting_catch_up,
+        "tls": status.tls,
+        "insecure": status.insecure,
+        "cert_days_left": status.cert_days_left if status.tls else None,
     }
 
 
@@ -102,13 +111,37 @@ def status_json(target: Target, statuses: list[tuple[str, pb.NodeStatus | None]]
         "cluster": name,
         "leader": leader.node_id if leader is not None else None,
         "term": max((st.term for st in reachable), default=None),
+        "security": security(reachable),
         "nodes": nodes,
     }
 
 
+def security(reachable: list[pb.NodeStatus]) -> str | None:
+    """ "tls" when every answering node is, "insecure" when any serves plaintext by
+    the file's leave (insecure = true), else "plaintext" (loopback only)."""
+    if not reachable:
+        return None
+    if any(st.insecure for st in reachable):
+        return "insecure"
+    return "tls" if all(st.tls for st in reachable) else "plaintext"
+
+
+def cert_text(days: int | None) -> str | None:
+    if days is None:
+        return None
+    if days < 0:
+        return "EXPIRED"
+    return f"{days}d{' (renew!)' if days <= CERT_WARNING_DAYS else ''}"
+
+
 def print_status(doc: dict[str, Any]) -> None:
     leader = doc["leader"] or "none"
-    print(f"cluster {doc['cluster'] or '?'}: leader {leader}, term {doc['term'] or '-'}")
+    security = {
+        "tls": ", mutual TLS",
+        "insecure": ", INSECURE: plaintext beyond loopback (insecure = true)",
+        "plaintext": ", plaintext (loopback)",
+    }.get(doc["security"], "")
+    print(f"cluster {doc['cluster'] or '?'}: leader {leader}, term {doc['term'] or '-'}{security}")
     print_table(
         STATUS_COLUMNS,
         [
@@ -123,6 +156,7 @@ def print_status(doc: dict[str, Any]) -> None:
                 n["applied_index"],
                 n["last_log_index"],
                 n["snapshot_index"],
+                cert_text(n["cert_days_left"]),
             ]
             for n in doc["nodes"]
         ],

@@ -97,6 +97,10 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
+# The two ways a TLS handshake fails, as `_handshake_failure` tells them.
+SERVER_NOT_TRUSTED = "server not trusted"
+CLIENT_REFUSED = "client refused"
+
 START_POSITIONS: dict[str, pb.StartPosition.ValueType] = {
     "TRIM_HORIZON": pb.TRIM_HORIZON,
     "LATEST": pb.LATEST,
@@ -222,6 +226,7 @@ class RailyardClient:
         backoff_s = BACKOFF_INITIAL_S
         last: Unavailable | None = None
         refused: set[str] = set()
+        turned_away: dict[str, str] = {}  # endpoint -> how its TLS handshake failed
         # A fresh leader hint is followed at once, but once per backoff round:
         # two nodes naming each other in mid-election must not make a busy loop.
         followed_hint = False
@@ -240,9 +245,15 @@ class RailyardClient:
                     raise error_from_rpc(e, endpoint) from None
                 error = error_from_rpc(e, endpoint)
                 last = error if isinstance(error, Unavailable) else last
-                if _is_refused(e):
+                handshake = _handshake_failure(e)
+                if handshake is not None:
+                    turned_away[endpoint] = handshake
+                    refused.add(endpoint)
+                elif _is_refused(e):
+                    turned_away.pop(endpoint, None)
                     refused.add(endpoint)
                 else:
+                    turned_away.pop(endpoint, None)
                     refused.discard(endpoint)
                 if self._note_failure(endpoint, e) and not followed_hint:
                     followed_hint = True
@@ -254,11 +265,19 @@ class RailyardClient:
                 await asyncio.sleep(sleep_s)
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
             followed_hint = False
-        raise self._unavailable(what, last, refused)
+        raise self._unavailable(what, last, refused, turned_away)
 
-    def _unavailable(self, what: str, last: Unavailable | None, refused: set[str]) -> Unavailable:
+    def _unavailable(
+        self,
+        what: str,
+        last: Unavailable | None,
+        refused: set[str],
+        turned_away: dict[str, str],
+    ) -> Unavailable:
         where = ", ".join(self.endpoints)
-        if refused >= set(self.endpoints):
+        if turned_away and refused >= set(self.endpoints):
+            message = f"{what}: {self._tls_advice(where, next(iter(turned_away.values())))}"
+        elif refused >= set(self.endpoints):
             message = (
                 f"{what}: no node is listening at {where} (connection refused); "
                 "is the cluster running? (railyard node start)"
@@ -272,6 +291,24 @@ class RailyardClient:
             message,
             leader=last.leader if last else None,
             leader_address=last.leader_address if last else None,
+        )
+
+    def _tls_advice(self, where: str, failure: str) -> str:
+        """What a failed TLS handshake most likely means, and what to do."""
+        if self._credentials is None:
+            return (
+                f"the nodes at {where} closed the connection: they serve TLS and this "
+                "client does not (give --cacert, --cert and --key, or -c FILE with [tls])"
+            )
+        if failure == SERVER_NOT_TRUSTED:
+            return (
+                f"the TLS handshake with {where} failed: the node's certificate is not "
+                "signed by the CA given (--cacert), or the node serves plaintext"
+            )
+        return (
+            f"the nodes at {where} refused this client's certificate during the TLS "
+            "handshake (none given, another CA's, or expired: check --cert and --key; "
+            "the node's log says which)"
         )
 
     # ------------------------------------------------------------ streams
@@ -563,6 +600,23 @@ class _MaybeApplied:
             ):
                 self.maybe = True
             raise
+
+
+def _handshake_failure(error: grpc.aio.AioRpcError) -> str | None:
+    """How connecting failed in the TLS handshake, or None when it did not.
+
+    A node that refuses the client's certificate (or a plaintext hello)
+    closes the socket during the handshake; a client that does not trust
+    the node's certificate says so itself.
+    """
+    details = (error.details() or "").lower()
+    if "failed to connect" not in details:
+        return None
+    if "handshake failed" in details:
+        return SERVER_NOT_TRUSTED
+    if "socket closed" in details:
+        return CLIENT_REFUSED
+    return None
 
 
 def _is_refused(error: grpc.aio.AioRpcError) -> bool:

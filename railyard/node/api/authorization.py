@@ -30,27 +30,31 @@ import grpc
 
 from railyard.certs import ADMIN, NODE, READER, WRITER, Identity
 from railyard.node.security import identity_of
+from railyard.proto import railyard_pb2 as pb
 
 # Refusals are logged at most this often per (caller, method): a client retries.
 REFUSAL_LOG_INTERVAL_S = 5.0
 
+STREAMS, CLUSTER, RAFT = (
+    pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Streams", "Cluster", "Raft")
+)
 REQUIRED_ROLES: dict[str, str] = {
-    "/railyard.Streams/ListStreams": READER,
-    "/railyard.Streams/DescribeStream": READER,
-    "/railyard.Streams/GetIteratorIndex": READER,
-    "/railyard.Streams/GetRecords": READER,
-    "/railyard.Cluster/Status": READER,
-    "/railyard.Cluster/WatchStatus": READER,
-    "/railyard.Streams/CreateStream": WRITER,
-    "/railyard.Streams/PutRecord": WRITER,
-    "/railyard.Streams/PutRecords": WRITER,
-    "/railyard.Streams/PutRecordStream": WRITER,
-    "/railyard.Streams/DeleteStream": ADMIN,
-    "/railyard.Cluster/TransferLeadership": ADMIN,
-    "/railyard.Cluster/ReadLog": ADMIN,
+    f"/{STREAMS}/ListStreams": READER,
+    f"/{STREAMS}/DescribeStream": READER,
+    f"/{STREAMS}/GetIteratorIndex": READER,
+    f"/{STREAMS}/GetRecords": READER,
+    f"/{CLUSTER}/Status": READER,
+    f"/{CLUSTER}/WatchStatus": READER,
+    f"/{STREAMS}/CreateStream": WRITER,
+    f"/{STREAMS}/PutRecord": WRITER,
+    f"/{STREAMS}/PutRecords": WRITER,
+    f"/{STREAMS}/PutRecordStream": WRITER,
+    f"/{STREAMS}/DeleteStream": ADMIN,
+    f"/{CLUSTER}/TransferLeadership": ADMIN,
+    f"/{CLUSTER}/ReadLog": ADMIN,
 }
 READER_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-NODE_PREFIX = "/railyard.Raft/"
+NODE_PREFIX = f"/{RAFT}/"
 
 
 def required_role(method: str) -> str:
