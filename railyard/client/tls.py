@@ -35,8 +35,12 @@ class ClientTls:
         cls, ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
     ) -> ClientTls:
         if (cert_file is None) != (key_file is None):
-            missing = "--key (RAILYARD_KEY)" if key_file is None else "--cert (RAILYARD_CERT)"
-            raise TlsFilesError(f"a client certificate needs its key and vice versa: add {missing}")
+            missing = (
+                "its key (--key, or --tls-key for put; RAILYARD_KEY)"
+                if key_file is None
+                else "its certificate (--cert; RAILYARD_CERT)"
+            )
+            raise TlsFilesError(f"a client certificate and its key go together: add {missing}")
         return cls(
             _read(ca_file, "CA certificate", b"CERTIFICATE"),
             _read(cert_file, "certificate", b"CERTIFICATE") if cert_file else None,

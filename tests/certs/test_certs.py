@@ -131,3 +131,26 @@ def test_cert_client_errors_are_one_line(tmp_path: Path) -> None:
     assert code == 1
     assert "ca.pem: not found; create the cluster's CA with `railyard cert init" in output
     assert len(output.strip().splitlines()) == 1
+
+
+def test_client_tls_flags_that_do_not_fit_are_one_line_errors(tmp_path: Path) -> None:
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(CLUSTER)
+    assert cli("cert", "init", "-c", str(cluster))[0] == 0
+    certs = tmp_path / "certs"
+    endpoints = ["--endpoints", "127.0.0.1:1"]
+    code, output = cli("status", *endpoints, "--cert", str(certs / "client.pem"))
+    assert (code, output.strip()) == (
+        1,
+        "error: --cert/--key: a TLS client also needs the cluster's CA: add --cacert",
+    )
+    code, output = cli(
+        "status", *endpoints, "--cacert", str(certs / "ca.pem"), "--cert", str(certs / "n1.pem")
+    )
+    assert code == 1
+    assert "a client certificate and its key go together: add its key" in output
+    code, output = cli("status", *endpoints, "--cacert", str(certs / "n1.key"))
+    assert (code, output.strip()) == (
+        1,
+        f"error: {certs / 'n1.key'}: expected a PEM CA certificate",
+    )
