@@ -43,7 +43,9 @@ pytestmark = pytest.mark.timeout(120)
 CLI_TIMEOUT_S = 30.0
 STREAM = "secure"
 # A refused client gives up after the client's 2 s; the log line follows at once.
-LOG_WAIT_S = 5.0
+LOG_WAIT_S = 10.0
+# The forged messages' term: no election of the test's life comes near it.
+FORGED_TERM = 99
 WAIT_S = 5.0
 
 
@@ -268,7 +270,9 @@ def test_a_writer_puts_and_a_reader_reads(cluster: LocalCluster) -> None:
 def forged_frame(cluster: LocalCluster, sender: str, to: str) -> bytes:
     """An AppendEntries-style heartbeat from `sender` far ahead in term."""
     message = message_to_pb(
-        Message(type=MessageType.HEARTBEAT, to=NodeId(to), sender=NodeId(sender), term=Term(99))
+        Message(
+            type=MessageType.HEARTBEAT, to=NodeId(to), sender=NodeId(sender), term=Term(FORGED_TERM)
+        )
     )
     peer = pb.Peer(cluster="secure", node_id=sender)
     return tcp.frame(envelope(peer, [message]).SerializeToString())
@@ -294,14 +298,16 @@ def refusal_text(answer: bytes) -> str:
     return answer[4 : 4 + size].decode()
 
 
-def terms(cluster: LocalCluster) -> set[int]:
-    return {st.term for st in map(cluster.status, cluster.node_ids) if st is not None}
+def forged_term_taken(cluster: LocalCluster) -> bool:
+    """Whether any node moved to the forged term (an election under load may move it less)."""
+    statuses = [cluster.status(nid) for nid in cluster.node_ids]
+    return any(st is not None and st.term >= FORGED_TERM for st in statuses)
 
 
 async def test_a_client_certificate_cannot_act_as_a_peer(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     target = next(n for n in cluster.node_ids if n != leader)
-    before, since = terms(cluster), log_sizes(cluster)
+    since = log_sizes(cluster)
     frame = forged_frame(cluster, leader, target)
     answer = await peer_exchange(cluster, target, "client", tcp.PREAMBLE + frame)
     assert "certificate 'client' is not a node's" in refusal_text(answer)
@@ -313,13 +319,13 @@ async def test_a_client_certificate_cannot_act_as_a_peer(cluster: LocalCluster) 
         pb_grpc.RaftStub(channel).AppendEntries(request, timeout=WAIT_S)
     assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "for cluster nodes only" in (info.value.details() or "")
-    assert terms(cluster) == before
+    assert not forged_term_taken(cluster)
 
 
 async def test_a_node_certificate_must_name_the_frames_sender(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     target, other = (n for n in cluster.node_ids if n != leader)
-    before, since = terms(cluster), log_sizes(cluster)
+    since = log_sizes(cluster)
     # `other` holds a real node certificate and claims to be the leader.
     answer = await peer_exchange(
         cluster, target, other, tcp.PREAMBLE + forged_frame(cluster, leader, target)
@@ -333,7 +339,7 @@ async def test_a_node_certificate_must_name_the_frames_sender(cluster: LocalClus
         pb_grpc.RaftStub(channel).AppendEntries(request, timeout=WAIT_S)
     assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert f"authenticated as node {other}" in (info.value.details() or "")
-    assert terms(cluster) == before
+    assert not forged_term_taken(cluster)
 
 
 # ------------------------------------------------------------------ rotation
