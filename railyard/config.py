@@ -10,10 +10,19 @@ A cluster file names the cluster, its timings and its nodes::
     snapshot_every = 10000
     auto_create_streams = true
 
+    insecure = false              # true: may serve beyond loopback without [tls]
+
     [[nodes]]
     id = "n1"
     address = "127.0.0.1:50051"       # clients and the named RPCs (gRPC)
     peer_address = "127.0.0.1:51051"  # optional: Raft traffic from peers (TCP)
+
+    [tls]                                   # optional: mutual TLS everywhere
+    ca_file = "certs/ca.pem"                # relative to this file
+    cert_file = "certs/{id}.pem"            # {id} is the node id
+    key_file = "certs/{id}.key"
+    client_cert_file = "certs/client.pem"   # what the CLI and `top` present
+    client_key_file = "certs/client.key"
 
 A node with a ``peer_address`` receives its peers' Raft messages as
 length-prefixed frames over plain TCP there, which costs a fraction of a
@@ -28,6 +37,12 @@ Invariants of a loaded `ClusterConfig`:
 - Node ids are unique, and so are all addresses and peer addresses taken
   together; every address is ``host:port`` with a port in 1..65535; there
   is at least one node.
+- With ``[tls]``: every path is absolute (relative ones are resolved
+  against the file's directory), ``cert_file`` and ``key_file`` name each
+  node's own files through ``{id}`` (no other placeholder) when there is
+  more than one node, and the client's certificate and key come together.
+  Whether the files exist is checked by whoever uses them: `railyard cert
+  init` reads a file whose certificates do not exist yet.
 - ``2 * heartbeat_interval_ms <= election_timeout_ms``: a follower whose
   timeout is drawn from ``[t, 2t)`` then hears at least one heartbeat before
   its shortest possible timeout even when the previous one was lost, so a
@@ -42,6 +57,7 @@ This module reads files and nothing else: no network, no clocks.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -54,7 +70,9 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "NodeConfig",
+    "TlsConfig",
     "default_config",
+    "is_loopback_host",
     "load_config",
 ]
 
@@ -81,6 +99,8 @@ HEARTBEATS_PER_ELECTION_TIMEOUT = 2
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CLUSTER_NAME_PATTERN = NODE_ID_PATTERN
 MAX_PORT = 65535
+# The one placeholder of [tls] cert_file and key_file.
+NODE_ID_PLACEHOLDER = "{id}"
 BUILTIN_SOURCE = "<built-in local cluster>"
 # The built-in cluster is configs/local.toml; its relative data_dir resolves
 # as if the file were read from here, below the current directory.
@@ -135,6 +155,27 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """The ``[tls]`` table: the cluster CA, each node's certificate, the CLI's own.
+
+    `cert_file` and `key_file` are absolute paths in which ``{id}`` stands
+    for the node id.
+    """
+
+    ca_file: Path
+    cert_file: str
+    key_file: str
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    def node_cert_file(self, node_id: str) -> Path:
+        return Path(self.cert_file.replace(NODE_ID_PLACEHOLDER, node_id))
+
+    def node_key_file(self, node_id: str) -> Path:
+        return Path(self.key_file.replace(NODE_ID_PLACEHOLDER, node_id))
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A validated cluster file (see the module docstring for the invariants)."""
 
@@ -150,6 +191,14 @@ class ClusterConfig:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    tls: TlsConfig | None = None
+    insecure: bool = False
+
+    def exposed_addresses(self, node_id: str) -> list[str]:
+        """Node `node_id`'s addresses that are not loopback (reachable from elsewhere)."""
+        node = self.node(node_id)
+        addresses = [node.address, *([node.peer_address] if node.peer_address else [])]
+        return [a for a in addresses if not is_loopback_host(split_address(a)[0])]
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -225,7 +274,7 @@ class _Validator:
         return ConfigError(f"{self.where}: {key}: {expected}")
 
     def cluster_config(self, doc: Mapping[str, Any], source: Path | None) -> ClusterConfig:
-        self.reject_unknown(doc, "", {"cluster", "nodes"})
+        self.reject_unknown(doc, "", {"cluster", "nodes", "tls"})
         cluster = doc.get("cluster", {})
         if not isinstance(cluster, dict):
             raise self.fail("cluster", "expected a [cluster] table")
@@ -251,6 +300,7 @@ class _Validator:
                 f"heartbeat does not start an election (got {heartbeat} ms)",
             )
         nodes = self.nodes(doc.get("nodes"))
+        tls = self.tls(doc["tls"], len(nodes)) if "tls" in doc else None
         return ClusterConfig(
             name=name,
             data_dir=(self.base_dir / data_dir).resolve(),
@@ -274,6 +324,47 @@ class _Validator:
             max_batch_bytes=self.integer(
                 cluster, "cluster.max_batch_bytes", DEFAULT_MAX_BATCH_BYTES, 1
             ),
+            tls=tls,
+            insecure=self.boolean(cluster, "cluster.insecure", False),
+        )
+
+    def tls(self, table: object, node_count: int) -> TlsConfig:
+        if not isinstance(table, dict):
+            raise self.fail("tls", "expected a [tls] table")
+        self.reject_unknown(table, "tls.", _TLS_KEYS)
+        paths: dict[str, str] = {}
+        for key in ("ca_file", "cert_file", "key_file", "client_cert_file", "client_key_file"):
+            if key not in table and key.startswith("client_"):
+                continue
+            text = self.string(table, f"tls.{key}", None)
+            if not text:
+                raise self.fail(f"tls.{key}", "expected a non-empty path")
+            paths[key] = str(self.base_dir / text)
+        for key in ("cert_file", "key_file"):
+            raw = str(table[key])
+            rest = raw.replace(NODE_ID_PLACEHOLDER, "")
+            if "{" in rest or "}" in rest:
+                raise self.fail(
+                    f"tls.{key}", f"expected {{id}} as the only placeholder (got {raw!r})"
+                )
+            if node_count > 1 and NODE_ID_PLACEHOLDER not in raw:
+                raise self.fail(
+                    f"tls.{key}",
+                    f"expected {{id}} in the path, so each node has its own (got {table[key]!r})",
+                )
+        if ("client_cert_file" in paths) != ("client_key_file" in paths):
+            raise self.fail(
+                "tls.client_key_file" if "client_cert_file" in paths else "tls.client_cert_file",
+                "expected client_cert_file and client_key_file together",
+            )
+        client_cert = paths.get("client_cert_file")
+        client_key = paths.get("client_key_file")
+        return TlsConfig(
+            ca_file=Path(paths["ca_file"]),
+            cert_file=paths["cert_file"],
+            key_file=paths["key_file"],
+            client_cert_file=Path(client_cert) if client_cert else None,
+            client_key_file=Path(client_key) if client_key else None,
         )
 
     def nodes(self, raw: object) -> tuple[NodeConfig, ...]:
@@ -369,7 +460,20 @@ _CLUSTER_KEYS = {
     "max_record_bytes",
     "max_batch_records",
     "max_batch_bytes",
+    "insecure",
 }
+_TLS_KEYS = {"ca_file", "cert_file", "key_file", "client_cert_file", "client_key_file"}
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an address, ``[v6]`` allowed) is this machine only."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -236,3 +236,83 @@ def test_even_node_count_is_a_warning_not_an_error(tmp_path: Path) -> None:
 def test_heartbeat_exactly_half_the_election_timeout_is_accepted(tmp_path: Path) -> None:
     text = "[cluster]\nheartbeat_interval_ms = 500\nelection_timeout_ms = 1000\n" + NODES_3
     assert load_text(tmp_path, text).heartbeat_interval_ms == 500
+
+
+TLS = """
+[tls]
+ca_file = "certs/ca.pem"
+cert_file = "certs/{id}.pem"
+key_file = "certs/{id}.key"
+client_cert_file = "certs/client.pem"
+client_key_file = "certs/client.key"
+"""
+
+
+def test_tls_paths_are_relative_to_the_file_and_id_is_substituted(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, NODES_3 + TLS)
+    assert cfg.tls is not None
+    base = tmp_path.resolve()
+    assert cfg.tls.ca_file == base / "certs" / "ca.pem"
+    assert cfg.tls.node_cert_file("n2") == base / "certs" / "n2.pem"
+    assert cfg.tls.node_key_file("n2") == base / "certs" / "n2.key"
+    assert cfg.tls.client_cert_file == base / "certs" / "client.pem"
+    assert cfg.tls.client_key_file == base / "certs" / "client.key"
+
+
+def test_no_tls_table_means_plaintext_and_insecure_defaults_to_false(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, NODES_3)
+    assert cfg.tls is None
+    assert cfg.insecure is False
+    assert load_text(tmp_path, "[cluster]\ninsecure = true\n" + NODES_3).insecure is True
+
+
+def test_client_keys_are_optional(tmp_path: Path) -> None:
+    text = TLS.replace('client_cert_file = "certs/client.pem"\n', "").replace(
+        'client_key_file = "certs/client.key"\n', ""
+    )
+    tls = load_text(tmp_path, NODES_3 + text).tls
+    assert tls is not None
+    assert tls.client_cert_file is None
+    assert tls.client_key_file is None
+
+
+@pytest.mark.parametrize(
+    ("tls", "key", "expected"),
+    [
+        (TLS + "verify = false\n", "tls.verify", "unknown key"),
+        (TLS.replace('ca_file = "certs/ca.pem"\n', ""), "tls.ca_file", "missing"),
+        (TLS.replace('"certs/{id}.pem"', '"certs/node.pem"'), "tls.cert_file", "{id}"),
+        (TLS.replace('"certs/{id}.key"', '"certs/{name}.key"'), "tls.key_file", "placeholder"),
+        (TLS.replace('"certs/ca.pem"', '""'), "tls.ca_file", "non-empty path"),
+        (TLS.replace('"certs/ca.pem"', "5"), "tls.ca_file", "string"),
+        (
+            TLS.replace('client_key_file = "certs/client.key"\n', ""),
+            "tls.client_key_file",
+            "together",
+        ),
+        ("tls = 1\n", "tls", "[tls] table"),
+    ],
+)
+def test_tls_errors_name_the_key(tmp_path: Path, tls: str, key: str, expected: str) -> None:
+    text = tls + NODES_3 if tls.startswith("tls =") else NODES_3 + tls
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text)
+    assert f"{key}: " in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_insecure_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cluster\.insecure: expected true or false"):
+        load_text(tmp_path, "[cluster]\ninsecure = 'yes'\n" + NODES_3)
+
+
+def test_exposed_addresses_are_the_non_loopback_ones(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path,
+        '[[nodes]]\nid = "a"\naddress = "127.0.0.1:7001"\npeer_address = "10.0.0.1:8001"\n'
+        '[[nodes]]\nid = "b"\naddress = "localhost:7002"\npeer_address = "[::1]:8002"\n'
+        '[[nodes]]\nid = "c"\naddress = "db-3:7003"\n',
+    )
+    assert cfg.exposed_addresses("a") == ["10.0.0.1:8001"]
+    assert cfg.exposed_addresses("b") == []
+    assert cfg.exposed_addresses("c") == ["db-3:7003"]

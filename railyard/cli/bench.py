@@ -21,10 +21,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
+    TlsFiles,
     eprint,
     examples,
     fail,
@@ -201,6 +205,9 @@ def put(
     ] = "auto",
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Append records as fast as the cluster takes them; report rates and latency."""
@@ -225,7 +232,7 @@ def put(
     interrupt = _Interrupt()
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         result = await load_put(
             target.endpoints,
             stream=stream,
@@ -236,6 +243,7 @@ def put(
             budget=budget,
             mode=mode,
             watch=partial(_with_progress, interrupt=interrupt),
+            tls=target.tls,
         )
         _finish(result, output, interrupt)
 
@@ -278,6 +286,9 @@ def get(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Read a stream from its oldest record as fast as possible; report rates and latency."""
@@ -285,7 +296,7 @@ def get(
     interrupt = _Interrupt()
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         try:
             result = await load_get(
                 target.endpoints,
@@ -295,6 +306,7 @@ def get(
                 stale=stale,
                 budget=budget,
                 watch=partial(_with_progress, interrupt=interrupt),
+                tls=target.tls,
             )
         except EmptyStream:
             fail(f"stream {stream!r} is empty; fill it first with `railyard bench put`")

@@ -8,11 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
     Target,
+    TlsFiles,
     eprint,
     errors_end_cleanly,
     examples,
@@ -23,7 +27,6 @@ from railyard.cli.common import (
     run,
 )
 from railyard.cli.units import parse_duration_ms
-from railyard.client import RailyardClient
 from railyard.proto import railyard_pb2 as pb
 
 ROLE_NAMES: dict[int, str] = {
@@ -51,7 +54,10 @@ STATUS_COLUMNS = (
     "applied",
     "last log",
     "snapshot",
+    "cert",
 )
+# `status` flags a certificate this close to expiring (as the node's own warning).
+CERT_WARNING_DAYS = 30
 
 
 # ------------------------------------------------------------------ status
@@ -71,6 +77,9 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
             "last_log_index": None,
             "snapshot_index": None,
             "awaiting_catch_up": None,
+            "tls": None,
+            "insecure": None,
+            "cert_days_left": None,
         }
     return {
         "id": status.node_id or node_id,
@@ -84,6 +93,9 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
         "last_log_index": status.last_log_index,
         "snapshot_index": status.snapshot_index,
         "awaiting_catch_up": status.awaiting_catch_up,
+        "tls": status.tls,
+        "insecure": status.insecure,
+        "cert_days_left": status.cert_days_left if status.tls else None,
     }
 
 
@@ -108,13 +120,37 @@ def status_json(target: Target, statuses: list[tuple[str, pb.NodeStatus | None]]
         "cluster": name,
         "leader": leader.node_id if leader is not None else (named or None),
         "term": max((st.term for st in reachable), default=None),
+        "security": security(reachable),
         "nodes": nodes,
     }
 
 
+def security(reachable: list[pb.NodeStatus]) -> str | None:
+    """ "tls" when every answering node is, "insecure" when any serves plaintext by
+    the file's leave (insecure = true), else "plaintext" (loopback only)."""
+    if not reachable:
+        return None
+    if any(st.insecure for st in reachable):
+        return "insecure"
+    return "tls" if all(st.tls for st in reachable) else "plaintext"
+
+
+def cert_text(days: int | None) -> str | None:
+    if days is None:
+        return None
+    if days < 0:
+        return "EXPIRED"
+    return f"{days}d{' (renew!)' if days <= CERT_WARNING_DAYS else ''}"
+
+
 def print_status(doc: dict[str, Any]) -> None:
     leader = doc["leader"] or "none"
-    print(f"cluster {doc['cluster'] or '?'}: leader {leader}, term {doc['term'] or '-'}")
+    security = {
+        "tls": ", mutual TLS",
+        "insecure": ", INSECURE: plaintext beyond loopback (insecure = true)",
+        "plaintext": ", plaintext (loopback)",
+    }.get(doc["security"], "")
+    print(f"cluster {doc['cluster'] or '?'}: leader {leader}, term {doc['term'] or '-'}{security}")
     print_table(
         STATUS_COLUMNS,
         [
@@ -129,6 +165,7 @@ def print_status(doc: dict[str, Any]) -> None:
                 n["applied_index"],
                 n["last_log_index"],
                 n["snapshot_index"],
+                cert_text(n["cert_days_left"]),
             ]
             for n in doc["nodes"]
         ],
@@ -138,6 +175,9 @@ def print_status(doc: dict[str, Any]) -> None:
 def status(
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Show every node: role, term, leader, commit/applied/last-log/snapshot index.
@@ -146,8 +186,8 @@ def status(
     """
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             statuses = await client.cluster_status()
         doc = status_json(target, statuses)
         if output is Output.json:
@@ -189,7 +229,7 @@ async def _force_election(target: Target, to: str | None, output: Output) -> Non
         target.config.election_timeout_ms if target.config else ASSUMED_ELECTION_TIMEOUT_MS
     )
     wait_s = ELECTION_TIMEOUTS_TO_WAIT * election_ms / 1000
-    async with RailyardClient(target.endpoints, timeout_s=max(wait_s, 5.0)) as client:
+    async with target.client(timeout_s=max(wait_s, 5.0)) as client:
         before = await client.cluster_status()
         known_ids = list(target.node_ids.values()) or [st.node_id for _, st in before if st]
         if to is not None and to not in known_ids:
@@ -231,12 +271,17 @@ def force_election(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Move leadership to another node and print the old leader, the new one and the term."""
 
     async def go() -> None:
-        await _force_election(resolve_target(config, endpoints), node, output)
+        await _force_election(
+            resolve_target(config, endpoints, TlsFiles(cacert, cert, key)), node, output
+        )
 
     run(go())
 
@@ -252,6 +297,9 @@ FORCE_ELECTION_EPILOG = examples(
 def top(
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     interval: Annotated[
         str, typer.Option(help="Refresh interval (e.g. 250ms, 0.5s, 1s).")
     ] = DEFAULT_TOP_INTERVAL,
@@ -264,11 +312,11 @@ def top(
     if interval_s <= 0:
         raise typer.BadParameter("expected a positive duration", param_hint="--interval")
     with errors_end_cleanly():
-        target = resolve_target(config, endpoints)
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         from railyard.tui import run_dashboard  # Textual is heavy: load it only for `top`
 
         try:
-            run_dashboard(target.endpoints, interval_s)
+            run_dashboard(target.endpoints, interval_s, target.tls)
         except KeyboardInterrupt:
             eprint("")
 

@@ -6,7 +6,7 @@ Rules the commands keep:
 - Exit 0 on success, 1 on an error, 2 on a usage error (Typer/Click's own).
 - An error is one line on stderr -- what went wrong and what to do -- never
   a traceback: `fail()` raises `CliError`, and `errors_end_cleanly` turns
-  `CliError`, `ConfigError` and the client's `RailyardError` into that line
+  `CliError`, `ConfigError`, `CertError` and the client's `RailyardError` into that line
   and exit code 1, in one place.
 """
 
@@ -25,13 +25,17 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from railyard.client import NotFound, RailyardError
+from railyard.certs import CertError
+from railyard.client import ClientTls, NotFound, RailyardClient, RailyardError
 from railyard.config import ClusterConfig, ConfigError, default_config, load_config, split_address
 
 # A cluster file in the current directory is picked up without -c.
 LOCAL_CONFIG_FILE = Path("railyard.toml")
 CONFIG_ENV = "RAILYARD_CONFIG"
 ENDPOINTS_ENV = "RAILYARD_ENDPOINTS"
+CACERT_ENV = "RAILYARD_CACERT"
+CERT_ENV = "RAILYARD_CERT"
+KEY_ENV = "RAILYARD_KEY"
 EXIT_ERROR = 1
 
 T = TypeVar("T")
@@ -61,6 +65,48 @@ EndpointsOption = Annotated[
         envvar=ENDPOINTS_ENV,
         help="Comma-separated host:port of nodes to talk to; takes precedence over -c.",
         show_default=False,
+    ),
+]
+CacertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cacert",
+        envvar=CACERT_ENV,
+        help="CA certificate of a TLS cluster (PEM). Default: [tls] ca_file of the cluster file.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+CertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert",
+        envvar=CERT_ENV,
+        help="Client certificate (PEM) for a TLS cluster. Default: [tls] client_cert_file.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        envvar=KEY_ENV,
+        help="The client certificate's key (PEM). Default: [tls] client_key_file.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+# `put` has --key for the record's key already: its TLS key is --tls-key.
+PutKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-key",
+        envvar=KEY_ENV,
+        help="The client certificate's key (PEM; --key is the record's key here). "
+        "Default: [tls] client_key_file.",
+        show_default=False,
+        dir_okay=False,
     ),
 ]
 OutputOption = Annotated[
@@ -115,7 +161,7 @@ def error_line(error: BaseException) -> str:
     return f"error: {text}"
 
 
-KNOWN_ERRORS = (CliError, ConfigError, RailyardError, OSError)
+KNOWN_ERRORS = (CliError, ConfigError, CertError, RailyardError, OSError)
 
 
 def _first_known(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -143,11 +189,25 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """--cacert, --cert and --key as given (each may be None)."""
+
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
 class Target:
-    """Where a command talks to: endpoints, and the cluster file when there is one."""
+    """Where a command talks to: endpoints, the cluster file when there is one, and TLS."""
 
     endpoints: list[str]
     config: ClusterConfig | None
+    tls: ClientTls | None = None
+
+    def client(self, **options: Any) -> RailyardClient:
+        """A client for these endpoints, over TLS when the cluster uses it."""
+        return RailyardClient(self.endpoints, tls=self.tls, **options)
 
     @property
     def node_ids(self) -> dict[str, str]:
@@ -182,11 +242,32 @@ def parse_endpoints(text: str) -> list[str]:
     return endpoints
 
 
-def resolve_target(config: Path | None, endpoints: str | None) -> Target:
+def resolve_target(
+    config: Path | None, endpoints: str | None, tls: TlsFiles | None = None
+) -> Target:
+    """Endpoints from --endpoints or the cluster file; TLS from the flags, else its [tls]."""
+    tls = tls or TlsFiles()
     if endpoints:
-        return Target(parse_endpoints(endpoints), None)
+        return Target(parse_endpoints(endpoints), None, client_tls(tls, None))
     cluster = resolve_config(config)
-    return Target(cluster.endpoints, cluster)
+    return Target(cluster.endpoints, cluster, client_tls(tls, cluster))
+
+
+def client_tls(flags: TlsFiles, cluster: ClusterConfig | None) -> ClientTls | None:
+    """What the client presents: --cacert/--cert/--key, else the file's [tls] client keys."""
+    file_tls = cluster.tls if cluster is not None else None
+    cacert = flags.cacert or (file_tls.ca_file if file_tls else None)
+    if flags.cert or flags.key:
+        cert, key = flags.cert, flags.key
+    elif file_tls is not None:
+        cert, key = file_tls.client_cert_file, file_tls.client_key_file
+    else:
+        cert = key = None
+    if cacert is None:
+        if cert or key:
+            fail("--cert/--key: a TLS client also needs the cluster's CA: add --cacert")
+        return None
+    return ClientTls.from_files(cacert, cert, key)
 
 
 def print_json(obj: object) -> None:

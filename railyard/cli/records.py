@@ -28,11 +28,16 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
+    PutKeyOption,
     Target,
+    TlsFiles,
     eprint,
     errors_end_cleanly,
     examples,
@@ -44,7 +49,7 @@ from railyard.cli.common import (
 )
 from railyard.cli.streams import iso_ms
 from railyard.cli.units import parse_time_ms
-from railyard.client import DeadlineExceeded, RailyardClient, Unavailable
+from railyard.client import DeadlineExceeded, Unavailable
 from railyard.client.producer import StreamProducer
 from railyard.config import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS
 from railyard.config import DEFAULT_MAX_RECORD_BYTES as CONFIG_MAX_RECORD_BYTES
@@ -110,6 +115,9 @@ def put(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    tls_key: PutKeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Append a record (or stdin's lines, with -) and print each sequence number.
@@ -121,12 +129,12 @@ def put(
     if file is not None:
         if data is not None:
             raise typer.BadParameter("give DATA or --file, not both", param_hint="--file")
-        target = _target_or_exit(config, endpoints)
+        target = _target_or_exit(config, endpoints, TlsFiles(cacert, cert, tls_key))
         run(_put_one(target, stream, _read_file(file), key, output))
         return
     if data is None:
         raise typer.BadParameter("give the record, - for stdin, or --file PATH", param_hint="DATA")
-    target = _target_or_exit(config, endpoints)
+    target = _target_or_exit(config, endpoints, TlsFiles(cacert, cert, tls_key))
     if data == "-":
         if key is not None:
             raise typer.BadParameter("--key applies to a single record, not to stdin")
@@ -151,9 +159,9 @@ def _read_file(path: Path) -> bytes:
             fail(f"--file {path}: cannot read it ({e.strerror or e})")
 
 
-def _target_or_exit(config: Path | None, endpoints: str | None) -> Target:
+def _target_or_exit(config: Path | None, endpoints: str | None, tls: TlsFiles) -> Target:
     with errors_end_cleanly():
-        return resolve_target(config, endpoints)
+        return resolve_target(config, endpoints, tls)
 
 
 def _print_ack(stream: str, sequence: int, output: Output) -> None:
@@ -176,7 +184,7 @@ async def _put_one(
             f"record of {len(data)} bytes is larger than the cluster's limit of {limit} bytes; "
             "split it or raise max_record_bytes in the cluster file"
         )
-    async with RailyardClient(target.endpoints) as client:
+    async with target.client() as client:
         sequence = await client.put(stream, data, key.encode() if key is not None else None)
     _print_ack(stream, sequence, output)
 
@@ -273,7 +281,9 @@ async def _put_stdin(target: Target, stream: str, output: Output) -> None:
     _start_stdin_reader(chunks)
     batches = StdinBatches(chunks, max_records, max_bytes)
     acks: asyncio.Queue[tuple[asyncio.Future[list[int]], int] | None] = asyncio.Queue()
-    async with StreamProducer(target.endpoints, stream, window=PUT_WINDOW_BATCHES) as producer:
+    async with StreamProducer(
+        target.endpoints, stream, window=PUT_WINDOW_BATCHES, tls=target.tls
+    ) as producer:
         printer = asyncio.ensure_future(_print_acks(acks, stream, output))
         try:
             while (batch := await batches.next(_record_limit(target))) is not None:
@@ -349,6 +359,9 @@ def get(
     ] = False,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: Annotated[
         GetOutput,
         typer.Option(
@@ -395,7 +408,7 @@ def get(
         position = ("AT_TIMESTAMP", 0, since_ms)
     else:
         position = ("TRIM_HORIZON", 0, 0)
-    target = _target_or_exit(config, endpoints)
+    target = _target_or_exit(config, endpoints, TlsFiles(cacert, cert, key))
     if stale:
         eprint("note: --stale reads one node's own state, which may be behind the leader")
     try:
@@ -473,7 +486,7 @@ async def _get(
     printed = 0
     idle_s = FOLLOW_POLL_MIN_S
     outage: str | None = None
-    async with RailyardClient(target.endpoints) as client:
+    async with target.client() as client:
         next_sequence = await client.get_iterator_index(
             stream, kind, sequence, timestamp_ms, stale=stale
         )

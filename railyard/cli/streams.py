@@ -9,10 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
+    CacertOption,
+    CertOption,
     ConfigOption,
     EndpointsOption,
+    KeyOption,
     Output,
     OutputOption,
+    TlsFiles,
     eprint,
     examples,
     print_json,
@@ -21,7 +25,6 @@ from railyard.cli.common import (
     run,
 )
 from railyard.cli.units import format_bytes, format_duration_ms, parse_duration_ms, parse_size
-from railyard.client import RailyardClient
 from railyard.proto import railyard_pb2 as pb
 
 stream_app = typer.Typer(
@@ -131,6 +134,9 @@ def create(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Create a stream, optionally with retention limits (default: keep everything)."""
@@ -138,8 +144,8 @@ def create(
     size = _option_value(parse_size, max_bytes, "--max-bytes")
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             info = await client.create_stream(
                 name, max_age_ms=age_ms, max_records=max_records or 0, max_bytes=size
             )
@@ -175,6 +181,9 @@ def update(
     ] = None,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Change a stream's retention; limits not given stay as they are.
@@ -190,8 +199,8 @@ def update(
     size = _limit_value(parse_size, max_bytes, "--max-bytes")
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             # NB: read, then replace: an update racing this one may be lost.
             now = (await client.describe_stream(name)).retention
             info = await client.update_stream(
@@ -229,13 +238,16 @@ def _parse_count(text: str) -> int:
 def list_(
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """List every stream with its size and retention."""
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             infos = await client.list_streams()
         print_streams(sorted(infos, key=lambda i: i.name), output)
 
@@ -247,13 +259,16 @@ def describe(
     name: NameArgument,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Show one stream: records, bytes, first and last sequence, retention."""
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             info = await client.describe_stream(name)
         _print_stream(info, output)
 
@@ -271,6 +286,9 @@ def delete(
     ] = False,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
+    cacert: CacertOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Delete a stream and all its records (asks first on a terminal, unless --yes)."""
@@ -285,8 +303,8 @@ def delete(
         raise typer.Exit(1)
 
     async def go() -> None:
-        target = resolve_target(config, endpoints)
-        async with RailyardClient(target.endpoints) as client:
+        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        async with target.client() as client:
             await client.delete_stream(name)
         if output is Output.json:
             print_json({"stream": name, "deleted": True})

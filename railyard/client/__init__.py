@@ -21,12 +21,14 @@ from railyard.client.errors import (
     StaleProducerSequence,
     Unavailable,
 )
+from railyard.client.tls import ClientTls, TlsFilesError
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "START_POSITIONS",
     "AlreadyApplied",
     "AlreadyExists",
+    "ClientTls",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
@@ -37,5 +39,6 @@ __all__ = [
     "RailyardError",
     "ResourceExhausted",
     "StaleProducerSequence",
+    "TlsFilesError",
     "Unavailable",
 ]

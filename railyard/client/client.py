@@ -25,6 +25,7 @@ What it guarantees:
   shares the id), the put raises `AlreadyApplied` when an earlier attempt
   may have been applied, and is sent again with the next free sequence when
   none was.
+- With `tls`, every channel is TLS, presenting the client's certificate.
 - Errors arrive as the typed exceptions of `railyard.client.errors`.
 
 It imports only the generated protocol code, grpc and the standard library.
@@ -56,6 +57,7 @@ from railyard.client.errors import (
     leader_hint,
     maybe_applied,
 )
+from railyard.client.tls import ClientTls, open_channel
 from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -98,6 +100,10 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
+# The two ways a TLS handshake fails, as `_handshake_failure` tells them.
+SERVER_NOT_TRUSTED = "server not trusted"
+CLIENT_REFUSED = "client refused"
+
 START_POSITIONS: dict[str, pb.StartPosition.ValueType] = {
     "TRIM_HORIZON": pb.TRIM_HORIZON,
     "LATEST": pb.LATEST,
@@ -125,6 +131,7 @@ class RailyardClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         producer_id: str | None = None,
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
+        tls: ClientTls | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("RailyardClient needs at least one endpoint (host:port)")
@@ -138,6 +145,7 @@ class RailyardClient:
         self._lane_count = itertools.count()
         self._rng = random.Random()
         self._attempt_timeout_s = attempt_timeout_s
+        self._credentials = tls.credentials() if tls is not None else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -165,7 +173,7 @@ class RailyardClient:
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            channel = open_channel(endpoint, self._credentials, CHANNEL_OPTIONS)
             self._channels[endpoint] = channel
         return channel
 
@@ -221,6 +229,7 @@ class RailyardClient:
         backoff_s = BACKOFF_INITIAL_S
         last: Unavailable | None = None
         refused: set[str] = set()
+        turned_away: dict[str, str] = {}  # endpoint -> how its TLS handshake failed
         # A fresh leader hint is followed at once, but once per backoff round:
         # two nodes naming each other in mid-election must not make a busy loop.
         followed_hint = False
@@ -240,9 +249,15 @@ class RailyardClient:
                     raise error_from_rpc(e, endpoint) from None
                 error = error_from_rpc(e, endpoint)
                 last = error if isinstance(error, Unavailable) else last
-                if _is_refused(e):
+                handshake = _handshake_failure(e)
+                if handshake is not None:
+                    turned_away[endpoint] = handshake
+                    refused.add(endpoint)
+                elif _is_refused(e):
+                    turned_away.pop(endpoint, None)
                     refused.add(endpoint)
                 else:
+                    turned_away.pop(endpoint, None)
                     refused.discard(endpoint)
                 if self._note_failure(endpoint, e) and not followed_hint:
                     followed_hint = True
@@ -259,7 +274,7 @@ class RailyardClient:
             followed_hint = False
         if not quorum_checked and not refused >= set(self.endpoints):
             await self._raise_if_no_quorum()
-        raise self._unavailable(what, last, refused)
+        raise self._unavailable(what, last, refused, turned_away)
 
     async def _raise_if_no_quorum(self) -> None:
         """Raise `NoQuorum` when fewer than a majority of the endpoints answer Status.
@@ -276,9 +291,17 @@ class RailyardClient:
                 reachable=reachable,
             )
 
-    def _unavailable(self, what: str, last: Unavailable | None, refused: set[str]) -> Unavailable:
+    def _unavailable(
+        self,
+        what: str,
+        last: Unavailable | None,
+        refused: set[str],
+        turned_away: dict[str, str],
+    ) -> Unavailable:
         where = ", ".join(self.endpoints)
-        if refused >= set(self.endpoints):
+        if turned_away and refused >= set(self.endpoints):
+            message = f"{what}: {self._tls_advice(where, next(iter(turned_away.values())))}"
+        elif refused >= set(self.endpoints):
             message = (
                 f"{what}: no node is listening at {where} (connection refused); "
                 "is the cluster running? (railyard node start)"
@@ -292,6 +315,24 @@ class RailyardClient:
             message,
             leader=last.leader if last else None,
             leader_address=last.leader_address if last else None,
+        )
+
+    def _tls_advice(self, where: str, failure: str) -> str:
+        """What a failed TLS handshake most likely means, and what to do."""
+        if self._credentials is None:
+            return (
+                f"the nodes at {where} closed the connection: they serve TLS and this "
+                "client does not (give --cacert, --cert and --key, or -c FILE with [tls])"
+            )
+        if failure == SERVER_NOT_TRUSTED:
+            return (
+                f"the TLS handshake with {where} failed: the node's certificate is not "
+                "signed by the CA given (--cacert), or the node serves plaintext"
+            )
+        return (
+            f"the nodes at {where} refused this client's certificate during the TLS "
+            "handshake (none given, another CA's, or expired: check --cert and --key; "
+            "the node's log says which)"
         )
 
     # ------------------------------------------------------------ streams
@@ -612,6 +653,23 @@ class _MaybeApplied:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED or maybe_applied(e):
                 self.maybe = True
             raise
+
+
+def _handshake_failure(error: grpc.aio.AioRpcError) -> str | None:
+    """How connecting failed in the TLS handshake, or None when it did not.
+
+    A node that refuses the client's certificate (or a plaintext hello)
+    closes the socket during the handshake; a client that does not trust
+    the node's certificate says so itself.
+    """
+    details = (error.details() or "").lower()
+    if "failed to connect" not in details:
+        return None
+    if "handshake failed" in details:
+        return SERVER_NOT_TRUSTED
+    if "socket closed" in details:
+        return CLIENT_REFUSED
+    return None
 
 
 def _is_refused(error: grpc.aio.AioRpcError) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 from railyard.client.client import RailyardClient
 from railyard.client.errors import AlreadyExists, RailyardError
 from railyard.client.producer import StreamProducer
+from railyard.client.tls import ClientTls
 from railyard.proto import railyard_pb2 as pb
 
 # After a failed request a worker pauses this long, so a cluster that is down
@@ -185,14 +186,14 @@ async def _stream_worker(
         await producer.flush()
 
 
-async def leader_first(endpoints: list[str]) -> list[str]:
+async def leader_first(endpoints: list[str], tls: ClientTls | None = None) -> list[str]:
     """The endpoints with the current leader's first, so puts go straight to it.
 
     A follower forwards writes, which costs a second gRPC hop per request;
     a benchmark measures the cluster, not that hop (etcd's clients, too,
     are pointed at the leader by the peers' benchmark).
     """
-    async with RailyardClient(endpoints) as probe:
+    async with RailyardClient(endpoints, tls=tls) as probe:
         statuses = await probe.cluster_status()
     leaders = [e for e, st in statuses if st is not None and st.role == pb.ROLE_LEADER]
     return leaders[:1] + [e for e in endpoints if e not in leaders[:1]]
@@ -214,6 +215,7 @@ async def load_put(
     budget: Budget,
     mode: str = "auto",
     watch: Watch | None = None,
+    tls: ClientTls | None = None,
 ) -> dict[str, Any]:
     """Put records until `budget` is spent; the run's figures (see `summarize`).
 
@@ -224,10 +226,10 @@ async def load_put(
     stats = Stats()
     payload = os.urandom(size)
     streaming = use_stream(mode, batch)
-    endpoints = await leader_first(endpoints)
-    opened = [RailyardClient(endpoints) for _ in range(clients)]
+    endpoints = await leader_first(endpoints, tls)
+    opened = [RailyardClient(endpoints, tls=tls) for _ in range(clients)]
     producers = [
-        StreamProducer(endpoints, stream, window=in_flight)
+        StreamProducer(endpoints, stream, window=in_flight, tls=tls)
         for _ in range(clients if streaming else 0)
     ]
     try:
@@ -299,6 +301,7 @@ async def load_get(
     stale: bool,
     budget: Budget,
     watch: Watch | None = None,
+    tls: ClientTls | None = None,
 ) -> dict[str, Any]:
     """Read `stream` from its oldest record, `clients` readers in `page`-record requests.
 
@@ -306,7 +309,7 @@ async def load_get(
     NotFound for a missing stream, EmptyStream for an empty one.
     """
     stats = Stats()
-    opened = [RailyardClient(endpoints) for _ in range(clients)]
+    opened = [RailyardClient(endpoints, tls=tls) for _ in range(clients)]
     try:
         info = await opened[0].describe_stream(stream)
         if info.record_count == 0:

@@ -47,6 +47,7 @@ import grpc
 
 from railyard.client.client import CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S
 from railyard.client.errors import RailyardError, Unavailable, error_from_rpc, leader_hint
+from railyard.client.tls import ClientTls, open_channel
 from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -115,6 +116,7 @@ class StreamProducer:
         window: int = DEFAULT_WINDOW,
         producer_id: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        tls: ClientTls | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("StreamProducer needs at least one endpoint (host:port)")
@@ -132,6 +134,7 @@ class StreamProducer:
         self._room = asyncio.Condition()
         self._wake_writer = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = tls.credentials() if tls is not None else None
         self._leader_address: str | None = None
         self._next_endpoint = 0
         self._failure: RailyardError | None = None
@@ -328,7 +331,7 @@ class StreamProducer:
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            channel = open_channel(endpoint, self._credentials, CHANNEL_OPTIONS)
             self._channels[endpoint] = channel
         return channel
 

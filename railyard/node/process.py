@@ -7,7 +7,12 @@
 2. serve Raft, Streams, Cluster, health and reflection on the node's
    address, and run the driver, the peer links and the ticker in one
    TaskGroup;
-3. on SIGTERM/SIGINT stop accepting calls, let the write in progress
+3. with ``[tls]`` in the file, serve every address over mutual TLS,
+   authorize each client call by its certificate's role
+   (`api/authorization.py`) and reload the certificate files on SIGHUP; a
+   node that would serve a non-loopback address in plaintext refuses to
+   start unless the file says ``insecure = true``;
+4. on SIGTERM/SIGINT stop accepting calls, let the write in progress
    finish, close the stores, release the lock and return 0. A storage error
    stops the node with a non-zero exit code instead, logging one line per
    failure with its cause (which names the file); a data directory that
@@ -30,7 +35,9 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from railyard.certs import CertError
 from railyard.config import ClusterConfig, ConfigError, NodeConfig, split_address
+from railyard.node.api.authorization import AuthorizationInterceptor
 from railyard.node.api.cluster_service import ClusterService
 from railyard.node.api.context import NodeContext
 from railyard.node.api.streams_service import StreamsService
@@ -44,6 +51,7 @@ from railyard.node.peers.inbound import RaftService
 from railyard.node.peers.links import PeerLink, Transport
 from railyard.node.peers.tcp import PeerListener
 from railyard.node.recovery import LogBehindState, limits_of, open_state
+from railyard.node.security import NodeTls
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import (
@@ -56,6 +64,8 @@ from railyard.streams import StreamsError
 
 # Causes quoted in a fatal error's line (each names what failed).
 MAX_CAUSES = 4
+# A certificate's expiry is looked at this often (it warns within 30 days).
+EXPIRY_CHECK_INTERVAL_S = 24 * 3600
 # In-flight calls get this long to finish when the node stops.
 STOP_GRACE_S = 0.5
 EXIT_OK = 0
@@ -73,6 +83,41 @@ def configure_logging(node_id: str, level: str) -> logging.Logger:
     log.setLevel(level.upper())
     log.propagate = False
     return log
+
+
+async def _watch_expiry(tls: NodeTls) -> None:
+    """Warn, once a day, while the certificate is within EXPIRY_WARNING_DAYS of expiring."""
+    while True:
+        tls.warn_if_expiring()
+        await asyncio.sleep(EXPIRY_CHECK_INTERVAL_S)
+
+
+def refuse_plaintext(config: ClusterConfig, node_id: str, log: logging.Logger) -> bool:
+    """The safe default: no plaintext beyond loopback unless the file says insecure = true.
+
+    True when the node must not start (logged); warns when it starts insecure.
+    """
+    if config.tls is not None:
+        return False
+    exposed = config.exposed_addresses(node_id)
+    if exposed and not config.insecure:
+        log.error(
+            "cannot start: %s %s not a loopback address and %s has no [tls] table: anyone "
+            "who reaches it could read and write; secure the cluster (`railyard cert init -c "
+            "FILE`, README 'Securing a cluster') or set insecure = true in [cluster]",
+            ", ".join(exposed),
+            "is" if len(exposed) == 1 else "are",
+            config.source_name,
+        )
+        return True
+    if config.insecure:
+        log.warning(
+            "INSECURE: serving without TLS (insecure = true in %s): anyone who reaches %s can "
+            "read, write and impersonate nodes",
+            config.source_name,
+            ", ".join(exposed) or "this node's addresses",
+        )
+    return False
 
 
 class _Stop(Exception):
@@ -109,7 +154,9 @@ def ports_free(me: NodeConfig, log: logging.Logger) -> bool:
     return True
 
 
-async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> int:
+async def serve(
+    config: ClusterConfig, node_id: NodeId, log: logging.Logger, tls: NodeTls | None = None
+) -> int:
     me = config.node(node_id)
     # Before a data directory is created for a node that could not start; an
     # existing one is locked first, so a second node on it is told whose it is.
@@ -136,6 +183,7 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
             log=log,
             on_refused=lambda p: driver.post(lambda: driver.leader_refuses_connections(p)),
             peer_address=peer_addresses[peer_id],
+            tls=tls,
         )
         for peer_id in peers
     }
@@ -166,6 +214,8 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         auto_create_streams=config.auto_create_streams,
         heartbeat_interval_ms=config.heartbeat_interval_ms,
         election_timeout_ms=config.election_timeout_ms,
+        tls=tls,
+        insecure=tls is None and config.insecure,
     )
     raft_service = RaftService(
         cluster=config.name,
@@ -176,10 +226,14 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         log=log,
         last_heard=node.last_heard,
         on_pipe_ended=lambda p: links[p].probe() if p in links else None,
+        tls=tls is not None,
     )
     streams_service = StreamsService(node)
     cluster_service = ClusterService(node, streams_service.forwarder)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS,
+        interceptors=[] if tls is None else [AuthorizationInterceptor(config.node_ids, log)],
+    )
     pb_grpc.add_RaftServicer_to_server(raft_service, server)
     pb_grpc.add_StreamsServicer_to_server(streams_service, server)
     pb_grpc.add_ClusterServicer_to_server(cluster_service, server)
@@ -199,12 +253,20 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
     listener = (
         None
         if me.peer_address is None
-        else PeerListener(address=me.peer_address, sink=raft_service, log=log)
+        else PeerListener(
+            address=me.peer_address,
+            sink=raft_service,
+            log=log,
+            tls=tls.server_context if tls is not None else None,
+        )
     )
     exit_code = EXIT_OK
     try:
         try:
-            server.add_insecure_port(me.address)
+            if tls is None:
+                server.add_insecure_port(me.address)
+            else:
+                server.add_secure_port(me.address, tls.server_credentials())
         except RuntimeError as exc:
             log.error("cannot listen on %s (%s); is the port in use?", me.address, exc)
             return EXIT_FAILED
@@ -224,13 +286,14 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         for name in ["", *service_names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving on %s%s (cluster %s, peers %s)",
+            "serving on %s%s (cluster %s, peers %s, %s)",
             me.address,
             "" if me.peer_address is None else f", peers to {me.peer_address}",
             config.name,
             ", ".join(peers),
+            "mutual TLS" if tls is not None else "plaintext",
         )
-        exit_code = await _run(driver, transport, server, config, log)
+        exit_code = await _run(driver, transport, server, config, log, tls)
     finally:
         if listener is not None:
             await listener.close()
@@ -253,11 +316,14 @@ async def _run(
     server: grpc.aio.Server,
     config: ClusterConfig,
     log: logging.Logger,
+    tls: NodeTls | None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
 
     async def stop_on_signal() -> None:
         await stop.wait()
@@ -283,6 +349,8 @@ async def _run(
                 )
             )
             tg.create_task(stop_on_signal())
+            if tls is not None:
+                tg.create_task(_watch_expiry(tls))
     except* _Stop:
         pass
     except* Exception as group:
@@ -325,8 +393,17 @@ def run_node(config: ClusterConfig, node_id: str, *, log_level: str = "info") ->
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
+    if refuse_plaintext(config, node_id, log):
+        return EXIT_FAILED
     try:
-        return asyncio.run(serve(config, NodeId(node_id), log))
+        tls = None if config.tls is None else NodeTls(config.tls, node_id, log)
+    except CertError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_FAILED
+    if tls is not None:
+        tls.warn_if_expiring()
+    try:
+        return asyncio.run(serve(config, NodeId(node_id), log, tls))
     except (StorageError, StreamsError, FatalError, LogBehindState, RaftError) as exc:
         # What the data directory holds cannot be used: one line naming the
         # file (the stores' errors do), no traceback.

@@ -895,6 +895,9 @@ class NodeStatus(_message.Message):
     STREAMS_FIELD_NUMBER: _builtins.int
     AWAITING_CATCH_UP_FIELD_NUMBER: _builtins.int
     LEADER_SINCE_MS_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    INSECURE_FIELD_NUMBER: _builtins.int
+    CERT_DAYS_LEFT_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     node_id: _builtins.str
     address: _builtins.str
@@ -922,6 +925,12 @@ class NodeStatus(_message.Message):
     """When this node became leader (ms since the epoch, its own clock); 0
     unless it leads. Numbered apart from the fields above, which grow.
     """
+    tls: _builtins.bool
+    """Every connection of this node is mutual TLS ([tls] in the cluster file)."""
+    insecure: _builtins.bool
+    """Serving without TLS because the cluster file says insecure = true."""
+    cert_days_left: _builtins.int
+    """Whole days until this node's certificate expires (with tls; < 0: expired)."""
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerProgress]: ...
     @_builtins.property
@@ -948,10 +957,13 @@ class NodeStatus(_message.Message):
         streams: _abc.Iterable[Global___StreamInfo] | None = ...,
         awaiting_catch_up: _builtins.bool = ...,
         leader_since_ms: _builtins.int = ...,
+        tls: _builtins.bool = ...,
+        insecure: _builtins.bool = ...,
+        cert_days_left: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "awaiting_catch_up", b"awaiting_catch_up", "cluster", b"cluster", "commit_index", b"commit_index", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "node_id", b"node_id", "peers", b"peers", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "node_id", b"node_id", "peers", b"peers", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

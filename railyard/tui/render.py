@@ -101,6 +101,13 @@ def summary(view: ClusterView, now: float, *, interval_s: float, paused: bool) -
     if leader is None:
         line.append(" ⚠ NO LEADER ", style="bold white on red")
         line.append(" ")
+    statuses = [n.status for n in view.nodes.values() if n.status is not None]
+    if any(st.insecure for st in statuses):
+        line.append(" ⚠ INSECURE: no TLS ", style="bold white on red")
+        line.append(" ")
+    elif statuses and all(st.tls for st in statuses):
+        days = min(st.cert_days_left for st in statuses)
+        line.append(f"TLS · certificates {days}d ", style="yellow" if days <= 30 else "dim")
     if paused:
         line.append(" PAUSED ", style="bold black on yellow")
         line.append(" ")

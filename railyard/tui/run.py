@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from railyard.client import RailyardClient
+from railyard.client import ClientTls, RailyardClient
 from railyard.tui.app import DEFAULT_INTERVAL_S, DashboardApp
 from railyard.tui.source import ClientSource
 
 
-def run_dashboard(endpoints: Sequence[str], interval_s: float = DEFAULT_INTERVAL_S) -> None:
+def run_dashboard(
+    endpoints: Sequence[str], interval_s: float = DEFAULT_INTERVAL_S, tls: ClientTls | None = None
+) -> None:
     """Shows the cluster at `endpoints` until the operator quits (blocking)."""
-    asyncio.run(_run(list(endpoints), interval_s))
+    asyncio.run(_run(list(endpoints), interval_s, tls))
 
 
-async def _run(endpoints: list[str], interval_s: float) -> None:
+async def _run(endpoints: list[str], interval_s: float, tls: ClientTls | None) -> None:
     # The client's channels belong to this event loop, the one the app runs on.
-    async with RailyardClient(endpoints) as client:
+    async with RailyardClient(endpoints, tls=tls) as client:
         app = DashboardApp(ClientSource(client, endpoints), interval_s)
         await app.run_async()

@@ -41,6 +41,9 @@ STATUS_KEYS = {
     "applied_index",
     "last_log_index",
     "snapshot_index",
+    "tls",
+    "insecure",
+    "cert_days_left",
 }
 
 
@@ -140,14 +143,16 @@ def test_create_put_get_describe(cli_cluster: LocalCluster) -> None:
 def test_status_json_shape_with_one_leader(cli_cluster: LocalCluster) -> None:
     cli_cluster.wait_for_leader()
     doc = json.loads(ok(cli(cli_cluster, "status", "-o", "json")))
-    assert set(doc) == {"cluster", "leader", "term", "nodes"}
+    assert set(doc) == {"cluster", "leader", "term", "security", "nodes"}
     assert doc["cluster"] == "cli"
+    assert doc["security"] == "plaintext"  # loopback, no [tls]
     assert [n["id"] for n in doc["nodes"]] == cli_cluster.node_ids
     assert [n["address"] for n in doc["nodes"]] == cli_cluster.endpoints
     for node in doc["nodes"]:
         assert set(node) == STATUS_KEYS
         assert node["reachable"] is True
         assert isinstance(node["awaiting_catch_up"], bool)
+        assert (node["tls"], node["insecure"], node["cert_days_left"]) == (False, False, None)
         assert node["role"] in {"leader", "follower", "candidate", "pre-candidate"}
     leaders = [n["id"] for n in doc["nodes"] if n["role"] == "leader"]
     assert leaders == [doc["leader"]]

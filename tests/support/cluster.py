@@ -47,6 +47,17 @@ DEFAULT_EPHEMERAL_HIGH = 60999
 # How long `start()` waits for every node to answer a Status call.
 READY_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.05
+# `railyard cert init` makes a few keys: well under a second.
+CERT_INIT_TIMEOUT_S = 30.0
+# The README's [tls] table (paths relative to the cluster file).
+TLS_TABLE = """
+[tls]
+ca_file = "certs/ca.pem"
+cert_file = "certs/{id}.pem"
+key_file = "certs/{id}.key"
+client_cert_file = "certs/client.pem"
+client_key_file = "certs/client.key"
+"""
 
 
 def free_ports(n: int) -> list[int]:
@@ -129,6 +140,9 @@ class LocalCluster:
     environment variables to every node process (`node_env` per node).
     `proxy=True` routes node-to-node traffic through a `LinkProxy`.
     `peer_tcp=False` writes no peer_address, so peers talk over gRPC Pipe.
+    `tls=True` adds the [tls] table of the README and makes its certificates
+    with `railyard cert init` (under `<tmp>/certs`); the cluster's own
+    channels then present the admin client certificate it made.
     """
 
     def __init__(
@@ -145,8 +159,11 @@ class LocalCluster:
         log_level: str = "info",
         proxy: bool = False,
         peer_tcp: bool = True,
+        tls: bool = False,
     ) -> None:
         self.root = Path(tmp_path)
+        self.tls = tls
+        self.certs_dir = self.root / "certs"
         self.node_ids = [f"n{i + 1}" for i in range(n)]
         ports = free_ports(2 * n if peer_tcp else n)
         self.addresses = {
@@ -173,6 +190,13 @@ class LocalCluster:
         }
         self.cluster_table.update(extra or {})
         self.write_config()
+        if tls:
+            subprocess.run(
+                [sys.executable, "-m", "railyard", "cert", "init", "-c", str(self.config_path)],
+                check=True,
+                capture_output=True,
+                timeout=CERT_INIT_TIMEOUT_S,
+            )
         # With proxy=True every node's outgoing peer traffic (gRPC and raw TCP
         # to peer_address alike) goes through a LinkProxy, so the test can cut
         # links (`cluster.proxy.isolate("n1")`).
@@ -188,7 +212,8 @@ class LocalCluster:
 
     def write_config(self) -> None:
         nodes = [(nid, self.addresses[nid]) for nid in self.node_ids]
-        self.config_path.write_text(render_config(self.cluster_table, nodes, self.peer_addresses))
+        text = render_config(self.cluster_table, nodes, self.peer_addresses)
+        self.config_path.write_text(text + (TLS_TABLE if self.tls else ""))
 
     def data_dir(self, node_id: str) -> Path:
         return Path(self.cluster_table["data_dir"]) / node_id
@@ -308,8 +333,21 @@ class LocalCluster:
 
     def channel(self, node_id: str) -> grpc.Channel:
         if node_id not in self._channels:
-            self._channels[node_id] = grpc.insecure_channel(self.addresses[node_id])
+            address = self.addresses[node_id]
+            self._channels[node_id] = (
+                grpc.secure_channel(address, self.credentials("client"))
+                if self.tls
+                else grpc.insecure_channel(address)
+            )
         return self._channels[node_id]
+
+    def credentials(self, name: str, ca: Path | None = None) -> grpc.ChannelCredentials:
+        """TLS credentials presenting certificate `name` (from `certs_dir`)."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=(ca or self.certs_dir / "ca.pem").read_bytes(),
+            private_key=(self.certs_dir / f"{name}.key").read_bytes(),
+            certificate_chain=(self.certs_dir / f"{name}.pem").read_bytes(),
+        )
 
     def _drop_channel(self, node_id: str) -> None:
         ch = self._channels.pop(node_id, None)

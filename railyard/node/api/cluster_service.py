@@ -114,6 +114,9 @@ class ClusterService(pb_grpc.ClusterServicer):
             streams=[stream_info_to_pb(s) for s in streams],
             awaiting_catch_up=core.awaiting_catch_up,
             leader_since_ms=int((self.driver.leader_since_s or 0) * 1000),
+            tls=self.node.tls is not None,
+            insecure=self.node.insecure,
+            cert_days_left=self.node.tls.days_left() if self.node.tls is not None else 0,
         )
         for peer_id, progress in sorted(core.progress.items()):
             if peer_id == self.node.node_id:

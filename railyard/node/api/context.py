@@ -24,6 +24,7 @@ from railyard.node.api.status_codes import (
 )
 from railyard.node.driver import Driver
 from railyard.node.grpc_options import CHANNEL_OPTIONS
+from railyard.node.security import NodeTls
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import NodeId
 from railyard.streams import Limits
@@ -53,6 +54,9 @@ class NodeContext:
     auto_create_streams: bool
     heartbeat_interval_ms: int
     election_timeout_ms: int
+    # This node's TLS (None: plaintext), and whether the file allowed that off loopback.
+    tls: NodeTls | None = None
+    insecure: bool = False
     started_at: float = field(default_factory=time.monotonic)
     # Monotonic time of the last message from each peer (kept by the transport).
     last_heard: dict[str, float] = field(default_factory=dict)
@@ -73,8 +77,15 @@ class Forwarder:
 
     def channel(self, node_id: str) -> grpc.aio.Channel:
         if node_id not in self._channels:
-            self._channels[node_id] = grpc.aio.insecure_channel(
-                self.node.addresses[node_id], options=CHANNEL_OPTIONS
+            address = self.node.addresses[node_id]
+            tls = self.node.tls
+            # With TLS the leader checks this node's own certificate (a node may forward).
+            self._channels[node_id] = (
+                grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                if tls is None
+                else grpc.aio.secure_channel(
+                    address, tls.channel_credentials(), options=CHANNEL_OPTIONS
+                )
             )
         return self._channels[node_id]
 

@@ -27,6 +27,7 @@ import grpc
 
 from railyard.node.driver import Driver
 from railyard.node.peers.codec import envelope, envelope_sender, message_from_pb
+from railyard.node.security import identity_of
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import Message, MessageType, NodeId
@@ -50,8 +51,11 @@ class RaftService(pb_grpc.RaftServicer):
         log: logging.Logger,
         last_heard: dict[str, float] | None = None,
         on_pipe_ended: Callable[[NodeId], None] | None = None,
+        tls: bool = False,
     ) -> None:
         self.cluster = cluster
+        # With TLS, a call's sender must be the node its certificate names.
+        self.tls = tls
         # A peer's pipe to us ended (its process may be gone): probe it.
         self.on_pipe_ended = on_pipe_ended
         self.last_heard = last_heard if last_heard is not None else {}
@@ -89,9 +93,25 @@ class RaftService(pb_grpc.RaftServicer):
         return reason
 
     async def _check(self, sender: pb.Peer, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
-        reason = self.refusal(sender)
+        reason = self.refusal(sender) or self._impersonation(sender, context)
         if reason is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    def _impersonation(
+        self,
+        sender: pb.Peer,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> str | None:
+        """Why a TLS call's certificate does not name its sender, or None."""
+        if not self.tls:
+            return None
+        identity = identity_of(context)
+        if identity is not None and identity.node and identity.name == sender.node_id:
+            return None
+        who = identity.describe() if identity is not None else "no certificate"
+        reason = f"envelope from {sender.node_id!r} on a call authenticated as {who}"
+        self.log.warning("refused a Raft call from %s: %s", context.peer(), reason)
+        return reason
 
     async def deliver(self, sender: pb.Peer, messages: Sequence[pb.RaftMessage]) -> str | None:
         """Hand an accepted sender's messages to the driver, in order.
@@ -172,6 +192,11 @@ class RaftService(pb_grpc.RaftServicer):
                 if sender is None:
                     sender = envelope_sender(env)
                     await self._check(sender, context)
+                elif (later := envelope_sender(env)) != sender:
+                    await context.abort(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"envelope from {later.node_id!r} on the pipe of {sender.node_id!r}",
+                    )
                 await self._deliver(sender, env.messages, context)
         finally:
             if sender is not None:

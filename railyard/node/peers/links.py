@@ -32,6 +32,7 @@ from railyard.node.grpc_options import CHANNEL_OPTIONS
 from railyard.node.peers import tcp
 from railyard.node.peers.codec import envelope, message_to_pb
 from railyard.node.peers.proxy import Proxy, proxy_for
+from railyard.node.security import NodeTls
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import Message, MessageType, NodeId
@@ -92,8 +93,10 @@ class PeerLink:
         log: logging.Logger,
         on_refused: Callable[[NodeId], None] | None = None,
         peer_address: str | None = None,
+        tls: NodeTls | None = None,
     ) -> None:
         self.local = local
+        self.tls = tls
         self.on_refused = on_refused
         self.peer_id = peer_id
         self.address = address
@@ -111,7 +114,13 @@ class PeerLink:
         self.on_unreachable = on_unreachable
         self.on_snapshot_done = on_snapshot_done
         self.log = log
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = (
+            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if tls is None
+            else grpc.aio.secure_channel(
+                address, tls.channel_credentials(), options=CHANNEL_OPTIONS
+            )
+        )
         self.stub = pb_grpc.RaftStub(self.channel)
         # None wakes a sender waiting for messages: its connection ended.
         self.queue: asyncio.Queue[pb.RaftMessage | None] = asyncio.Queue(SEND_QUEUE_SIZE)
@@ -265,7 +274,13 @@ class PeerLink:
         pipe. A connection needs no rotation: nothing on it has a deadline.
         """
         first = await self._next()
-        conn = await tcp.connect(address, on_end=self._wake, proxy=self.proxy)
+        conn = await tcp.connect(
+            address,
+            on_end=self._wake,
+            proxy=self.proxy,
+            tls=self.tls.client_context() if self.tls is not None else None,
+            node_id=self.peer_id,
+        )
         try:
             while True:
                 conn.send(envelope(self.local, self._drain(first)).SerializeToString())

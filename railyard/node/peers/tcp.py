@@ -33,7 +33,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -41,6 +43,7 @@ from google.protobuf.message import DecodeError
 
 from railyard.node.peers.codec import envelope_sender
 from railyard.node.peers.proxy import MAX_PROXY_HEADER_BYTES, Proxy, open_tunnel
+from railyard.node.security import peer_node_id
 from railyard.proto import railyard_pb2 as pb
 
 # Names the protocol and its version: anything else that connects (a gRPC
@@ -58,6 +61,11 @@ REFUSAL_LINGER_S = 1.0
 READ_CHUNK_BYTES = 1 << 16
 # Closing waits this long for connections busy handing messages to a driver.
 CLOSE_WAIT_S = 1.0
+# A TLS handshake on a LAN takes milliseconds; one that does not finish is
+# a dialler that will not (or cannot) authenticate.
+TLS_HANDSHAKE_TIMEOUT_S = 5.0
+# TLS refusals are logged at most this often per reason (a dialler retries).
+REFUSAL_LOG_INTERVAL_S = 5.0
 # Connecting (and the proxy's answer) on a LAN takes milliseconds.
 CONNECT_TIMEOUT_S = 2.0
 # Bytes queued in the socket's user-space buffer before a sender waits for
@@ -97,6 +105,41 @@ def frame(payload: bytes) -> bytes:
     return _SIZE.pack(len(payload)) + payload
 
 
+async def _start_tls(
+    writer: asyncio.StreamWriter,
+    tls: ssl.SSLContext,
+    host: str,
+    address: str,
+    node_id: str | None,
+) -> None:
+    """Upgrade a dialled connection to TLS; PeerRefused unless it is node `node_id`."""
+    try:
+        await writer.start_tls(
+            tls, server_hostname=host, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
+        )
+        presented, who = peer_node_id(writer.get_extra_info("peercert"))
+    except ssl.SSLError as exc:
+        writer.transport.abort()
+        raise PeerRefused(f"TLS handshake with {address} failed ({_why(exc)})") from None
+    except BaseException:
+        writer.transport.abort()
+        raise
+    if presented != node_id:
+        writer.transport.abort()
+        raise PeerRefused(f"{address} presented {who}, not node {node_id}'s certificate")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or exc.strerror or str(exc)
+    return str(exc) or type(exc).__name__
+
+
+def _remote(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+
+
 def _tune(sock: socket.socket | None) -> None:
     if sock is None:
         return
@@ -119,10 +162,20 @@ def _tune(sock: socket.socket | None) -> None:
 class PeerListener:
     """Accepts peers' connections on `address` and feeds their envelopes to `sink`."""
 
-    def __init__(self, *, address: str, sink: EnvelopeSink, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        *,
+        address: str,
+        sink: EnvelopeSink,
+        log: logging.Logger,
+        tls: Callable[[], ssl.SSLContext] | None = None,
+    ) -> None:
         self.address = address
         self.sink = sink
         self.log = log
+        # The current context for each new connection (files may be reloaded).
+        self.tls = tls
+        self._refusals_logged: dict[str, float] = {}
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._serving: set[asyncio.Task[None]] = set()
@@ -165,7 +218,16 @@ class PeerListener:
         accepted: list[pb.Peer] = []  # the sender, once its first envelope passed
         try:
             _tune(writer.get_extra_info("socket"))
-            await _say_and_close(reader, writer, await self._read(reader, accepted))
+            node_id: str | None = None
+            if self.tls is not None:
+                authenticated = await self._authenticate(writer)
+                if authenticated is None:
+                    return
+                node_id, refusal = authenticated
+                if refusal is not None:
+                    await _say_and_close(reader, writer, refusal)
+                    return
+            await _say_and_close(reader, writer, await self._read(reader, accepted, node_id))
         except (asyncio.IncompleteReadError, OSError):
             pass  # the dialler closed or died, or its host vanished (ETIMEDOUT)
         except asyncio.CancelledError:
@@ -179,10 +241,44 @@ class PeerListener:
             if accepted:
                 self.sink.pipe_ended(accepted[0].node_id)
 
-    async def _read(self, reader: asyncio.StreamReader, accepted: list[pb.Peer]) -> str:
+    async def _authenticate(self, writer: asyncio.StreamWriter) -> tuple[str, str | None] | None:
+        """TLS handshake; (the node id its certificate names, a refusal or None).
+
+        None when the handshake failed (nothing can be said to the dialler).
+        A certificate signed by the cluster CA that names no node (a
+        client's) is refused: a client certificate never acts as a peer.
+        """
+        assert self.tls is not None
+        where = _remote(writer)
+        try:
+            await writer.start_tls(self.tls(), ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            self._log_refusal(where, f"TLS handshake failed ({_why(exc)})")
+            return None
+        node_id, who = peer_node_id(writer.get_extra_info("peercert"))
+        if node_id is None:
+            refusal = f"{who} is not a node's: only cluster nodes may connect to the peer port"
+            self._log_refusal(where, refusal)
+            return "", refusal
+        return node_id, None
+
+    def _log_refusal(self, where: str, reason: str) -> None:
+        now = time.monotonic()
+        if (
+            now - self._refusals_logged.get(reason, -REFUSAL_LOG_INTERVAL_S)
+            >= REFUSAL_LOG_INTERVAL_S
+        ):
+            self._refusals_logged[reason] = now
+            self.log.warning("refused peer connection from %s: %s", where, reason)
+
+    async def _read(
+        self, reader: asyncio.StreamReader, accepted: list[pb.Peer], node_id: str | None
+    ) -> str:
         """Deliver frames until one is bad; what is wrong with it.
 
-        The sender goes into `accepted` once its first envelope passed the checks.
+        The sender goes into `accepted` once its first envelope passed the
+        checks. With TLS, `node_id` is the node the connection authenticated
+        as: every envelope must name it as its sender.
         """
         if await reader.readexactly(len(PREAMBLE)) != PREAMBLE:
             return f"expected the railyard peer protocol ({PREAMBLE!r})"
@@ -196,6 +292,13 @@ class PeerListener:
             except DecodeError as exc:
                 return f"malformed envelope: {exc}"
             sender = envelope_sender(env)
+            if node_id is not None and sender.node_id != node_id:
+                refusal = (
+                    f"envelope from {sender.node_id!r} on a connection authenticated "
+                    f"as node {node_id!r}"
+                )
+                self._log_refusal(f"node {node_id}", refusal)
+                return refusal
             if not accepted:
                 reason = self.sink.refusal(sender)
                 if reason is not None:
@@ -282,8 +385,18 @@ class PeerConnection:
         self._writer.transport.abort()
 
 
-async def connect(address: str, on_end: Callable[[], None], proxy: Proxy | None) -> PeerConnection:
-    """Open a connection to a peer's `peer_address`, through `proxy` if given."""
+async def connect(
+    address: str,
+    on_end: Callable[[], None],
+    proxy: Proxy | None,
+    tls: ssl.SSLContext | None = None,
+    node_id: str | None = None,
+) -> PeerConnection:
+    """Open a connection to a peer's `peer_address`, through `proxy` if given.
+
+    With `tls`, the connection is TLS (inside the proxy's tunnel) and the
+    peer must present the certificate of node `node_id`.
+    """
     host, _, port_text = address.rpartition(":")
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
         if proxy is None:
@@ -297,6 +410,8 @@ async def connect(address: str, on_end: Callable[[], None], proxy: Proxy | None)
             except BaseException:
                 writer.transport.abort()
                 raise
-    _tune(writer.get_extra_info("socket"))
+        _tune(writer.get_extra_info("socket"))
+        if tls is not None:
+            await _start_tls(writer, tls, host.strip("[]"), address, node_id)
     writer.write(PREAMBLE)
     return PeerConnection(reader, writer, on_end)
