@@ -542,4 +542,40 @@ def _record_rows(
     return rows, size
 
 
-__all__ = ["AGE_SWEEP_INTERVAL_MS", "CorruptState", "FrozenState", "StreamsMachine"]
+def snapshot_problem(path: Path, index: int) -> str | None:
+    """What makes `path` unfit as this machine's state at `index` (a received
+    snapshot, checked before it replaces anything), or None: the format this
+    build reads, a state row that passes its checksum, `last_applied == index`.
+    Opens it read-only; run `storage.sqlite_problem` for the file itself."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return f"does not open as SQLite: {exc}"
+    try:
+        found = conn.execute(
+            "SELECT format, last_applied, clock_ms, retention_clock_ms, last_sweep_ms,"
+            " next_stream_id, crc FROM state"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        return f"has no readable state row: {exc}"
+    finally:
+        conn.close()
+    if len(found) != 1:
+        return f"has {len(found)} state rows, expected 1"
+    *fields, crc = found[0]
+    if fields[0] != FORMAT_VERSION:
+        return f"is format version {fields[0]}, this build reads {FORMAT_VERSION}"
+    if fields_crc(*fields) != crc:
+        return "has a state row that fails its checksum"
+    if fields[1] != index:
+        return f"holds the state applied to {fields[1]}, its metadata says {index}"
+    return None
+
+
+__all__ = [
+    "AGE_SWEEP_INTERVAL_MS",
+    "CorruptState",
+    "FrozenState",
+    "StreamsMachine",
+    "snapshot_problem",
+]
