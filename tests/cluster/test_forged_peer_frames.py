@@ -12,15 +12,19 @@ without TLS; the rules only keep its numbers sane (`raft/bounds.py`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from railyard.node.peers import tcp
 from railyard.proto import railyard_pb2 as pb
+from railyard.proto import railyard_pb2_grpc as pb_grpc
 from tests.support.cluster import LocalCluster
 
 CLUSTER = "forged"
@@ -117,3 +121,41 @@ def test_forged_timeout_now_frames_move_no_leadership(cluster: LocalCluster) -> 
     time.sleep(1.0)
     assert cluster.wait_for_leader(timeout_s=10) == leader
     assert status(cluster, leader).term == term
+
+
+def test_a_garbage_snapshot_with_its_right_checksum_is_not_installed(
+    cluster: LocalCluster,
+) -> None:
+    """From the real leader's id at the current term, ahead of the follower's log:
+    before validation it was installed and the node could not restart."""
+    leader = cluster.wait_for_leader(timeout_s=30)
+    target = next(n for n in cluster.node_ids if n != leader)
+    before = status(cluster, target)
+    data = os.urandom(256 << 10)
+    message = pb.RaftMessage(
+        type=pb.MESSAGE_TYPE_SNAPSHOT,
+        to=target,
+        sender=leader,
+        term=before.term,
+        snapshot=pb.SnapshotMeta(
+            index=before.commit_index + 1000, term=before.term, voters=list(cluster.node_ids)
+        ),
+    )
+    chunk = pb.SnapshotChunk(
+        message=message,
+        data=data,
+        checksum=hashlib.sha256(data).hexdigest(),
+        last=True,
+        **{"from": pb.Peer(cluster=CLUSTER, node_id=leader)},
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.RaftStub(cluster.channel(target)).InstallSnapshot(iter([chunk]), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "SQLite" in (refused.value.details() or "")
+    after = status(cluster, target)
+    assert after.snapshot_index == before.snapshot_index
+    assert after.snapshots_installed == before.snapshots_installed
+    cluster.stop_node(target)
+    cluster.start_node(target)
+    cluster.wait_ready(target)
+    assert status(cluster, target).commit_index >= before.commit_index
