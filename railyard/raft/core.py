@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from railyard.raft import election, follower, reads, replication
+from railyard.raft import bounds, election, follower, reads, replication
 from railyard.raft.config import RaftConfig
 from railyard.raft.errors import InvariantViolation, NotLeader, ProposalDropped, UnknownPeer
 from railyard.raft.log import RaftLog
@@ -108,6 +108,7 @@ class RaftCore:
         self.votes: dict[NodeId, bool] = {}
         self.progress: dict[NodeId, Progress] = {}
         self.lead_transferee: NodeId | None = None
+        self.transfer_notice: tuple[Term, int] | None = None  # see election.transfer_vouched
         self.commit_to_announce = False  # leader: followers have not been sent the commit
         self.reads = reads.ReadTracker()
         self.messages: list[Message] = []
@@ -152,20 +153,28 @@ class RaftCore:
         else:
             election.tick_election(self)
 
-    def step(self, message: Message) -> None:
-        """Apply one message from a peer. Never raises for what a peer sends."""
+    def step(self, message: Message) -> str | None:
+        """Apply one message from a peer. Never raises for what a peer sends.
+
+        Returns why the message was refused as absurd (`bounds`), for the driver
+        to log; None otherwise, including for messages dropped as stale.
+        """
         if message.to != self.node_id or message.sender not in self.voters:
-            return  # misrouted, or from outside the cluster
+            return None  # misrouted, or from outside the cluster
+        absurd = bounds.refusal(message, self.current_term)
+        if absurd is not None:
+            return absurd
         if not self._check_term(message):
-            return
+            return None
         if message.type in (MessageType.VOTE, MessageType.PRE_VOTE):
             election.handle_vote_request(self, message)
-            return
+            return None
         if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and message.type in _FROM_LEADER:
             become_follower(self, self.current_term, message.sender)
         handler = _HANDLERS[self.role].get(message.type)
         if handler is not None:
             handler(self, message)
+        return None
 
     def _check_term(self, message: Message) -> bool:
         """The term rules every message obeys first; False when the message is dropped."""
@@ -178,8 +187,10 @@ class RaftCore:
 
     def _on_higher_term(self, message: Message) -> bool:
         kind = message.type
+        if kind is MessageType.TIMEOUT_NOW:
+            return False  # only the leader of our own term may ask (`election`)
         if kind in (MessageType.VOTE, MessageType.PRE_VOTE):
-            forced = message.context == election.CAMPAIGN_TRANSFER_CONTEXT
+            forced = election.transfer_vouched(self, message)
             if not forced and election.in_lease(self):
                 return False  # leader stickiness: a live leader is not disrupted
         if kind is MessageType.PRE_VOTE:
@@ -255,7 +266,8 @@ class RaftCore:
         replication.transfer_leadership(self, to)
 
     def campaign(self) -> None:
-        """Force an election now, even against a live leader (operator's force-election)."""
+        """Campaign now, skipping PreVote. Voters in a lease with a live leader
+        still refuse: only a transfer the leader asked for breaks leases."""
         if self.role is Role.LEADER or not self.is_promotable():
             return
         election.campaign(self, pre_vote=False, transfer=True)

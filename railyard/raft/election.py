@@ -8,8 +8,17 @@ a healthy leader when it rejoins.
 
 Leader stickiness (with CheckQuorum): a node that heard from a leader within
 the election timeout ignores vote requests of higher terms, unless they carry
-`CAMPAIGN_TRANSFER_CONTEXT` (a campaign asked for by the leader itself through
-TIMEOUT_NOW, or forced by an operator).
+`CAMPAIGN_TRANSFER_CONTEXT` and the leader of the voter's own term vouched for
+that campaign (`transfer_vouched`): the leader itself, asked by the candidate
+it is transferring to, or a follower that received the leader's transfer
+notice (a TIMEOUT_NOW with `TRANSFER_NOTICE_CONTEXT`, sent to every other
+follower with the transferee's TIMEOUT_NOW). TIMEOUT_NOW itself is obeyed
+only from the leader of the receiver's current term; one of a higher term is
+dropped without taking its term. A peer that is not the leader (a buggy one,
+or a forger on a cluster without TLS) can therefore neither make a node
+campaign nor break a lease with the flag. NB: the notice does not name the
+transferee, so for one election timeout after it any voter's flagged
+campaign at the next term is granted past the lease.
 
 Voting after a lost store: the safety argument, its costs and the holes
 that remain are in docs/ARCHITECTURE.md ("Voting after a lost store"). The
@@ -48,9 +57,11 @@ from railyard.raft.types import NO_INDEX, Message, MessageType, NodeId, Role, Te
 if TYPE_CHECKING:
     from railyard.raft.core import RaftCore
 
-# Marks vote requests of a campaign the leader asked for (TIMEOUT_NOW) or an
-# operator forced: voters grant them even while they follow a live leader.
+# Marks vote requests of a campaign the leader asked for (TIMEOUT_NOW): voters
+# the leader told of the transfer grant them even while they follow it.
 CAMPAIGN_TRANSFER_CONTEXT = 1
+# Marks a TIMEOUT_NOW that only tells a follower a transfer is under way.
+TRANSFER_NOTICE_CONTEXT = 2
 
 
 def tick_election(core: RaftCore) -> None:
@@ -167,7 +178,29 @@ def handle_vote_response(core: RaftCore, message: Message) -> None:
     _record_vote(core, message.sender, granted=message.vote_granted)
 
 
+def transfer_vouched(core: RaftCore, message: Message) -> bool:
+    """A flagged vote request the leader of our term asked for (module docstring)."""
+    if message.context != CAMPAIGN_TRANSFER_CONTEXT or message.type is not MessageType.VOTE:
+        return False
+    if message.term != core.current_term + 1:
+        return False
+    if core.role is Role.LEADER:
+        return core.lead_transferee == message.sender
+    notice = core.transfer_notice
+    return (
+        notice is not None
+        and notice[0] == message.term
+        and core.tick_count - notice[1] < core.config.election_ticks
+    )
+
+
 def handle_timeout_now(core: RaftCore, message: Message) -> None:
-    """The leader hands over leadership: campaign at once, bypassing PreVote and leases."""
-    if core.is_promotable():
+    """The leader hands over leadership: campaign at once, bypassing PreVote and leases.
+
+    Obeyed only from the leader of our term (`step` already dropped other terms)."""
+    if message.sender != core.leader_id:
+        return
+    if message.context == TRANSFER_NOTICE_CONTEXT:
+        core.transfer_notice = (Term(core.current_term + 1), core.tick_count)
+    elif core.is_promotable():
         campaign(core, pre_vote=False, transfer=True)

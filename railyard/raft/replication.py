@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from railyard.raft import election
 from railyard.raft.progress import Progress, ProgressState
 from railyard.raft.quorum import committed_index
 from railyard.raft.roles import become_follower
@@ -300,7 +301,20 @@ def _maybe_finish_transfer(core: RaftCore, peer: NodeId, progress: Progress) -> 
 
 
 def send_timeout_now(core: RaftCore, to: NodeId) -> None:
-    core.messages.append(Message(MessageType.TIMEOUT_NOW, to, core.node_id, core.current_term))
+    """Tell `to` to campaign, and first every other follower that it may (`election`)."""
+    term = core.current_term
+    for peer in core.peers:
+        if peer != to:
+            core.messages.append(
+                Message(
+                    MessageType.TIMEOUT_NOW,
+                    peer,
+                    core.node_id,
+                    term,
+                    context=election.TRANSFER_NOTICE_CONTEXT,
+                )
+            )
+    core.messages.append(Message(MessageType.TIMEOUT_NOW, to, core.node_id, term))
 
 
 def most_up_to_date_follower(core: RaftCore) -> NodeId | None:

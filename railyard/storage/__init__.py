@@ -16,7 +16,12 @@ from railyard.storage.errors import (
 )
 from railyard.storage.lock import DataDirLock
 from railyard.storage.log import LogStore, MemoryLogStore
-from railyard.storage.snapshots import SnapshotReceiver, SnapshotStore, fsync_directory
+from railyard.storage.snapshots import (
+    SnapshotReceiver,
+    SnapshotStore,
+    fsync_directory,
+    sqlite_problem,
+)
 from railyard.storage.sqlite_log import SqliteLogStore
 
 __all__ = [
@@ -35,4 +40,5 @@ __all__ = [
     "StoreIOError",
     "StoreMismatch",
     "fsync_directory",
+    "sqlite_problem",
 ]

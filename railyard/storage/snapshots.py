@@ -17,7 +17,13 @@ is also spared so a caller always gets back a path that exists.
 
 Incoming snapshots (InstallSnapshot) arrive in chunks through a
 `SnapshotReceiver`, which hashes as it writes and refuses to install bytes
-whose SHA-256 differs from the sender's.
+whose SHA-256 differs from the sender's. A checksum proves only that the
+bytes arrived as sent: a peer can send garbage with its right checksum, and
+a node that installed it could not restart. So the receiver also refuses
+more than `max_bytes` (the caller's disk-space bound) while receiving, and
+`stage` runs the caller's `validate` (`sqlite_problem` for what any SQLite
+file must pass, plus what the caller knows of the contents) before the
+bytes can become the latest snapshot.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import hashlib
 import itertools
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -95,9 +102,9 @@ class SnapshotStore:
         finally:
             temp.unlink(missing_ok=True)
 
-    def receiver(self, meta: SnapshotMeta) -> SnapshotReceiver:
+    def receiver(self, meta: SnapshotMeta, max_bytes: int | None = None) -> SnapshotReceiver:
         """Accept an incoming snapshot chunk by chunk; see `SnapshotReceiver`."""
-        return SnapshotReceiver(self, meta, self._temp_path())
+        return SnapshotReceiver(self, meta, self._temp_path(), max_bytes)
 
     def latest(self) -> tuple[SnapshotMeta, Path] | None:
         """The newest complete snapshot, or None."""
@@ -193,8 +200,11 @@ class SnapshotReceiver:
     not replace, or prune, the node's own snapshot).
     """
 
-    def __init__(self, store: SnapshotStore, meta: SnapshotMeta, temp: Path) -> None:
+    def __init__(
+        self, store: SnapshotStore, meta: SnapshotMeta, temp: Path, max_bytes: int | None = None
+    ) -> None:
         self.meta = meta
+        self.max_bytes = max_bytes
         self._store = store
         self._temp = temp
         self._digest = hashlib.sha256()
@@ -205,12 +215,18 @@ class SnapshotReceiver:
     def write(self, chunk: bytes) -> None:
         if self._file is None:
             raise CorruptSnapshot(self._temp, "write after the last chunk")
+        if self.max_bytes is not None and self.bytes_received + len(chunk) > self.max_bytes:
+            self.abort()
+            raise CorruptSnapshot(
+                self._temp, f"more than {self.max_bytes} bytes, the most this node accepts"
+            )
         self._file.write(chunk)
         self._digest.update(chunk)
         self.bytes_received += len(chunk)
 
-    def stage(self, checksum: str) -> Path:
-        """Verify (else `CorruptSnapshot`) and fsync the bytes; the path is not installed yet."""
+    def stage(self, checksum: str, validate: Callable[[Path], str | None] | None = None) -> Path:
+        """Verify the checksum, then `validate` (it names a problem, or None), else
+        `CorruptSnapshot` with nothing kept; fsync the bytes; not installed yet."""
         if self._file is None:
             raise CorruptSnapshot(self._temp, "stage after the last chunk")
         actual = self._digest.hexdigest()
@@ -227,6 +243,10 @@ class SnapshotReceiver:
             os.fsync(f.fileno())
         finally:
             f.close()
+        problem = validate(self._temp) if validate is not None else None
+        if problem is not None:
+            self.abort()
+            raise CorruptSnapshot(self._temp, problem)
         self._staged = actual
         return self._temp
 
@@ -253,3 +273,21 @@ class SnapshotReceiver:
                 f.close()
         self._staged = None
         self._temp.unlink(missing_ok=True)
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """What is wrong with `path` as an SQLite database (it does not open, or fails
+    `PRAGMA integrity_check`), or None. Opens it read-only and changes nothing."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return f"does not open as SQLite: {exc}"
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.Error as exc:
+        return f"is not a valid SQLite database: {exc}"
+    finally:
+        conn.close()
+    if rows != [("ok",)]:
+        return "fails SQLite's integrity check: " + "; ".join(str(row[0]) for row in rows[:3])
+    return None

@@ -7,7 +7,12 @@ outcomes are values. It imports only `railyard.proto`.
 
 from railyard.streams.errors import ApplyOrderError, CorruptState, StateIOError, StreamsError
 from railyard.streams.limits import Limits, record_size, validate, validate_append
-from railyard.streams.machine import AGE_SWEEP_INTERVAL_MS, FrozenState, StreamsMachine
+from railyard.streams.machine import (
+    AGE_SWEEP_INTERVAL_MS,
+    FrozenState,
+    StreamsMachine,
+    snapshot_problem,
+)
 from railyard.streams.queries import (
     AFTER_SEQUENCE,
     AT_SEQUENCE,
@@ -65,6 +70,7 @@ __all__ = [
     "StreamsError",
     "StreamsMachine",
     "record_size",
+    "snapshot_problem",
     "validate",
     "validate_append",
 ]

@@ -5,7 +5,8 @@ entries' bytes, not on how they were batched into `apply` calls, the local
 clock, or the process's history. Time comes from the leader's timestamps in
 the commands: the machine's clock (`clock_ms`) is the largest one applied
 so far, and it stamps records, so record timestamps never go backwards even
-when a new leader's clock is behind its predecessor's.
+when a new leader's clock is behind its predecessor's. Retention runs on a
+clock of its own that one far-future timestamp cannot move (`retention`).
 
 Exactly-once: `apply` writes `last_applied` in the same SQLite transaction
 as the effects of the entries, one transaction per call, and skips entries
@@ -73,7 +74,7 @@ from railyard.streams.results import (
     StreamNotFound,
     StreamUpdated,
 )
-from railyard.streams.retention import trim
+from railyard.streams.retention import corroborated_clock, trim
 from railyard.streams.rows import (
     StreamRow,
     insert_stream,
@@ -116,6 +117,7 @@ class StreamsMachine:
         self._checkpoint_lock = threading.Lock()
         self._last_applied = 0
         self._clock_ms = 0
+        self._retention_clock_ms = 0
         self._last_sweep_ms = 0
         self._next_stream_id = 1
         # Stream rows read or changed by the current `apply`, written back before it commits.
@@ -138,18 +140,27 @@ class StreamsMachine:
 
     def _load(self) -> None:
         *fields, crc = self._conn.execute(
-            "SELECT format, last_applied, clock_ms, last_sweep_ms, next_stream_id, crc FROM state"
+            "SELECT format, last_applied, clock_ms, retention_clock_ms, last_sweep_ms,"
+            " next_stream_id, crc FROM state"
         ).fetchone()
         if fields_crc(*fields) != crc:
             raise CorruptState(self.path, "the state row fails its checksum")
-        _, self._last_applied, self._clock_ms, self._last_sweep_ms, self._next_stream_id = fields
+        (
+            _,
+            self._last_applied,
+            self._clock_ms,
+            self._retention_clock_ms,
+            self._last_sweep_ms,
+            self._next_stream_id,
+        ) = fields
         self._producers = ProducerTable(self._conn, self.limits.producer_window)
 
-    def _state_fields(self) -> tuple[int, int, int, int, int]:
+    def _state_fields(self) -> tuple[int, int, int, int, int, int]:
         return (
             FORMAT_VERSION,
             self._last_applied,
             self._clock_ms,
+            self._retention_clock_ms,
             self._last_sweep_ms,
             self._next_stream_id,
         )
@@ -162,6 +173,11 @@ class StreamsMachine:
     def clock_ms(self) -> int:
         """The largest leader timestamp applied so far."""
         return self._clock_ms
+
+    @property
+    def retention_clock_ms(self) -> int:
+        """The clock age retention trims by (`retention.corroborated_clock`)."""
+        return self._retention_clock_ms
 
     # ------------------------------------------------------------ apply
 
@@ -192,8 +208,8 @@ class StreamsMachine:
             self._flush_rows()
             fields = self._state_fields()
             conn.execute(
-                "UPDATE state SET format = ?, last_applied = ?, clock_ms = ?, last_sweep_ms = ?, "
-                "next_stream_id = ?, crc = ?",
+                "UPDATE state SET format = ?, last_applied = ?, clock_ms = ?, "
+                "retention_clock_ms = ?, last_sweep_ms = ?, next_stream_id = ?, crc = ?",
                 (*fields, fields_crc(*fields)),
             )
             conn.execute("COMMIT")
@@ -236,15 +252,17 @@ class StreamsMachine:
         return InvalidArgument("command", "no command set")
 
     def _advance_clock(self, timestamp_ms: int) -> None:
-        """Move the clock to a command's timestamp (never back); sweep if it is time."""
-        if timestamp_ms <= self._clock_ms:
+        """Move both clocks by a command's timestamp (never back); sweep if it is time."""
+        retention_ms = corroborated_clock(self._retention_clock_ms, self._clock_ms, timestamp_ms)
+        self._clock_ms = max(self._clock_ms, timestamp_ms)
+        if retention_ms == self._retention_clock_ms:
             return
-        self._clock_ms = timestamp_ms
-        if self._clock_ms - self._last_sweep_ms >= AGE_SWEEP_INTERVAL_MS:
-            self._last_sweep_ms = self._clock_ms
+        self._retention_clock_ms = retention_ms
+        if retention_ms - self._last_sweep_ms >= AGE_SWEEP_INTERVAL_MS:
+            self._last_sweep_ms = retention_ms
             self._flush_rows()
             for row in load_streams(self._conn, "WHERE max_age_ms > 0"):
-                trim(self._conn, row, self._clock_ms)
+                trim(self._conn, row, retention_ms)
                 store_stream(self._conn, row)
 
     def _create(self, cmd: commands_pb2.CreateStreamCommand) -> ApplyResult:
@@ -325,7 +343,7 @@ class StreamsMachine:
         self._conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", rows)
         row.last_seq += len(rows)
         row.bytes += size
-        trim(self._conn, row, self._clock_ms)
+        trim(self._conn, row, self._retention_clock_ms)
         result = Appended(row.name, range(first, row.last_seq + 1), ts)
         if cmd.producer_id:
             self._producers.remember(
@@ -548,4 +566,40 @@ def _record_rows(
     return rows, size
 
 
-__all__ = ["AGE_SWEEP_INTERVAL_MS", "CorruptState", "FrozenState", "StreamsMachine"]
+def snapshot_problem(path: Path, index: int) -> str | None:
+    """What makes `path` unfit as this machine's state at `index` (a received
+    snapshot, checked before it replaces anything), or None: the format this
+    build reads, a state row that passes its checksum, `last_applied == index`.
+    Opens it read-only; run `storage.sqlite_problem` for the file itself."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return f"does not open as SQLite: {exc}"
+    try:
+        found = conn.execute(
+            "SELECT format, last_applied, clock_ms, retention_clock_ms, last_sweep_ms,"
+            " next_stream_id, crc FROM state"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        return f"has no readable state row: {exc}"
+    finally:
+        conn.close()
+    if len(found) != 1:
+        return f"has {len(found)} state rows, expected 1"
+    *fields, crc = found[0]
+    if fields[0] != FORMAT_VERSION:
+        return f"is format version {fields[0]}, this build reads {FORMAT_VERSION}"
+    if fields_crc(*fields) != crc:
+        return "has a state row that fails its checksum"
+    if fields[1] != index:
+        return f"holds the state applied to {fields[1]}, its metadata says {index}"
+    return None
+
+
+__all__ = [
+    "AGE_SWEEP_INTERVAL_MS",
+    "CorruptState",
+    "FrozenState",
+    "StreamsMachine",
+    "snapshot_problem",
+]

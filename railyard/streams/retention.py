@@ -7,10 +7,19 @@ horizon (`first_seq`) to the last. A record goes when any limit is exceeded:
 - max bytes: the held records' sizes (data + key) sum to more than `max_bytes`;
 - max age: its timestamp is older than `clock_ms - max_age_ms`.
 
-`clock_ms` is the machine's clock: the largest leader timestamp seen in any
-applied command, never a local clock, so every replica trims identically.
-Record timestamps never decrease within a stream (they are that clock), so
-age-trimming a prefix is the same as trimming every expired record.
+`clock_ms` is retention's clock, computed from the leader timestamps of the
+applied commands only, never a local clock, so every replica trims
+identically. It is corroborated (`corroborated_clock`): a command moves it
+only as far as the timestamps before it reached, so a single timestamp far
+in the future (a leader's clock that jumped, a forged entry) cannot make age
+retention trim every record; it lags the machine's clock by one command at
+most. Record timestamps never decrease within a stream (they are the
+machine's clock, which is never behind retention's), so age-trimming a
+prefix is the same as trimming every expired record.
+
+NB: commands that keep arriving with far-future timestamps (a leader whose
+clock stays wrong) do move it; no replicated rule can tell that from real
+time, and records stamped by them escape age retention until then.
 """
 
 from __future__ import annotations
@@ -22,6 +31,12 @@ from railyard.streams.rows import StreamRow
 from railyard.streams.schema import record_id
 
 NO_RETENTION = Retention()
+
+
+def corroborated_clock(retention_clock_ms: int, clock_ms: int, timestamp_ms: int) -> int:
+    """Retention's clock after a command stamped `timestamp_ms`: as far as both it and
+    the machine's clock before it (the largest earlier timestamp) reached, never back."""
+    return max(retention_clock_ms, min(timestamp_ms, clock_ms))
 
 
 def _over_limits(

@@ -35,7 +35,8 @@ SEQUENCE_BITS = 40
 MAX_STREAM_ID = (1 << (63 - SEQUENCE_BITS)) - 1
 
 # 3: producers remember a window of results (`producer_results`), not only the last.
-FORMAT_VERSION = 3
+# 4: retention has a clock of its own (`retention_clock_ms`, see `retention`).
+FORMAT_VERSION = 4
 
 # The node is the only writer; a reader tool must not block it for long.
 BUSY_TIMEOUT_S = 5.0
@@ -55,6 +56,7 @@ SCHEMA = (
         format INTEGER NOT NULL,
         last_applied INTEGER NOT NULL,
         clock_ms INTEGER NOT NULL,
+        retention_clock_ms INTEGER NOT NULL,
         last_sweep_ms INTEGER NOT NULL,
         next_stream_id INTEGER NOT NULL,
         crc INTEGER NOT NULL
@@ -97,8 +99,8 @@ SCHEMA = (
 )
 
 # The state row of a new database: format, last_applied, clock_ms,
-# last_sweep_ms, next_stream_id.
-INITIAL_STATE = (FORMAT_VERSION, 0, 0, 0, 1)
+# retention_clock_ms, last_sweep_ms, next_stream_id.
+INITIAL_STATE = (FORMAT_VERSION, 0, 0, 0, 0, 1)
 
 
 def record_id(stream_id: int, sequence: int) -> int:
@@ -187,7 +189,7 @@ def _create(path: Path) -> None:
             for statement in SCHEMA:
                 conn.execute(statement)
             conn.execute(
-                "INSERT INTO state VALUES (0, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO state VALUES (0, ?, ?, ?, ?, ?, ?, ?)",
                 (*INITIAL_STATE, fields_crc(*INITIAL_STATE)),
             )
             conn.execute("COMMIT")

@@ -346,3 +346,44 @@ async def test_closing_does_not_wait_on_a_driver_that_stopped(
         await listener.close()
     assert not listener._serving
     conn.abort()
+
+
+async def test_partial_frames_are_bounded_in_bytes_and_closed_after_the_timeout(
+    listening: tuple[Sink, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's 24 connections each sending a frame short of its last byte,
+    scaled down: past the byte budget a frame is refused at once, and a
+    half-sent frame's connection is closed after the timeout."""
+    monkeypatch.setattr(tcp, "MAX_RECEIVING_BYTES", 3 << 20)
+    monkeypatch.setattr(tcp, "FRAME_TIMEOUT_S", 1.0)
+    _, address = listening
+    host, port = address.rsplit(":", 1)
+    size = 1 << 20
+    partial = tcp.PREAMBLE + struct.pack(">I", size) + b"x" * (size - 1)
+    connections = []
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(partial)
+        await writer.drain()
+        connections.append((reader, writer))
+        await asyncio.sleep(0.05)
+    try:
+        answers = []
+        async with asyncio.timeout(WAIT_S):
+            for reader, _ in connections:
+                answers.append(await reader.read())
+        texts = [refusal_text(answer) for answer in answers]
+        assert sum("busy" in text for text in texts) == 2, texts
+        assert sum("not received within" in text for text in texts) == 3, texts
+    finally:
+        for _, writer in connections:
+            writer.transport.abort()
+
+
+async def test_a_silent_connection_is_closed_after_the_timeout(
+    listening: tuple[Sink, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tcp, "FRAME_TIMEOUT_S", 0.5)
+    _, address = listening
+    assert "no preamble" in refusal_text(await raw_exchange(address, b""))
+    assert "no envelope" in refusal_text(await raw_exchange(address, tcp.PREAMBLE))

@@ -163,6 +163,12 @@ class Network:
     # ------------------------------------------------------------ scenarios
 
     def elect(self, node: NodeId) -> None:
+        """Elect `node` as after its voters stopped hearing from any leader: only a
+        transfer the leader asked for breaks a live lease (`raft/election.py`)."""
+        for other in self.voters:
+            core = self.cores[other]
+            if other != node and core.role is not Role.LEADER:
+                core.election_elapsed = max(core.election_elapsed, core.config.election_ticks)
         self.cores[node].campaign()
         self.settle()
         assert self.cores[node].role is Role.LEADER, self.cores[node].status()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from railyard.raft import HardState, Index, MessageType, NodeId, Role, Term
-from railyard.raft.election import CAMPAIGN_TRANSFER_CONTEXT
+from railyard.raft.election import CAMPAIGN_TRANSFER_CONTEXT, TRANSFER_NOTICE_CONTEXT
 from tests.raft.helpers import N1, N2, N3, drain, elect, log_of, message, new_core, sent
 from tests.raft.network import Network
 
@@ -141,10 +141,12 @@ def test_follower_with_live_leader_ignores_votes() -> None:
     assert not sent(drain(core))
 
 
-def test_transfer_context_bypasses_stickiness() -> None:
+def test_transfer_context_bypasses_stickiness_after_the_leaders_notice() -> None:
     core = new_core(N1)
     core.step(message(MessageType.HEARTBEAT, N2, N1, 1))
+    core.step(message(MessageType.TIMEOUT_NOW, N2, N1, 1, context=TRANSFER_NOTICE_CONTEXT))
     drain(core)
+    assert core.role is Role.FOLLOWER  # a notice is not an order to campaign
     core.step(message(MessageType.VOTE, N3, N1, 2, context=CAMPAIGN_TRANSFER_CONTEXT))
     (reply,) = sent(drain(core))
     assert reply.vote_granted and core.current_term == 2 and core.voted_for == N3

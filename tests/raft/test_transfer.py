@@ -72,11 +72,13 @@ def test_transfer_errors() -> None:
     assert core.role is Role.LEADER
 
 
-def test_campaign_forces_election_against_live_leader() -> None:
+def test_campaign_does_not_break_a_live_leaders_lease() -> None:
+    """Only the leader can vouch for a campaign that breaks its followers' lease
+    (issue 14): a follower that campaigns on its own is refused while the leader
+    is heard from, and leadership moves only by the leader's transfer."""
     net = Network(3)
     net.elect(N1)
     net.propose(N1, b"a")
     net.cores[N3].campaign()
     net.settle()
-    assert net.leader() == N3
-    assert net.cores[N3].current_term == 2
+    assert net.cores[N2].voted_for != N3 and net.cores[N3].role is not Role.LEADER

@@ -24,7 +24,7 @@ from railyard.raft import (
     SnapshotMeta,
     Term,
 )
-from railyard.raft.election import CAMPAIGN_TRANSFER_CONTEXT
+from railyard.raft.election import CAMPAIGN_TRANSFER_CONTEXT, TRANSFER_NOTICE_CONTEXT
 from tests.raft.helpers import N1, N2, N3, drain, log_of, message, sent
 from tests.raft.network import Disk, Network, ids, make_config
 
@@ -129,7 +129,9 @@ def test_caught_up_voter_votes_normally_again() -> None:
     net.propose(A, b"after")  # B and C catch up from A
     assert not net.cores[B].status().awaiting_catch_up
     net.crash(A)
-    # C now holds e: with B's vote it wins, as Raft without any wipe would.
+    # C now holds e: with B's vote it wins, as Raft without any wipe would
+    # (once B's lease on the crashed A has run out).
+    net.cores[B].election_elapsed = net.cores[B].config.election_ticks
     net.cores[C].campaign()
     net.settle()
     assert net.cores[C].role is Role.LEADER
@@ -263,7 +265,8 @@ def test_rejected_append_sets_target_and_catching_up_ends_the_state() -> None:
     drain(core)
     assert core.log.committed == HISTORY + 1 and not core.status().awaiting_catch_up
     # For good: a later campaign by a candidate with history is answered normally
-    # (a forced one, as B just heard from its leader: leader stickiness).
+    # (one the leader vouched for, as B just heard from it: leader stickiness).
+    core.step(message(MessageType.TIMEOUT_NOW, A, B, 2, context=TRANSFER_NOTICE_CONTEXT))
     core.step(
         message(
             MessageType.VOTE,

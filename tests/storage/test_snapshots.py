@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from railyard.raft import Index, NodeId, SnapshotMeta, Term
-from railyard.storage import CorruptSnapshot, SnapshotStore
+from railyard.storage import CorruptSnapshot, SnapshotStore, sqlite_problem
 
 VOTERS = (NodeId("n1"), NodeId("n2"), NodeId("n3"))
 
@@ -154,3 +155,58 @@ def test_a_refused_staged_snapshot_leaves_the_own_one(tmp_path: Path) -> None:
     assert not staged.exists()
     assert store.latest() == (meta(10), own)
     assert SnapshotStore(tmp_path).latest() == (meta(10), own)
+
+
+def _sqlite_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "real.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+def test_garbage_with_its_right_checksum_is_never_staged(tmp_path: Path) -> None:
+    """Issue 14: a snapshot of garbage bytes with a correct checksum was installed,
+    and the node could not restart. Validated before staging, it is not kept."""
+    store = SnapshotStore(tmp_path / "snaps")
+    own = store.create(meta(10), writer(b"own"))
+    garbage = os.urandom(64 << 10)
+    receiver = store.receiver(meta(30, 2))
+    receiver.write(garbage)
+    with pytest.raises(CorruptSnapshot, match="SQLite"):
+        receiver.stage(_sha(garbage), sqlite_problem)
+    assert store.latest() == (meta(10), own)
+    assert [p.name for p in (tmp_path / "snaps").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_a_valid_database_is_staged_and_the_callers_check_runs(tmp_path: Path) -> None:
+    data = _sqlite_bytes(tmp_path)
+    store = SnapshotStore(tmp_path / "snaps")
+    receiver = store.receiver(meta(30, 2))
+    receiver.write(data)
+    assert receiver.stage(_sha(data), sqlite_problem).read_bytes() == data
+    receiver = store.receiver(meta(31, 2))
+    receiver.write(data)
+    with pytest.raises(CorruptSnapshot, match="applied 7, expected 31"):
+        receiver.stage(_sha(data), lambda path: "applied 7, expected 31")
+
+
+def test_a_damaged_database_fails_the_integrity_check(tmp_path: Path) -> None:
+    data = bytearray(_sqlite_bytes(tmp_path))
+    data[4096 : 4096 + 8] = b"\xff" * 8  # the table page's header
+    path = tmp_path / "damaged.db"
+    path.write_bytes(bytes(data))
+    assert sqlite_problem(path) is not None
+    assert sqlite_problem(tmp_path / "real.db") is None
+
+
+def test_a_snapshot_past_the_byte_bound_is_refused_while_receiving(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    receiver = store.receiver(meta(30, 2), max_bytes=1000)
+    receiver.write(b"x" * 1000)
+    with pytest.raises(CorruptSnapshot, match="more than 1000 bytes"):
+        receiver.write(b"x")
+    assert store.latest() is None
+    assert list(tmp_path.iterdir()) == []

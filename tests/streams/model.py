@@ -71,6 +71,7 @@ class Model:
         self.streams: dict[str, ModelStream] = {}
         self.producers: dict[str, ModelProducer] = {}
         self.clock_ms = 0
+        self.retention_clock_ms = 0
         self.last_sweep_ms = 0
 
     def apply(self, index: int, data: bytes) -> ApplyResult | None:
@@ -93,11 +94,14 @@ class Model:
         return self.append(index, command.append_records)
 
     def advance_clock(self, ts: int) -> None:
-        if ts <= self.clock_ms:
+        # Retention's clock: the second largest of all timestamps so far, never back.
+        retention = max(self.retention_clock_ms, min(ts, self.clock_ms))
+        self.clock_ms = max(self.clock_ms, ts)
+        if retention == self.retention_clock_ms:
             return
-        self.clock_ms = ts
-        if self.clock_ms - self.last_sweep_ms >= AGE_SWEEP_INTERVAL_MS:
-            self.last_sweep_ms = self.clock_ms
+        self.retention_clock_ms = retention
+        if retention - self.last_sweep_ms >= AGE_SWEEP_INTERVAL_MS:
+            self.last_sweep_ms = retention
             for stream in self.streams.values():
                 if stream.retention.max_age_ms > 0:
                     self.trim(stream)
@@ -107,7 +111,7 @@ class Model:
         while s.records and (
             (r.max_records and len(s.records) > r.max_records)
             or (r.max_bytes and s.bytes > r.max_bytes)
-            or (r.max_age_ms and s.records[0].timestamp_ms < self.clock_ms - r.max_age_ms)
+            or (r.max_age_ms and s.records[0].timestamp_ms < self.retention_clock_ms - r.max_age_ms)
         ):
             s.records.pop(0)
 

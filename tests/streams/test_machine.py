@@ -373,16 +373,19 @@ def test_max_age_uses_entry_timestamps(run: Driver) -> None:
     run(create("s", max_age_ms=100, ts=1_000))
     run(append("s", [b"old"], ts=1_000), append("s", [b"mid"], ts=1_050))
     assert info(run.sm, "s").record_count == 2
-    run(append("s", [b"new"], ts=1_120))  # cutoff 1_020: "old" expires
-    assert [r.data for r in read_all(run.sm, "s").records] == [b"mid", b"new"]
+    run(append("s", [b"new"], ts=1_120))
+    # Retention's clock is corroborated: 1_120 counts once a later command confirms it.
+    assert info(run.sm, "s").record_count == 3
+    run(append("s", [b"next"], ts=1_121))  # cutoff 1_020: "old" expires
+    assert [r.data for r in read_all(run.sm, "s").records] == [b"mid", b"new", b"next"]
 
 
 def test_max_age_boundary(run: Driver) -> None:
     """A record exactly max_age old stays; one millisecond older goes."""
     run(create("s", max_age_ms=50), append("s", [b"x"], ts=100))
-    run(append("s", [b"y"], ts=150))
+    run(append("s", [b"y"], ts=150), append("s", [b"y"], ts=150))
     assert info(run.sm, "s").first_sequence == 1
-    run(append("s", [b"z"], ts=151))
+    run(append("s", [b"z"], ts=151), append("s", [b"z"], ts=151))
     assert info(run.sm, "s").first_sequence == 2
 
 
@@ -390,6 +393,7 @@ def test_sweep_runs_exactly_at_the_interval(run: Driver) -> None:
     run(create("idle", max_age_ms=10), append("idle", [b"x"], ts=AGE_SWEEP_INTERVAL_MS))
     run(create("busy"), append("busy", [b"y"], ts=2 * AGE_SWEEP_INTERVAL_MS - 1))
     assert info(run.sm, "idle").record_count == 1
+    run(append("busy", [b"y"], ts=2 * AGE_SWEEP_INTERVAL_MS))
     run(append("busy", [b"y"], ts=2 * AGE_SWEEP_INTERVAL_MS))
     assert info(run.sm, "idle").record_count == 0
 
@@ -400,9 +404,21 @@ def test_idle_streams_expire_on_the_sweep(run: Driver) -> None:
     run(append("busy", [b"y"], ts=2 + AGE_SWEEP_INTERVAL_MS // 2))
     assert info(run.sm, "idle").record_count == 1  # no sweep yet
     run(append("busy", [b"y"], ts=2 + AGE_SWEEP_INTERVAL_MS))
+    run(append("busy", [b"y"], ts=2 + AGE_SWEEP_INTERVAL_MS))
     idle = info(run.sm, "idle")
     assert (idle.record_count, idle.first_sequence, idle.last_sequence) == (0, 0, 1)
     assert run.sm.resolve_position("idle", "TRIM_HORIZON") == 2
+
+
+def test_one_far_future_timestamp_does_not_make_retention_trim(run: Driver) -> None:
+    """Issue 14: an entry stamped 10 years ahead trimmed every record of a stream."""
+    ten_years_ms = 10 * 365 * 24 * 3600 * 1000
+    run(create("s", max_age_ms=60_000, ts=1_000))
+    run(append("s", [b"a"], ts=1_000), append("s", [b"b"], ts=2_000))
+    run(append("s", [b"forged"], ts=2_000 + ten_years_ms))
+    run(append("s", [b"c"], ts=3_000), append("s", [b"d"], ts=4_000))
+    assert [r.data for r in read_all(run.sm, "s").records] == [b"a", b"b", b"forged", b"c", b"d"]
+    assert run.sm.retention_clock_ms == 4_000
 
 
 def test_clock_never_goes_back(run: Driver) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from railyard.streams import CorruptState, StreamsMachine
+from railyard.streams import CorruptState, StreamsMachine, snapshot_problem
 from tests.streams.helpers import query_dump, sql_dump, workload
 
 ENTRIES = 400
@@ -168,3 +168,22 @@ def test_a_restore_between_checkpoints_leaves_checkpointing_working(tmp_path: Pa
     finally:
         source.close()
         target.close()
+
+
+def test_a_received_snapshot_must_hold_the_state_its_metadata_names(tmp_path: Path) -> None:
+    """Checked before a received snapshot replaces anything (issue 14)."""
+    sm = StreamsMachine.open(tmp_path / "s.db")
+    try:
+        sm.apply(list(enumerate(workload(seed=2, count=30), start=1)))
+        sm.snapshot_to(tmp_path / "snap.db")
+    finally:
+        sm.close()
+    assert snapshot_problem(tmp_path / "snap.db", 30) is None
+    assert "applied to 30" in (snapshot_problem(tmp_path / "snap.db", 31) or "")
+    conn = sqlite3.connect(tmp_path / "snap.db")
+    conn.execute("UPDATE state SET last_applied = 31")
+    conn.commit()
+    conn.close()
+    assert "checksum" in (snapshot_problem(tmp_path / "snap.db", 31) or "")
+    (tmp_path / "other.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    assert snapshot_problem(tmp_path / "other.db", 30) is not None

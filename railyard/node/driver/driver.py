@@ -228,7 +228,7 @@ class Driver:
         def step() -> None:
             assert message.snapshot is not None
             self.snapshotter.receive(message.snapshot, receiver)
-            self.core.step(message)
+            self._step_core(message)
 
         await self.inbox.queue_call(step)
 
@@ -276,7 +276,12 @@ class Driver:
     def _step(self, message: Message) -> None:
         if message.type is MessageType.APPEND and not self.disk.follower_has_room(message):
             return  # unanswered: the leader sends it again later
-        self.core.step(message)
+        self._step_core(message)
+
+    def _step_core(self, message: Message) -> None:
+        refusal = self.core.step(message)
+        if refusal is not None:  # absurd numbers (raft.bounds): never taken in
+            self.log.warning("refused %s from %s: %s", message.type.value, message.sender, refusal)
 
     def _submit(self, collected: Round) -> None:
         """Hand a round's proposals and read barriers to the core (those still awaited)."""

@@ -22,6 +22,7 @@ import errno
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
 import grpc
 
@@ -30,11 +31,17 @@ from railyard.node.peers.codec import envelope, envelope_sender, message_from_pb
 from railyard.node.security import identity_of
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
-from railyard.raft import Message, MessageType, NodeId
-from railyard.storage import CorruptSnapshot, SnapshotReceiver, SnapshotStore
+from railyard.raft import Index, Message, MessageType, NodeId
+from railyard.storage import CorruptSnapshot, SnapshotReceiver, SnapshotStore, sqlite_problem
+from railyard.streams import snapshot_problem
 
 # Refusals of a foreign peer are logged at most this often (it retries a lot).
 REFUSAL_LOG_INTERVAL_S = 5.0
+
+
+def _validator(index: Index) -> Callable[[Path], str | None]:
+    """What a received snapshot of `index` must pass before it is staged."""
+    return lambda path: sqlite_problem(path) or snapshot_problem(path, index)
 
 
 class RaftService(pb_grpc.RaftServicer):
@@ -209,7 +216,9 @@ class RaftService(pb_grpc.RaftServicer):
     ) -> pb.RaftEnvelope:
         """Receive a leader's snapshot; malformed input is INVALID_ARGUMENT, never UNKNOWN.
 
-        The bytes are staged (verified and fsync'd under a temporary name),
+        The bytes are staged (their checksum, SQLite's integrity check and the
+        state they hold against the metadata verified, fsync'd under a
+        temporary name: garbage with a right checksum is refused here),
         not installed: the driver makes them the node's latest snapshot only
         if the core accepts the SNAPSHOT message, and deletes them otherwise
         (a stale or forged message must not replace the node's own snapshot).
@@ -228,9 +237,12 @@ class RaftService(pb_grpc.RaftServicer):
                 if chunk.last:
                     assert message is not None and message.snapshot is not None
                     try:
-                        await asyncio.to_thread(receiver.stage, chunk.checksum)
+                        await asyncio.to_thread(
+                            receiver.stage, chunk.checksum, _validator(message.snapshot.index)
+                        )
                     except CorruptSnapshot as exc:
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"checksum: {exc}")
+                        self.log.warning("refused a snapshot from %s: %s", message.sender, exc)
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                     staged, receiver = receiver, None
                     await self.driver.deliver_snapshot(message, staged)
                     self.log.info(

@@ -53,6 +53,17 @@ _SIZE = struct.Struct(">I")
 # An envelope holds at most 16 MiB of entries (links.py); the limit
 # leaves room for the rest and refuses garbage lengths before reading them.
 MAX_FRAME_BYTES = 64 << 20
+# Frames being received on all connections together hold at most this much:
+# a real peer has one or two frames in flight, while without a budget 24
+# connections each sending a 64 MiB frame short of its last byte took a node
+# from 61 MiB to 1.6 GiB (issue 14). Past it a frame is refused; its sender
+# reconnects.
+MAX_RECEIVING_BYTES = 128 << 20
+# A connection must send its preamble and a first envelope that names a
+# member within this long, and every frame it starts must arrive whole
+# within it: a half-sent or silent connection is closed instead of held.
+# A 64 MiB frame takes well under a second on a LAN.
+FRAME_TIMEOUT_S = 10.0
 # A refusal is a sentence.
 MAX_REFUSAL_BYTES = 4096
 # After a refusal, what the dialler still sends is read and dropped this long
@@ -180,6 +191,7 @@ class PeerListener:
         self._connections: set[asyncio.StreamWriter] = set()
         self._serving: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._receiving_bytes = 0  # declared sizes of the frames being read now
 
     async def start(self) -> None:
         """Bind (raising OSError if the address is taken) and start accepting."""
@@ -280,13 +292,30 @@ class PeerListener:
         checks. With TLS, `node_id` is the node the connection authenticated
         as: every envelope must name it as its sender.
         """
-        if await reader.readexactly(len(PREAMBLE)) != PREAMBLE:
-            return f"expected the railyard peer protocol ({PREAMBLE!r})"
+        try:
+            async with asyncio.timeout(FRAME_TIMEOUT_S):
+                if await reader.readexactly(len(PREAMBLE)) != PREAMBLE:
+                    return f"expected the railyard peer protocol ({PREAMBLE!r})"
+        except TimeoutError:
+            return f"no preamble within {FRAME_TIMEOUT_S} s"
         while True:
-            (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
+            try:  # an identified peer's link may be idle for long; a stranger's not
+                async with asyncio.timeout(None if accepted else FRAME_TIMEOUT_S):
+                    (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
+            except TimeoutError:
+                return f"no envelope within {FRAME_TIMEOUT_S} s"
             if size > MAX_FRAME_BYTES:
                 return f"frame of {size} bytes; at most {MAX_FRAME_BYTES}"
-            body = await reader.readexactly(size)
+            if self._receiving_bytes + size > MAX_RECEIVING_BYTES:
+                return f"busy: frames of {MAX_RECEIVING_BYTES} bytes are being received"
+            self._receiving_bytes += size
+            try:
+                async with asyncio.timeout(FRAME_TIMEOUT_S):
+                    body = await reader.readexactly(size)
+            except TimeoutError:
+                return f"frame of {size} bytes not received within {FRAME_TIMEOUT_S} s"
+            finally:
+                self._receiving_bytes -= size
             try:
                 env = pb.RaftEnvelope.FromString(body)
             except DecodeError as exc:
