@@ -68,6 +68,11 @@ class Progress:
     recent_active: bool = False  # heard from within the current election timeout
     last_contact_tick: int = 0
     lost_log_count: int = 0  # times the peer's log was found to end below match_index
+    # Catch-up rounds (dissertation §4.2.1): a round ends when the peer holds the
+    # leader's last index as of the round's start; the next starts at once.
+    round_target: Index = NO_INDEX
+    round_start_tick: int = 0
+    last_round_ticks: int | None = None  # how long the last finished round took
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT:
