@@ -328,6 +328,14 @@ class RaftCore:
         self.after_leader_append()
         return index
 
+    def keeps_live_quorum(self, change: ConfChange) -> bool:
+        """Leader: whether the voters after `change` that answered within an election
+        timeout still form a quorum (the guard behind `member remove --force`).
+        Raises NotLeader, or a `ConfChangeError` if `change` cannot apply."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        return membership.keeps_live_quorum(self, change)
+
     def _check_caught_up(self, learner: NodeId) -> None:
         progress = self.progress[learner]
         if not replication.is_caught_up(self, progress):

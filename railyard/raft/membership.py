@@ -178,6 +178,28 @@ def check_can_change(core: RaftCore) -> None:
         raise ChangeInProgress(f"the change at index {pending} is not yet committed")
 
 
+def keeps_live_quorum(core: RaftCore, change: ConfChange) -> bool:
+    """True when the voters after `change` that the leader heard from within an
+    election timeout (the leader itself included) form a quorum of them.
+
+    Not a safety rule: an operator's guard (`member remove` refuses otherwise
+    unless forced), as removing a voter while others are down can leave a
+    configuration that cannot commit, not even its own entry.
+    """
+    voters = apply_change(core.membership, change).voter_ids
+    timeout = core.config.election_ticks
+    live = 0
+    for voter in voters:
+        progress = core.progress.get(voter)
+        heard = (
+            progress is not None
+            and progress.answered
+            and core.tick_count - progress.last_contact_tick < timeout
+        )
+        live += voter == core.node_id or heard
+    return 2 * live > len(voters)
+
+
 def pending_change_index(core: RaftCore) -> Index | None:
     """The index of the latest configuration entry if it is not committed yet."""
     latest = core.log.memberships.latest_index

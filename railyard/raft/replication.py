@@ -124,6 +124,7 @@ def handle_append_response(core: RaftCore, message: Message) -> None:
         return
     progress.recent_active = True
     progress.last_contact_tick = core.tick_count
+    progress.answered = True
     if not message.success:
         _handle_rejection(core, message, progress)
         return
@@ -207,6 +208,7 @@ def handle_heartbeat_response(core: RaftCore, message: Message) -> None:
         return
     progress.recent_active = True
     progress.last_contact_tick = core.tick_count
+    progress.answered = True
     track_catch_up_round(core, progress)
     if progress.state is ProgressState.REPLICATE and message.match_index < progress.match_index:
         # The follower's log ends below its acknowledgements: it lost its log, or
@@ -340,12 +342,12 @@ def track_catch_up_round(core: RaftCore, progress: Progress) -> None:
 
 
 def is_caught_up(core: RaftCore, progress: Progress) -> bool:
-    """The last round took at most an election timeout, and so far does the current
+    """The last round took less than an election timeout, and so far does the current
     one: a learner that stopped answering is not caught up (dissertation §4.2.1)."""
     timeout = core.config.election_ticks
     last = progress.last_round_ticks
     return (
         last is not None
-        and last <= timeout
-        and core.tick_count - progress.round_start_tick <= timeout
+        and last < timeout
+        and core.tick_count - progress.round_start_tick < timeout
     )

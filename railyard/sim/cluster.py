@@ -346,6 +346,10 @@ class Simulation:
                 core.transfer_leadership(event[1])
         elif kind == "conf":
             try:
+                # The operator's guard of `member remove` (without --force).
+                if not core.keeps_live_quorum(event[1]):
+                    self.note(f"{node.node_id}: {event[1]} would leave no live quorum")
+                    return
                 index = core.propose_conf_change(event[1])
                 self.note(f"{node.node_id} accepts {event[1]} at {index}")
             except (NotLeader, ProposalDropped, ConfChangeError) as refused:

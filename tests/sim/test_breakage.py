@@ -14,6 +14,7 @@ import pytest
 
 from railyard.sim import BREAKS, Violation, broken, run_seed
 from railyard.sim.checker import (
+    CONFIG_CHANGE_RULE,
     DURABILITY,
     ELECTION_SAFETY,
     LEADER_COMMIT_RULE,
@@ -32,7 +33,10 @@ EXPECTED = {
     "commit-old-term": {LEADER_COMMIT_RULE, LEADER_COMPLETENESS, STATE_MACHINE_SAFETY},
     "ack-before-persist": {DURABILITY},
     "read-without-quorum": {LINEARIZABLE_READS},
+    "concurrent-changes": {CONFIG_CHANGE_RULE},
 }
+# Breaks of membership changes show only in histories that make changes.
+WITH_CHANGES = {"concurrent-changes"}
 # Cluster size per break: stale reads need a deposed or brand-new leader that
 # is asked before it learns better, which five nodes produce more often.
 NODES = {"read-without-quorum": 5}
@@ -58,9 +62,10 @@ def test_every_break_has_an_expectation() -> None:
 def first_violation(
     rule: str, nodes: int, tweak: Callable[[Scenario], Scenario] | None = None
 ) -> Violation | None:
+    changes = rule in WITH_CHANGES
     with broken(rule):
         for seed in range(MAX_SEEDS):
-            result = run_seed(seed, nodes, STEPS, tweak=tweak)
+            result = run_seed(seed, nodes, STEPS, tweak=tweak, changes=changes)
             if result.violation is not None:
                 return result.violation
     return None
