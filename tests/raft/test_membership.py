@@ -352,3 +352,15 @@ def test_only_voters_are_asked_for_votes() -> None:
     candidate.campaign()
     asked = {m.to for m in candidate.ready().persisted_messages if m.type is MessageType.VOTE}
     assert asked == {N1, N3}
+
+
+def test_the_live_quorum_guard_refuses_a_removal_that_leaves_no_live_majority() -> None:
+    """Not a safety rule: the guard behind `member remove` without --force."""
+    net = cluster()
+    net.tick([N1], times=2)  # every follower answered this leader
+    leader = net.cores[N1]
+    assert leader.keeps_live_quorum(remove(N2))
+    net.crash(N3)
+    net.tick([N1], times=ELECTION_TICKS)
+    assert not leader.keeps_live_quorum(remove(N2))  # N1 and a silent N3
+    assert leader.keeps_live_quorum(remove(N3))  # N1 and N2 answer
