@@ -22,15 +22,14 @@ from railyard.raft import election, follower, membership, reads, replication
 from railyard.raft.config import RaftConfig
 from railyard.raft.errors import (
     InvariantViolation,
-    NotCaughtUp,
     NotLeader,
     ProposalDropped,
     UnknownPeer,
 )
 from railyard.raft.log import RaftLog
-from railyard.raft.membership import ConfChange, ConfChangeKind
+from railyard.raft.membership import ConfChange
 from railyard.raft.progress import Progress, ProgressState
-from railyard.raft.roles import become_follower, new_progress
+from railyard.raft.roles import become_follower
 from railyard.raft.status import CoreStatus, PeerStatus
 from railyard.raft.types import (
     NO_INDEX,
@@ -155,41 +154,12 @@ class RaftCore:
         if self.peers:
             replication.broadcast_append(self, send_if_empty=False)
 
-    def maybe_adopt_membership(self) -> None:
-        """The log may hold a different latest configuration now: put it in force."""
-        latest = self.log.memberships.latest
-        if latest is not self.membership:
-            self.adopt_membership(latest)
-
     def adopt_membership(self, latest: Membership) -> None:
-        self.membership = latest
-        self.voters = latest.voter_ids
-        self.learners = latest.learner_ids
-        if self.role is Role.LEADER:
-            # New members get progress at once; removed ones keep theirs until the
-            # change commits, so they receive the entry that removes them.
-            for member in self.voters + self.learners:
-                if member not in self.progress:
-                    self.progress[member] = new_progress(self)
-            self.peers = tuple(peer for peer in self.progress if peer != self.node_id)
-        else:
-            self.peers = tuple(m for m in self.voters + self.learners if m != self.node_id)
+        """Put `latest` in force (see `membership.adopt`)."""
+        membership.adopt(self, latest)
 
     def _after_step(self) -> None:
-        """Put in force a configuration the log just received; once the latest one
-        is committed, the leader forgets removed members, and steps down if it
-        removed itself (dissertation §4.2.2)."""
-        self.maybe_adopt_membership()
-        if self.role is not Role.LEADER or membership.pending_change_index(self) is not None:
-            return
-        members = set(self.voters + self.learners)
-        gone = [peer for peer in self.peers if peer not in members]
-        for peer in gone:
-            del self.progress[peer]
-        if gone:
-            self.peers = tuple(peer for peer in self.progress if peer != self.node_id)
-        if self.node_id not in self.voters:
-            replication.hand_over_on_removal(self)
+        membership.after_step(self)
 
     def on_commit_advanced(self) -> None:
         """The leader's commit index moved: serve waiting reads, tell followers soon."""
@@ -316,17 +286,7 @@ class RaftCore:
             raise NotLeader(self.leader_id)
         if self.lead_transferee is not None:
             raise ProposalDropped()
-        membership.check_can_change(self)
-        new = membership.apply_change(self.membership, change)
-        if change.kind is ConfChangeKind.PROMOTE:
-            self._check_caught_up(change.node_id)
-        log = self.log
-        index = Index(log.last_index + 1)
-        data = membership.encode_membership(new)
-        log.append((Entry(self.current_term, index, EntryKind.CONFIG, data),))
-        self.adopt_membership(log.memberships.latest)
-        self.after_leader_append()
-        return index
+        return membership.propose(self, change)
 
     def keeps_live_quorum(self, change: ConfChange) -> bool:
         """Leader: whether the voters after `change` that answered within an election
@@ -335,11 +295,6 @@ class RaftCore:
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader_id)
         return membership.keeps_live_quorum(self, change)
-
-    def _check_caught_up(self, learner: NodeId) -> None:
-        progress = self.progress[learner]
-        if not replication.is_caught_up(self, progress):
-            raise NotCaughtUp(learner, progress.match_index, self.log.last_index)
 
     def committed_membership(self) -> tuple[Index, Membership]:
         """The latest committed configuration and the index it was appended at.

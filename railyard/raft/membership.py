@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from railyard.raft import replication
 from railyard.raft.errors import (
     AddressInUse,
     AlreadyMember,
@@ -38,8 +39,10 @@ from railyard.raft.errors import (
     InvariantViolation,
     LastVoter,
     NotALearner,
+    NotCaughtUp,
     UnknownMember,
 )
+from railyard.raft.roles import new_progress
 from railyard.raft.types import (
     NO_INDEX,
     Entry,
@@ -48,6 +51,7 @@ from railyard.raft.types import (
     Member,
     Membership,
     NodeId,
+    Role,
     SnapshotMeta,
 )
 
@@ -78,12 +82,17 @@ def _member_record(member: Member) -> dict[str, str]:
     return {"id": member.node_id, "address": member.address, "peer_address": member.peer_address}
 
 
-def encode_membership(membership: Membership) -> bytes:
-    """The bytes of a CONFIG entry: compact JSON, the same on every server."""
-    record = {
+def membership_to_record(membership: Membership) -> dict[str, list[dict[str, str]]]:
+    """The JSON shape of a configuration, as CONFIG entries and stores hold it."""
+    return {
         "voters": [_member_record(m) for m in membership.voters],
         "learners": [_member_record(m) for m in membership.learners],
     }
+
+
+def encode_membership(membership: Membership) -> bytes:
+    """The bytes of a CONFIG entry: compact JSON, the same on every server."""
+    record = membership_to_record(membership)
     return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -111,10 +120,6 @@ def membership_from_record(record: Any) -> Membership:
     if len(set(ids)) != len(ids):
         raise ValueError(f"a member is listed twice: {ids}")
     return membership
-
-
-def membership_to_record(membership: Membership) -> dict[str, Any]:
-    return json.loads(encode_membership(membership))  # type: ignore[no-any-return]
 
 
 def decode_membership(data: bytes) -> Membership:
@@ -166,6 +171,58 @@ def _owner_of(membership: Membership, address: str) -> NodeId | None:
         if address in (member.address, member.peer_address):
             return member.node_id
     return None
+
+
+def propose(core: RaftCore, change: ConfChange) -> Index:
+    """The leader appends the configuration `change` leads to (`RaftCore.propose_conf_change`)."""
+    check_can_change(core)
+    new = apply_change(core.membership, change)
+    if change.kind is ConfChangeKind.PROMOTE:
+        progress = core.progress[change.node_id]
+        if not replication.is_caught_up(core, progress):
+            raise NotCaughtUp(change.node_id, progress.match_index, core.log.last_index)
+    log = core.log
+    index = Index(log.last_index + 1)
+    log.append((Entry(core.current_term, index, EntryKind.CONFIG, encode_membership(new)),))
+    adopt(core, log.memberships.latest)
+    core.after_leader_append()
+    return index
+
+
+def adopt(core: RaftCore, latest: Membership) -> None:
+    """Put `latest` in force: who votes, who learns, whom the leader replicates to."""
+    core.membership = latest
+    core.voters = latest.voter_ids
+    core.learners = latest.learner_ids
+    members = core.voters + core.learners
+    if core.role is Role.LEADER:
+        # New members get progress at once; removed ones keep theirs until the
+        # change commits, so they receive the entry that removes them.
+        for member in members:
+            if member not in core.progress:
+                core.progress[member] = new_progress(core)
+        core.peers = tuple(peer for peer in core.progress if peer != core.node_id)
+    else:
+        core.peers = tuple(member for member in members if member != core.node_id)
+
+
+def after_step(core: RaftCore) -> None:
+    """Put in force a configuration the log just received; once the latest one is
+    committed, the leader forgets removed members, and steps down if it removed
+    itself (dissertation §4.2.2)."""
+    latest = core.log.memberships.latest
+    if latest is not core.membership:
+        adopt(core, latest)
+    if core.role is not Role.LEADER or pending_change_index(core) is not None:
+        return
+    members = set(core.voters + core.learners)
+    gone = [peer for peer in core.peers if peer not in members]
+    for peer in gone:
+        del core.progress[peer]
+    if gone:
+        core.peers = tuple(peer for peer in core.progress if peer != core.node_id)
+    if core.node_id not in core.voters:
+        replication.hand_over_on_removal(core)
 
 
 def check_can_change(core: RaftCore) -> None:
