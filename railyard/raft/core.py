@@ -228,12 +228,12 @@ class RaftCore:
 
     def _on_lower_term(self, message: Message) -> None:
         kind = message.type
-        config = self.config
-        if kind in (MessageType.APPEND, MessageType.HEARTBEAT) and (
-            config.check_quorum or config.pre_vote
-        ):
-            # A stale leader cut off by PreVote/CheckQuorum would otherwise never
-            # learn the newer term: tell it, so it steps down.
+        if kind in (MessageType.APPEND, MessageType.HEARTBEAT):
+            # Tell a stale leader our term (Figure 2), so it steps down. Without it
+            # the term would travel only in vote requests, which PreVote,
+            # CheckQuorum and the drop of vote requests from non-voters hold back:
+            # a learner that campaigned while it still believed itself a voter
+            # would refuse the leader's appends forever.
             self.messages.append(
                 Message(
                     MessageType.APPEND_RESPONSE, message.sender, self.node_id, self.current_term
