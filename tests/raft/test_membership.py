@@ -364,3 +364,23 @@ def test_the_live_quorum_guard_refuses_a_removal_that_leaves_no_live_majority() 
     net.tick([N1], times=ELECTION_TICKS)
     assert not leader.keeps_live_quorum(remove(N2))  # N1 and a silent N3
     assert leader.keeps_live_quorum(remove(N3))  # N1 and N2 answer
+
+
+def test_a_re_added_learner_with_a_higher_term_is_brought_back() -> None:
+    """A removed node that never learned of it campaigned alone and raised its
+    term; added back as a learner, it refuses the leader's appends of the lower
+    term. Its answer carries its term, so the leader steps down and a new
+    election at a higher term reaches it (without PreVote and CheckQuorum too)."""
+    net = cluster(pre_vote=False, check_quorum=False)
+    net.isolate(N3)
+    change(net, N1, remove(N3))
+    net.tick([N3], times=4 * ELECTION_TICKS)  # alone, it raises its term
+    assert net.cores[N3].current_term > net.cores[N1].current_term
+    net.heal()
+    change(net, net.leader() or N1, add(N3))
+    net.tick(times=6 * ELECTION_TICKS)
+    leader = net.leader()
+    assert leader is not None and leader != N3
+    assert net.cores[N3].learners == (N3,) and net.cores[N3].role is Role.FOLLOWER
+    index = net.propose(leader, b"x")
+    assert net.cores[N3].log.last_index >= index
