@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from railyard.raft.errors import RaftError
-from railyard.raft.types import NodeId
+from railyard.raft.types import Member, Membership, NodeId
 
 # Ten heartbeats per election timeout leaves room for lost heartbeats before
 # followers give up on a leader (etcd's recommended ElectionTick = 10 * HeartbeatTick).
@@ -28,7 +28,14 @@ DEFAULT_MAX_BYTES_PER_APPEND = 4 << 20
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
-    """Identity, membership and timing of one core; see the module docstring for units."""
+    """Identity, bootstrap membership and timing of one core; see the module docstring for units.
+
+    `voters` (with their addresses in `members`, optional) is the bootstrap
+    configuration: the one in force until the log or a snapshot holds one,
+    which from then on wins (`railyard.raft.membership`). Empty `voters`: a
+    node joining an existing cluster, which knows no configuration until a
+    leader sends it one and never campaigns before it is a voter.
+    """
 
     node_id: NodeId
     voters: tuple[NodeId, ...]
@@ -39,10 +46,11 @@ class RaftConfig:
     max_inflight_appends: int = DEFAULT_MAX_INFLIGHT_APPENDS
     max_entries_per_append: int = DEFAULT_MAX_ENTRIES_PER_APPEND
     max_bytes_per_append: int = DEFAULT_MAX_BYTES_PER_APPEND
+    members: tuple[Member, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.voters:
-            raise RaftError("voters must not be empty")
+        if self.members and tuple(m.node_id for m in self.members) != self.voters:
+            raise RaftError(f"members {self.members} must list exactly the voters {self.voters}")
         if len(set(self.voters)) != len(self.voters):
             raise RaftError(f"voters must be distinct: {self.voters}")
         if self.heartbeat_ticks < 1:
@@ -53,3 +61,10 @@ class RaftConfig:
             raise RaftError("max_inflight_appends and max_entries_per_append must be positive")
         if self.max_bytes_per_append < 1:
             raise RaftError("max_bytes_per_append must be positive")
+
+    @property
+    def bootstrap(self) -> Membership:
+        """The configuration of a store that holds none (see the class docstring)."""
+        if self.members:
+            return Membership(self.members)
+        return Membership.of_voters(self.voters)

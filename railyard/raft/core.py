@@ -18,10 +18,16 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from railyard.raft import bounds, election, follower, reads, replication
+from railyard.raft import bounds, election, follower, membership, reads, replication
 from railyard.raft.config import RaftConfig
-from railyard.raft.errors import InvariantViolation, NotLeader, ProposalDropped, UnknownPeer
+from railyard.raft.errors import (
+    InvariantViolation,
+    NotLeader,
+    ProposalDropped,
+    UnknownPeer,
+)
 from railyard.raft.log import RaftLog
+from railyard.raft.membership import ConfChange
 from railyard.raft.progress import Progress, ProgressState
 from railyard.raft.roles import become_follower
 from railyard.raft.status import CoreStatus, PeerStatus
@@ -31,6 +37,7 @@ from railyard.raft.types import (
     EntryKind,
     HardState,
     Index,
+    Membership,
     Message,
     MessageType,
     NodeId,
@@ -47,6 +54,7 @@ Handler = Callable[["RaftCore", Message], None]
 # Messages a leader sends; a candidate or pre-candidate receiving one at its
 # own term learns a leader exists and becomes its follower (Raft §5.2).
 _FROM_LEADER = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
+_VOTE_REQUESTS = frozenset({MessageType.VOTE, MessageType.PRE_VOTE})
 
 _FOLLOWER_HANDLERS: dict[MessageType, Handler] = {
     MessageType.APPEND: follower.handle_append,
@@ -93,9 +101,15 @@ class RaftCore:
         self.config = config
         self.rng = rng
         self.node_id = config.node_id
-        self.voters = config.voters
-        self.peers = tuple(voter for voter in config.voters if voter != config.node_id)
-        self.log = RaftLog(snapshot, entries, hard_state.commit_index, applied)
+        self.log = RaftLog(
+            snapshot, entries, hard_state.commit_index, applied, bootstrap=config.bootstrap
+        )
+        # The latest configuration in the log (in force as soon as appended, §4.1)
+        # and what follows from it; `adopt_membership` keeps them in step.
+        self.membership = self.log.memberships.latest
+        self.voters: tuple[NodeId, ...] = ()
+        self.learners: tuple[NodeId, ...] = ()
+        self.peers: tuple[NodeId, ...] = ()  # who the leader replicates to
         self.current_term = hard_state.current_term
         self.voted_for = hard_state.voted_for
         self.role = Role.FOLLOWER
@@ -120,6 +134,8 @@ class RaftCore:
         self.catch_up_target: Index | None = None  # leader's commit at first append
         self._handed_soft = SoftState()
         self._handed_hard = hard_state
+        self._handed_membership = self.membership
+        self.adopt_membership(self.membership)
         self.randomize_election_timeout()
 
     # ------------------------------------------------------------ internals
@@ -130,12 +146,21 @@ class RaftCore:
         self.randomized_election_timeout = ticks + self.rng.randrange(ticks)
 
     def is_promotable(self) -> bool:
+        """Only a voter of its own latest configuration campaigns: never a learner,
+        a removed node or one that joins and has not been sent a configuration."""
         return self.node_id in self.voters
 
     def after_leader_append(self) -> None:
         """The leader appended entries: replicate them (its own copy counts once durable)."""
-        if len(self.voters) > 1:
+        if self.peers:
             replication.broadcast_append(self, send_if_empty=False)
+
+    def adopt_membership(self, latest: Membership) -> None:
+        """Put `latest` in force (see `membership.adopt`)."""
+        membership.adopt(self, latest)
+
+    def _after_step(self) -> None:
+        membership.after_step(self)
 
     def on_commit_advanced(self) -> None:
         """The leader's commit index moved: serve waiting reads, tell followers soon."""
@@ -158,15 +183,24 @@ class RaftCore:
 
         Returns why the message was refused as absurd (`bounds`), for the driver
         to log; None otherwise, including for messages dropped as stale.
+
+        Messages from any sender are handled: a leader's messages reach a
+        learner or a joining node before it holds the configuration that
+        names that leader. Vote requests are the exception: one from a node
+        that is not a voter of our latest configuration is dropped before its
+        term is looked at, so a removed node that never learned of its
+        removal cannot raise our term and depose a leader (§4.2.3).
         """
-        if message.to != self.node_id or message.sender not in self.voters:
-            return None  # misrouted, or from outside the cluster
+        if message.to != self.node_id:
+            return None  # misrouted
+        if message.type in _VOTE_REQUESTS and message.sender not in self.voters:
+            return None
         absurd = bounds.refusal(message, self.current_term)
         if absurd is not None:
             return absurd
         if not self._check_term(message):
             return None
-        if message.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+        if message.type in _VOTE_REQUESTS:
             election.handle_vote_request(self, message)
             return None
         if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and message.type in _FROM_LEADER:
@@ -174,6 +208,7 @@ class RaftCore:
         handler = _HANDLERS[self.role].get(message.type)
         if handler is not None:
             handler(self, message)
+            self._after_step()
         return None
 
     def _check_term(self, message: Message) -> bool:
@@ -203,12 +238,12 @@ class RaftCore:
 
     def _on_lower_term(self, message: Message) -> None:
         kind = message.type
-        config = self.config
-        if kind in (MessageType.APPEND, MessageType.HEARTBEAT) and (
-            config.check_quorum or config.pre_vote
-        ):
-            # A stale leader cut off by PreVote/CheckQuorum would otherwise never
-            # learn the newer term: tell it, so it steps down.
+        if kind in (MessageType.APPEND, MessageType.HEARTBEAT):
+            # Tell a stale leader our term (Figure 2), so it steps down. Without it
+            # the term would travel only in vote requests, which PreVote,
+            # CheckQuorum and the drop of vote requests from non-voters hold back:
+            # a learner that campaigned while it still believed itself a voter
+            # would refuse the leader's appends forever.
             self.messages.append(
                 Message(
                     MessageType.APPEND_RESPONSE, message.sender, self.node_id, self.current_term
@@ -247,6 +282,46 @@ class RaftCore:
             self.after_leader_append()
         return Index(first)
 
+    def propose_conf_change(self, change: ConfChange) -> Index:
+        """Append the configuration `change` leads to; returns its index.
+
+        It is in force at once (§4.1) and the driver learns it from the next
+        Ready's `membership`. Raises NotLeader, ProposalDropped, or a
+        `ConfChangeError`: ChangeInProgress (one change at a time, and none
+        before the leader committed in its term), UnknownMember, AlreadyMember,
+        AddressInUse, NotALearner, NotCaughtUp (a promotion waits until the
+        learner has caught up, §4.2.1), LastVoter.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self.lead_transferee is not None:
+            raise ProposalDropped()
+        return membership.propose(self, change)
+
+    def keeps_live_quorum(self, change: ConfChange) -> bool:
+        """Leader: whether the voters after `change` that answered within an election
+        timeout still form a quorum (the guard behind `member remove --force`).
+        Raises NotLeader, or a `ConfChangeError` if `change` cannot apply."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        return membership.keeps_live_quorum(self, change)
+
+    def committed_membership(self) -> tuple[Index, Membership]:
+        """The latest committed configuration and the index it was appended at.
+
+        With one change at a time this is the latest configuration or the one
+        before it.
+        """
+        return self.log.memberships.at(self.log.committed)
+
+    def snapshot_meta(self, index: Index) -> SnapshotMeta:
+        """The metadata of a snapshot of the state machine at `index` (<= applied):
+        its term and the configuration in force there, for the driver to store."""
+        term = self.log.term(index)
+        if term is None or index > self.log.applying:
+            raise InvariantViolation(f"no snapshot possible at {index}")
+        return SnapshotMeta.of(index, term, self.log.memberships.at(index)[1])
+
     def read_index(self, context: int) -> None:
         """Request a linearizable read; its ReadState(index, context) comes in a later Ready."""
         reads.read_index(self, context)
@@ -276,6 +351,13 @@ class RaftCore:
         """The driver saved a snapshot at `snapshot.index` (<= applied): drop older entries."""
         if snapshot.index <= self.log.snapshot_index:
             return
+        if snapshot.membership is None:
+            # A driver that built the metadata itself knows only the voters: what
+            # is sent to followers carries the whole configuration, unless the
+            # voters alone are all of it.
+            full = self.snapshot_meta(snapshot.index)
+            if full.configuration != snapshot.configuration:
+                snapshot = full
         self.log.compact(snapshot)
         self.latest_snapshot = snapshot
         self._refresh_unsent_snapshots(snapshot)
@@ -328,6 +410,7 @@ class RaftCore:
             or log.has_committed_to_hand()
             or self._soft_changed()
             or self._hard_changed()
+            or self.membership is not self._handed_membership
         )
 
     def ready(self) -> Ready:
@@ -353,12 +436,19 @@ class RaftCore:
             persisted_messages=tuple(self.persisted_messages),
             committed_entries=log.take_committed_entries() if log.has_committed_to_hand() else (),
             read_states=tuple(self.read_states),
+            membership=self._take_membership(),
         )
         self.pending_snapshot = None
         self.messages.clear()
         self.persisted_messages.clear()
         self.read_states.clear()
         return ready
+
+    def _take_membership(self) -> Membership | None:
+        if self.membership is self._handed_membership:
+            return None
+        self._handed_membership = self.membership
+        return self.membership
 
     def advance(self, ready: Ready) -> None:
         """The driver handled `ready`: its entries are durable, its committed entries applied."""
@@ -374,6 +464,7 @@ class RaftCore:
             own = self.progress[self.node_id]
             if own.maybe_update(log.stable_index):
                 replication.maybe_commit(self)
+                self._after_step()
 
     # ------------------------------------------------------------ inspection
 
@@ -381,11 +472,18 @@ class RaftCore:
         log = self.log
         progress = {
             peer: PeerStatus(
-                p.match_index, p.next_index, p.state.value, p.recent_active, p.lost_log_count
+                p.match_index,
+                p.next_index,
+                p.state.value,
+                p.recent_active,
+                p.lost_log_count,
+                learner=peer in self.learners,
+                caught_up=replication.is_caught_up(self, p),
             )
             for peer, p in self.progress.items()
         }
         leading = self.role is Role.LEADER
+        memberships = log.memberships
         return CoreStatus(
             node_id=self.node_id,
             term=self.current_term,
@@ -402,6 +500,9 @@ class RaftCore:
             if leading
             else 0,
             awaiting_catch_up=self.awaiting_catch_up,
+            membership=self.membership,
+            membership_index=memberships.latest_index,
+            membership_committed=memberships.latest_index <= log.committed,
         )
 
     def log_entries(self, lo: Index, hi: Index) -> tuple[Entry, ...]:

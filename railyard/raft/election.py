@@ -95,7 +95,9 @@ def campaign(core: RaftCore, *, pre_vote: bool, transfer: bool) -> None:
     context = CAMPAIGN_TRANSFER_CONTEXT if transfer else 0
     # A VOTE request implies our own vote is durable: send it after the persist.
     outbox = core.messages if pre_vote else core.persisted_messages
-    for peer in core.peers:
+    for peer in core.voters:
+        if peer == core.node_id:
+            continue
         outbox.append(
             Message(
                 request_type,

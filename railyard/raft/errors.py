@@ -41,3 +41,70 @@ class UnknownPeer(RaftError):
 
 class InvariantViolation(RaftError):
     """The core found its own state or its driver's input impossible; never caught."""
+
+
+class ConfChangeError(RaftError):
+    """A membership change the leader refuses; nothing was appended."""
+
+
+class ChangeInProgress(ConfChangeError):
+    """Another change is not yet committed, or the leader has not yet committed an
+    entry of its own term (the rule that closes the 2015 single-server bug)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"a membership change cannot start now: {reason}")
+        self.reason = reason
+
+
+class UnknownMember(ConfChangeError):
+    """The change names a node that is not a member of the configuration."""
+
+    def __init__(self, node_id: NodeId) -> None:
+        super().__init__(f"{node_id!r} is not a member")
+        self.node_id = node_id
+
+
+class AlreadyMember(ConfChangeError):
+    """Adding a node that is already a member (`role` says as what)."""
+
+    def __init__(self, node_id: NodeId, role: str) -> None:
+        super().__init__(f"{node_id!r} is already a {role}")
+        self.node_id = node_id
+        self.role = role
+
+
+class AddressInUse(ConfChangeError):
+    """The address given belongs to another member."""
+
+    def __init__(self, address: str, owner: NodeId) -> None:
+        super().__init__(f"address {address!r} is already used by {owner!r}")
+        self.address = address
+        self.owner = owner
+
+
+class NotALearner(ConfChangeError):
+    """Only a learner can be promoted."""
+
+    def __init__(self, node_id: NodeId) -> None:
+        super().__init__(f"{node_id!r} is not a learner: only learners are promoted")
+        self.node_id = node_id
+
+
+class NotCaughtUp(ConfChangeError):
+    """The learner has not caught up with the leader's log yet (dissertation §4.2.1)."""
+
+    def __init__(self, node_id: NodeId, match_index: int, last_index: int) -> None:
+        super().__init__(
+            f"{node_id!r} has not caught up (holds up to {match_index} of {last_index})"
+        )
+        self.node_id = node_id
+        self.match_index = match_index
+        self.last_index = last_index
+
+
+class LastVoter(ConfChangeError):
+    """The change would leave the configuration without a voter."""
+
+    def __init__(self, node_id: NodeId) -> None:
+        super().__init__(f"{node_id!r} is the last voter and cannot be removed")
+        self.node_id = node_id

@@ -23,7 +23,17 @@ import bisect
 from collections.abc import Sequence
 
 from railyard.raft.errors import InvariantViolation
-from railyard.raft.types import NO_INDEX, NO_TERM, Entry, Index, SnapshotMeta, Term
+from railyard.raft.membership import MembershipLog
+from railyard.raft.types import (
+    NO_INDEX,
+    NO_MEMBERSHIP,
+    NO_TERM,
+    Entry,
+    Index,
+    Membership,
+    SnapshotMeta,
+    Term,
+)
 
 
 def _entry_term(entry: Entry) -> Term:
@@ -39,6 +49,7 @@ class RaftLog:
         "applying",
         "committed",
         "handed_index",
+        "memberships",
         "snapshot_index",
         "snapshot_term",
         "stable_index",
@@ -51,11 +62,17 @@ class RaftLog:
         entries: Sequence[Entry],
         commit_index: Index,
         applied: Index,
+        bootstrap: Membership = NO_MEMBERSHIP,
     ) -> None:
+        """`bootstrap`: the configuration in force while neither the log nor the
+        snapshot holds one (a store created before configurations were logged)."""
         self.snapshot_index = snapshot.index if snapshot else NO_INDEX
         self.snapshot_term = snapshot.term if snapshot else NO_TERM
         self._entries: list[Entry] = list(entries)
         self._check_contiguous()
+        # Every configuration the log holds, kept in step with each change below.
+        self.memberships = MembershipLog(bootstrap, snapshot)
+        self.memberships.appended(self._entries)
         last = self.last_index
         # What the driver restarts from is durable by definition.
         self.stable_index = last
@@ -150,6 +167,7 @@ class RaftLog:
         if entries and entries[0].index != self.last_index + 1:
             raise InvariantViolation(f"append at {entries[0].index} after {self.last_index}")
         self._entries.extend(entries)
+        self.memberships.appended(entries)
 
     def try_append(
         self, prev_index: Index, prev_term: Term, entries: Sequence[Entry]
@@ -191,7 +209,9 @@ class RaftLog:
             del self._entries[first - self.snapshot_index - 1 :]
             self.stable_index = Index(min(self.stable_index, first - 1))
             self.handed_index = Index(min(self.handed_index, first - 1))
+            self.memberships.truncated(Index(first - 1))
         self._entries.extend(entries)
+        self.memberships.appended(entries)
 
     def commit_to(self, index: Index) -> bool:
         """Raise the commit index to `index`; False if it is not higher."""
@@ -243,6 +263,7 @@ class RaftLog:
         self.applied = snapshot.index
         self.stable_index = snapshot.index
         self.handed_index = snapshot.index
+        self.memberships.restored(snapshot)
 
     def compact(self, snapshot: SnapshotMeta) -> None:
         """Drop entries up to `snapshot.index`, which the driver saved in a snapshot."""
@@ -253,6 +274,7 @@ class RaftLog:
         if self.term(snapshot.index) != snapshot.term:
             raise InvariantViolation(f"compact at {snapshot.index}: term {snapshot.term} differs")
         del self._entries[: snapshot.index - self.snapshot_index]
+        self.memberships.compacted(snapshot.index)
         self.snapshot_index = snapshot.index
         self.snapshot_term = snapshot.term
         self.applied = Index(max(self.applied, snapshot.index))

@@ -66,8 +66,14 @@ class Progress:
     probe_sent: bool = False  # PROBE: an append is out; wait before the next
     pending_snapshot: Index = NO_INDEX  # SNAPSHOT: index of the snapshot sent
     recent_active: bool = False  # heard from within the current election timeout
-    last_contact_tick: int = 0
+    last_contact_tick: int = 0  # a new leader's grace counts as contact, for CheckQuorum
+    answered: bool = False  # the peer answered this leader at least once
     lost_log_count: int = 0  # times the peer's log was found to end below match_index
+    # Catch-up rounds (dissertation §4.2.1): a round ends when the peer holds the
+    # leader's last index as of the round's start; the next starts at once.
+    round_target: Index = NO_INDEX
+    round_start_tick: int = 0
+    last_round_ticks: int | None = None  # how long the last finished round took
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT:

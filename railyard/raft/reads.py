@@ -68,7 +68,7 @@ class ReadTracker:
         log = core.log
         if log.term(log.committed) != core.current_term:
             self._waiting.append((requester, context))
-        elif len(core.voters) == 1:
+        elif core.voters == (core.node_id,):
             deliver(core, requester, context, log.committed)
         else:
             self._join_open_round(core, requester, context)

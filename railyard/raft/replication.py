@@ -125,12 +125,14 @@ def handle_append_response(core: RaftCore, message: Message) -> None:
         return
     progress.recent_active = True
     progress.last_contact_tick = core.tick_count
+    progress.answered = True
     if not message.success:
         _handle_rejection(core, message, progress)
         return
     if message.match_index > core.log.last_index:
         return  # a claim beyond our log, which no correct peer makes
     updated = progress.maybe_update(message.match_index)
+    track_catch_up_round(core, progress)
     # A probe answered at the match index we knew (etcd-io/raft does the same):
     # nothing new, but the logs are known to match there, so resume streaming.
     confirmed = (
@@ -207,6 +209,8 @@ def handle_heartbeat_response(core: RaftCore, message: Message) -> None:
         return
     progress.recent_active = True
     progress.last_contact_tick = core.tick_count
+    progress.answered = True
+    track_catch_up_round(core, progress)
     if progress.state is ProgressState.REPLICATE and message.match_index < progress.match_index:
         # The follower's log ends below its acknowledgements: it lost its log, or
         # this reply is older than them. A probe at match_index tells which: the
@@ -272,12 +276,12 @@ def tick_leader(core: RaftCore) -> None:
 
 
 def ticks_since_quorum_contact(core: RaftCore) -> int:
-    """Ticks since a quorum of voters (the leader included) was last heard from."""
+    """Ticks since a quorum of voters (the leader, if a voter, included) was last heard from."""
     own = core.node_id
     now = core.tick_count
+    progress = core.progress
     last_contacts = [
-        Index(now if peer == own else progress.last_contact_tick)
-        for peer, progress in core.progress.items()
+        Index(now if voter == own else progress[voter].last_contact_tick) for voter in core.voters
     ]
     return now - committed_index(last_contacts)
 
@@ -318,10 +322,46 @@ def send_timeout_now(core: RaftCore, to: NodeId) -> None:
 
 
 def most_up_to_date_follower(core: RaftCore) -> NodeId | None:
+    """The voter (other than the leader) holding the most of the leader's log."""
     best: NodeId | None = None
     best_match = -1
-    for peer in core.peers:
+    for peer in core.voters:
+        if peer == core.node_id:
+            continue
         match = core.progress[peer].match_index
         if match > best_match:
             best, best_match = peer, match
     return best
+
+
+def hand_over_on_removal(core: RaftCore) -> None:
+    """The leader's own removal committed: it stops leading (dissertation §4.2.2).
+
+    A voter holding the whole log is told to campaign at once, as in a
+    leadership transfer, so the cluster does not wait an election timeout.
+    """
+    successor = most_up_to_date_follower(core)
+    if successor is not None and core.progress[successor].match_index == core.log.last_index:
+        send_timeout_now(core, successor)
+    become_follower(core, core.current_term, None)
+
+
+def track_catch_up_round(core: RaftCore, progress: Progress) -> None:
+    """End the peer's catch-up round if it now holds the round's target (§4.2.1)."""
+    if progress.match_index >= progress.round_target:
+        now = core.tick_count
+        progress.last_round_ticks = now - progress.round_start_tick
+        progress.round_target = core.log.last_index
+        progress.round_start_tick = now
+
+
+def is_caught_up(core: RaftCore, progress: Progress) -> bool:
+    """The last round took less than an election timeout, and so far does the current
+    one: a learner that stopped answering is not caught up (dissertation §4.2.1)."""
+    timeout = core.config.election_ticks
+    last = progress.last_round_ticks
+    return (
+        last is not None
+        and last < timeout
+        and core.tick_count - progress.round_start_tick < timeout
+    )

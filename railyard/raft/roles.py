@@ -37,6 +37,21 @@ def become_follower(core: RaftCore, term: Term, leader_id: NodeId | None) -> Non
     reset(core, term)
     core.role = Role.FOLLOWER
     core.leader_id = leader_id
+    core.adopt_membership(core.membership)
+
+
+def new_progress(core: RaftCore) -> Progress:
+    """A leader's fresh view of a peer: probing from the leader's log end, with a
+    full election timeout to answer before CheckQuorum counts it silent."""
+    log = core.log
+    return Progress(
+        NO_INDEX,
+        Index(log.last_index + 1),
+        Inflights(core.config.max_inflight_appends),
+        last_contact_tick=core.tick_count,
+        round_target=log.last_index,
+        round_start_tick=core.tick_count,
+    )
 
 
 def become_pre_candidate(core: RaftCore) -> None:
@@ -69,12 +84,8 @@ def become_leader(core: RaftCore) -> None:
     core.leader_id = core.node_id
     log = core.log
     next_index = Index(log.last_index + 1)
-    capacity = core.config.max_inflight_appends
-    for voter in core.voters:
-        # Every follower gets a full election timeout to answer before CheckQuorum.
-        core.progress[voter] = Progress(
-            NO_INDEX, next_index, Inflights(capacity), last_contact_tick=core.tick_count
-        )
+    core.progress[core.node_id] = new_progress(core)
+    core.adopt_membership(core.membership)  # progress for every other member
     own = core.progress[core.node_id]
     own.state = ProgressState.REPLICATE
     own.recent_active = True

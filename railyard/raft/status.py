@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from railyard.raft.types import Index, NodeId, Role, Term
+from railyard.raft.types import NO_INDEX, NO_MEMBERSHIP, Index, Membership, NodeId, Role, Term
 
 
 @dataclass(frozen=True, slots=True)
 class PeerStatus:
-    """The leader's view of one voter: `state` is "probe", "replicate" or "snapshot".
+    """The leader's view of one member: `state` is "probe", "replicate" or "snapshot".
 
     `lost_log_count` counts, for the current leader, the times the peer's log was
     found to end below entries it had acknowledged (its store was lost or wiped).
+    `learner` marks a learner; `caught_up` says whether a promotion would be
+    accepted now (dissertation §4.2.1, see `RaftCore.propose_conf_change`).
     """
 
     match_index: Index
@@ -21,6 +23,8 @@ class PeerStatus:
     state: str
     recent_active: bool
     lost_log_count: int = 0
+    learner: bool = False
+    caught_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,11 @@ class CoreStatus:
     `awaiting_catch_up` is True while a node that started with an empty store
     has not yet caught up with a leader: it refuses to vote for candidates
     with history (see `railyard.raft.election`).
+
+    `membership` is the configuration in force (the latest in the log),
+    appended at `membership_index` (0: the bootstrap configuration; a snapshot's
+    index for one that came with a snapshot); `membership_committed` whether
+    that entry is committed.
     """
 
     node_id: NodeId
@@ -50,3 +59,6 @@ class CoreStatus:
     ticks_since_leader_contact: int = 0
     ticks_since_quorum_contact: int = 0
     awaiting_catch_up: bool = False
+    membership: Membership = NO_MEMBERSHIP
+    membership_index: Index = NO_INDEX
+    membership_committed: bool = True

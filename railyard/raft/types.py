@@ -12,6 +12,7 @@ Vocabulary follows the Raft paper (Figure 2): `current_term`, `voted_for`,
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NewType
 
@@ -28,7 +29,7 @@ class EntryKind(enum.IntEnum):
 
     NORMAL = 0  # an application command, opaque to the core
     NOOP = 1  # appended by each new leader at the start of its term (Raft §8)
-    CONFIG = 2  # reserved for membership changes
+    CONFIG = 2  # a new configuration (`Membership`), in force from its append on
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +65,83 @@ class SoftState:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """One server of a configuration. The addresses are opaque to the core: it
+    only carries them, so the driver knows where to reach every member."""
+
+    node_id: NodeId
+    address: str = ""
+    peer_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A configuration: the voters (who elect and form quorums) and the learners
+    (who only receive the log). An id is in at most one of the two."""
+
+    voters: tuple[Member, ...]
+    learners: tuple[Member, ...] = ()
+
+    @classmethod
+    def of_voters(cls, ids: Sequence[NodeId]) -> Membership:
+        """Voters known by id only (no addresses)."""
+        return cls(tuple(Member(node_id) for node_id in ids))
+
+    @property
+    def voter_ids(self) -> tuple[NodeId, ...]:
+        return tuple(member.node_id for member in self.voters)
+
+    @property
+    def learner_ids(self) -> tuple[NodeId, ...]:
+        return tuple(member.node_id for member in self.learners)
+
+    def member(self, node_id: NodeId) -> Member | None:
+        for member in self.voters + self.learners:
+            if member.node_id == node_id:
+                return member
+        return None
+
+    def is_voter(self, node_id: NodeId) -> bool:
+        return any(member.node_id == node_id for member in self.voters)
+
+    def is_learner(self, node_id: NodeId) -> bool:
+        return any(member.node_id == node_id for member in self.learners)
+
+
+NO_MEMBERSHIP = Membership(())
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotMeta:
-    """Identifies a snapshot: the last index and term it covers and the voters then."""
+    """Identifies a snapshot: the last index and term it covers and the configuration then.
+
+    `voters` is kept for drivers and stores written before configurations
+    carried learners and addresses; when `membership` is set, `voters` is its
+    voter ids. A snapshot without `membership` stands for its voters alone.
+    """
 
     index: Index
     term: Term
     voters: tuple[NodeId, ...]
+    membership: Membership | None = None
+
+    def __post_init__(self) -> None:
+        if self.membership is not None and self.membership.voter_ids != self.voters:
+            raise ValueError(
+                f"snapshot voters {self.voters} differ from its membership's "
+                f"{self.membership.voter_ids}"
+            )
+
+    @classmethod
+    def of(cls, index: Index, term: Term, membership: Membership) -> SnapshotMeta:
+        return cls(index, term, membership.voter_ids, membership)
+
+    @property
+    def configuration(self) -> Membership:
+        """The configuration at the snapshot's index."""
+        if self.membership is not None:
+            return self.membership
+        return Membership.of_voters(self.voters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +226,12 @@ class Ready:
        promise that step 3 is on disk.
     5. Apply `committed_entries` in order to the state machine.
     6. Serve `read_states` once the state machine has applied their index.
+
+    `membership`, like `soft_state`, is set when the configuration in force
+    changed (a CONFIG entry was appended or cut off, a snapshot installed):
+    the driver connects to members it did not know and drops the others.
+    It is the latest configuration in the log, committed or not (Raft
+    dissertation §4.1: a server uses a configuration as soon as it has it).
     """
 
     soft_state: SoftState | None = None
@@ -164,6 +242,7 @@ class Ready:
     persisted_messages: tuple[Message, ...] = ()
     committed_entries: tuple[Entry, ...] = ()
     read_states: tuple[ReadState, ...] = field(default=())
+    membership: Membership | None = None
 
     def is_empty(self) -> bool:
         return not (
@@ -175,4 +254,5 @@ class Ready:
             or self.persisted_messages
             or self.committed_entries
             or self.read_states
+            or self.membership is not None
         )

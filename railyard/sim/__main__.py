@@ -42,22 +42,28 @@ def parse_seeds(spec: str) -> list[int]:
     return seeds
 
 
-def replay_command(seed: int, nodes: int, steps: int, rule: str | None) -> str:
+def replay_command(
+    seed: int, nodes: int, steps: int, rule: str | None, changes: bool = False
+) -> str:
     command = f"python -m railyard.sim --nodes {nodes} --seeds {seed}"
     if steps != DEFAULT_STEPS:
         command += f" --steps {steps}"
+    if changes:
+        command += " --membership"
     if rule:
         command += f" --break {rule}"
     return command + " -v"
 
 
-def report(result: SeedResult, nodes: int, steps: int, rule: str | None) -> str:
+def report(
+    result: SeedResult, nodes: int, steps: int, rule: str | None, changes: bool = False
+) -> str:
     violation = result.violation
     assert violation is not None
     return (
         f"seed {result.seed}: {violation.prop} violated at t={result.at_time}: "
         f"{violation.detail}\n"
-        f"  replay: {replay_command(result.seed, nodes, steps, rule)}"
+        f"  replay: {replay_command(result.seed, nodes, steps, rule, changes)}"
     )
 
 
@@ -68,10 +74,16 @@ def _start_worker(rule: str | None) -> None:
 
 
 def run_all(
-    seeds: list[int], nodes: int, steps: int, rule: str | None, trace: bool, jobs: int
+    seeds: list[int],
+    nodes: int,
+    steps: int,
+    rule: str | None,
+    trace: bool,
+    jobs: int,
+    changes: bool = False,
 ) -> Iterator[SeedResult]:
     """Results in seed order, computed here or by `jobs` worker processes."""
-    one = functools.partial(run_seed, nodes=nodes, steps=steps, trace=trace)
+    one = functools.partial(run_seed, nodes=nodes, steps=steps, trace=trace, changes=changes)
     if jobs <= 1:
         with broken(rule):
             yield from map(one, seeds)
@@ -94,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(BREAKS),
         help="test only: break this rule of the core to show the checker catches it",
     )
+    parser.add_argument(
+        "--membership",
+        action="store_true",
+        help="add spare nodes and change the membership at random (add, promote, remove)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print each seed's trace")
     parser.add_argument(
         "--jobs", type=int, default=1, help="worker processes (default 1); output is the same"
@@ -105,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds: list[int] = args.seeds
     violations = 0
     started = last_progress = time.monotonic()
-    results = run_all(seeds, args.nodes, args.steps, args.rule, args.verbose, args.jobs)
+    results = run_all(
+        seeds, args.nodes, args.steps, args.rule, args.verbose, args.jobs, args.membership
+    )
     for done, result in enumerate(results, 1):
         if args.verbose:
             print("\n".join(result.trace))
@@ -116,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if result.violation is not None:
             violations += 1
-            print(report(result, args.nodes, args.steps, args.rule), flush=True)
+            print(report(result, args.nodes, args.steps, args.rule, args.membership), flush=True)
         now = time.monotonic()
         if now - last_progress >= PROGRESS_INTERVAL_S:
             last_progress = now

@@ -14,6 +14,10 @@ a classic Raft bug:
 - read-without-quorum: answer ReadIndex at once from the leader's commit
   index, without the heartbeat round or the wait for a commit of its own
   term (Raft §6.4), so a deposed or brand-new leader serves stale reads.
+- concurrent-changes: let a leader start a membership change while the
+  previous one is uncommitted (dissertation §4.1 allows one at a time), so two
+  single-server steps can be in flight and old and new majorities need not
+  overlap. Caught only with `--membership`, which makes changes.
 
 The patches reach into the core's internals by name; if those names change,
 `broken` fails loudly rather than silently testing the unbroken core.
@@ -26,7 +30,16 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from railyard.raft import Index, RaftCore, Ready, Term, reads, replication
+from railyard.raft import (
+    ChangeInProgress,
+    Index,
+    RaftCore,
+    Ready,
+    Term,
+    membership,
+    reads,
+    replication,
+)
 from railyard.raft import log as raft_log
 from railyard.raft.quorum import committed_index
 
@@ -59,12 +72,20 @@ def _read_at_once(self: Any, core: Any, requester: Any, context: int) -> None:
     reads.deliver(core, requester, context, core.log.committed)
 
 
+def _check_own_term_only(core: Any) -> None:
+    log = core.log
+    if log.term(log.committed) != core.current_term:
+        raise ChangeInProgress("the leader has not yet committed an entry of its term")
+    # no check that the previous change is committed
+
+
 # Each break: (object to patch, attribute, replacement).
 BREAKS: dict[str, tuple[object, str, Callable[..., Any]]] = {
     "vote-without-log-check": (raft_log.RaftLog, "is_up_to_date", _always_up_to_date),
     "commit-old-term": (replication, "maybe_commit", _maybe_commit_any_term),
     "ack-before-persist": (RaftCore, "ready", _ready_acks_at_once),
     "read-without-quorum": (reads.ReadTracker, "request", _read_at_once),
+    "concurrent-changes": (membership, "check_can_change", _check_own_term_only),
 }
 
 

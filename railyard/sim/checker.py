@@ -29,6 +29,17 @@ the moment a property of Raft (§5.2-§5.4, Figure 3) breaks:
 - Integrity: every NORMAL entry carries a value some client proposed, and a
   value is committed at one index at most.
 
+Across configurations (membership changes, dissertation §4.1):
+
+- Configuration Change Rule: a leader appends a CONFIG entry only when the
+  previous one in its log is committed and it has committed an entry of its
+  own term, and the new configuration differs from the previous one by one
+  single-server step (add a learner, promote a learner, remove a member).
+- Commit Quorum: when a leader reports a new commit index, a majority of the
+  voters of its configuration (before or after that Ready's change) hold the
+  entry on disk: learners and removed nodes never make a quorum.
+- Voters lead: a node that becomes leader is a voter of its configuration.
+
 The checker only reads values; it never calls the core.
 """
 
@@ -42,11 +53,13 @@ from railyard.raft import (
     EntryKind,
     HardState,
     Index,
+    Membership,
     Message,
     NodeId,
     ReadState,
     Role,
     Term,
+    decode_membership,
 )
 from railyard.sim.logview import LogView
 
@@ -60,6 +73,9 @@ LINEARIZABLE_READS = "Linearizable Reads"
 DURABILITY = "Durability"  # a node promises only what its disk holds
 INTEGRITY = "Integrity"
 LEADER_COMMIT_RULE = "Leader Commit Rule"  # §5.4.2, checked directly
+CONFIG_CHANGE_RULE = "Configuration Change Rule"  # one single-server change at a time
+COMMIT_QUORUM = "Commit Quorum"  # a commit is held by a majority of the configuration's voters
+VOTERS_LEAD = "Voters Lead"  # learners, removed and joining nodes never lead
 READY_CONTRACT = "Ready Contract"  # the core's reports contradict each other
 CORE_ERROR = "Core Error"  # the core raised where it must not
 
@@ -84,12 +100,15 @@ class NodeState(Protocol):
     term: Term
     commit: Index
     role: Role
+    membership: Membership  # the configuration in force, as reported by Ready
 
     @property
     def alive(self) -> bool: ...
 
     @property
     def applied(self) -> Index: ...
+
+    def disk_holds(self, index: Index, term: Term) -> bool: ...
 
 
 @dataclass
@@ -225,6 +244,11 @@ class Checker:
 
     def check_leader(self, node: NodeState) -> None:
         """`node` reports it leads `node.term`: one leader per term, holding all commits."""
+        if node.node_id not in node.membership.voter_ids:
+            raise Violation(
+                VOTERS_LEAD,
+                f"{node.node_id} leads term {node.term} but is not a voter of {node.membership}",
+            )
         holder = self.leaders.setdefault(node.term, node.node_id)
         if holder != node.node_id:
             raise Violation(
@@ -233,6 +257,58 @@ class Checker:
         for index in range(node.log.offset + 1, len(self.committed) + 1):
             if self.commit_term[index - 1] < node.term:
                 self._leader_has(node, index)
+
+    def check_config_change(
+        self,
+        leader: NodeState,
+        entry: Entry,
+        previous: Membership,
+        previous_index: Index,
+        commit: Index,
+    ) -> None:
+        """Leader `leader` appended CONFIG `entry` after `previous` (appended at
+        `previous_index`), its commit index then being `commit`."""
+        if previous_index > commit:
+            raise Violation(
+                CONFIG_CHANGE_RULE,
+                f"leader {leader.node_id} appends a change at {entry.index} while the change "
+                f"at {previous_index} is not committed (commit {commit})",
+            )
+        committed_term = leader.log.term_at(commit)
+        if committed_term is not None and committed_term != entry.term:
+            raise Violation(
+                CONFIG_CHANGE_RULE,
+                f"leader {leader.node_id} of term {entry.term} appends a change at "
+                f"{entry.index} before committing an entry of its term (commit {commit})",
+            )
+        new = decode_membership(entry.data)
+        if not _one_step(previous, new):
+            raise Violation(
+                CONFIG_CHANGE_RULE,
+                f"leader {leader.node_id} changes {previous} to {new} at {entry.index}: "
+                "not one single-server step",
+            )
+
+    def check_commit_quorum(
+        self, leader: NodeState, hs: HardState, configurations: tuple[Membership, ...]
+    ) -> None:
+        """`leader` led since its previous Ready and now reports `hs`."""
+        index = hs.commit_index
+        if index <= leader.commit:
+            return
+        entry = leader.log.entry_at(index)
+        if entry is None:
+            return  # beyond what the driver saw: caught as a Ready contract breach
+        holders = {n.node_id for n in self.nodes if n.disk_holds(index, entry.term)}
+        for configuration in configurations:
+            voters = configuration.voter_ids
+            if 2 * sum(1 for voter in voters if voter in holders) > len(voters):
+                return
+        raise Violation(
+            COMMIT_QUORUM,
+            f"leader {leader.node_id} commits {index} held on disk by {sorted(holders)} only, "
+            f"not a majority of the voters of {configurations[-1]}",
+        )
 
     def check_sent_by_leader(self, msg: Message) -> None:
         """`msg` is of a kind only a leader sends: its sender led `msg.term`."""
@@ -314,3 +390,17 @@ class Checker:
                 f"{node.node_id} answers read {rs.context} at index {rs.index}, below "
                 f"commit index {began[1]} known when the read began",
             )
+
+
+def _one_step(old: Membership, new: Membership) -> bool:
+    """`new` is `old` with one learner added, one learner promoted or one member removed."""
+    old_voters, new_voters = set(old.voter_ids), set(new.voter_ids)
+    old_all = old_voters | set(old.learner_ids)
+    new_all = new_voters | set(new.learner_ids)
+    added, removed = new_all - old_all, old_all - new_all
+    promoted = (new_voters - old_voters) & old_all
+    if added:  # a newcomer is a learner
+        return len(added) == 1 and not removed and new_voters == old_voters
+    if removed:
+        return len(removed) == 1 and new_voters == old_voters - removed
+    return len(promoted) == 1 and new_voters == old_voters | promoted

@@ -18,6 +18,7 @@ where order matters, so a seed replays the same history in any process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import random
 from collections.abc import Callable
@@ -25,14 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from railyard.raft import (
+    ConfChangeError,
     Index,
+    Membership,
     MessageType,
     NodeId,
     NotLeader,
     ProposalDropped,
     RaftConfig,
     Role,
+    UnknownPeer,
 )
+from railyard.sim import membership
 from railyard.sim.checker import READY_CONTRACT, Checker, Violation
 from railyard.sim.network import TICK_UNITS, Network
 from railyard.sim.node import Event, SimNode
@@ -82,7 +87,10 @@ class Simulation:
     tracing: bool = False
     # Tests may reshape the seed's drawn scenario (e.g. to storm one fault kind).
     tweak: Callable[[Scenario], Scenario] | None = None
+    # Spare nodes and random membership changes (`railyard.sim.membership`).
+    membership: bool = False
     rng: random.Random = field(init=False)
+    initial: Membership = field(init=False)
     scenario: Scenario = field(init=False)
     network: Network = field(init=False)
     checker: Checker = field(init=False)
@@ -99,18 +107,24 @@ class Simulation:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.scenario = draw_scenario(self.rng)
+        if self.membership:
+            # Drawn only here, so histories without membership changes stay the same.
+            rate = self.rng.choice(membership.CHANGE_RATES)
+            self.scenario = dataclasses.replace(self.scenario, membership=rate)
         if self.tweak is not None:
             self.scenario = self.tweak(self.scenario)
         self.network = Network(self.rng, self.scenario.network)
         self.checker = Checker()
         ids = tuple(NodeId(f"n{k + 1}") for k in range(self.node_count))
+        self.initial = Membership.of_voters(ids)
+        spares = membership.spare_ids(self.node_count) if self.membership else ()
         sc = self.scenario
         self.order = [
             SimNode(
                 node_id,
                 RaftConfig(
                     node_id,
-                    ids,
+                    ids if node_id in ids else (),  # a spare joins with no configuration
                     election_ticks=ELECTION_TICKS,
                     heartbeat_ticks=sc.heartbeat_ticks,
                     pre_vote=sc.pre_vote,
@@ -120,7 +134,7 @@ class Simulation:
                 ),
                 self.checker,
             )
-            for node_id in ids
+            for node_id in ids + spares
         ]
         self.nodes = {node.node_id: node for node in self.order}
         self.checker.nodes = list(self.order)
@@ -328,8 +342,18 @@ class Simulation:
         elif kind == "campaign":
             core.campaign()
         elif kind == "transfer":
-            with contextlib.suppress(NotLeader):
+            with contextlib.suppress(NotLeader, UnknownPeer):
                 core.transfer_leadership(event[1])
+        elif kind == "conf":
+            try:
+                # The operator's guard of `member remove` (without --force).
+                if not core.keeps_live_quorum(event[1]):
+                    self.note(f"{node.node_id}: {event[1]} would leave no live quorum")
+                    return
+                index = core.propose_conf_change(event[1])
+                self.note(f"{node.node_id} accepts {event[1]} at {index}")
+            except (NotLeader, ProposalDropped, ConfChangeError) as refused:
+                self.note(f"{node.node_id} refuses {event[1]}: {refused}")
         elif kind == "compact":
             base = node.snapshot.index if node.snapshot else 0
             if node.applied > base:

@@ -30,10 +30,13 @@ from typing import Any
 
 from railyard.raft import (
     NO_INDEX,
+    NO_MEMBERSHIP,
     NO_TERM,
     Entry,
+    EntryKind,
     HardState,
     Index,
+    Membership,
     Message,
     MessageType,
     NodeId,
@@ -44,6 +47,7 @@ from railyard.raft import (
     Role,
     SnapshotMeta,
     Term,
+    decode_membership,
 )
 from railyard.sim.checker import DURABILITY, MONOTONICITY, READY_CONTRACT, Checker, Violation
 from railyard.sim.logview import LogView
@@ -80,6 +84,7 @@ class SimNode:
     commit: Index = NO_INDEX
     role: Role = Role.FOLLOWER
     leader: NodeId | None = None
+    membership: Membership = NO_MEMBERSHIP  # the configuration in force, as Ready reported
     snapshot: SnapshotMeta | None = None
     # Snapshot files this incarnation can stream, by meta: a SNAPSHOT message
     # produced before a compaction may leave in a Ready taken after it, so the
@@ -130,6 +135,7 @@ class SimNode:
             started_empty=disk.snapshot is None and not disk.log.entries,
         )
         status = self.core.status()
+        self.membership = status.membership
         if (
             status.term < disk.hard_state.current_term
             or status.commit_index < disk.hard_state.commit_index
@@ -156,19 +162,26 @@ class SimNode:
         assert self.core is not None
         ready = self.core.ready()
         checker = self.checker
+        before = self.membership
+        if ready.membership is not None:
+            self.membership = ready.membership
+        led_throughout = self.role is Role.LEADER and (
+            ready.soft_state is None or ready.soft_state.role is Role.LEADER
+        )
         if ready.snapshot is not None:
             self._install(ready.snapshot)
         if ready.entries:
             term = ready.hard_state.current_term if ready.hard_state else self.term
             checker.check_entries(self, ready.entries, term)
             self.log.write(ready.entries)
+            if led_throughout:
+                commit = ready.hard_state.commit_index if ready.hard_state else self.commit
+                self._check_config_entries(ready.entries, before, commit, term)
         if ready.hard_state is not None:
             checker.check_hard_state(self, ready.hard_state)
-            led_throughout = self.role is Role.LEADER and (
-                ready.soft_state is None or ready.soft_state.role is Role.LEADER
-            )
             if led_throughout:
                 checker.check_leader_commit(self, ready.hard_state)
+                checker.check_commit_quorum(self, ready.hard_state, (before, self.membership))
             self.term = ready.hard_state.current_term
             self.commit = ready.hard_state.commit_index
         if ready.soft_state is not None:
@@ -178,6 +191,33 @@ class SimNode:
                 checker.check_leader(self)
         self.pending = ready
         return ready
+
+    def _check_config_entries(
+        self, entries: tuple[Entry, ...], before: Membership, commit: Index, term: Term
+    ) -> None:
+        """The leader appended these: each CONFIG entry must obey the change rules."""
+        previous = before
+        for entry in entries:
+            if entry.kind is not EntryKind.CONFIG or entry.term != term:
+                continue
+            self.checker.check_config_change(
+                self, entry, previous, self._config_index_before(entry.index), commit
+            )
+            previous = decode_membership(entry.data)
+
+    def _config_index_before(self, index: Index) -> Index:
+        """The index of the latest CONFIG entry before `index` still in the log (0: none)."""
+        log = self.log
+        for earlier in range(index - 1, log.offset, -1):
+            entry = log.entry_at(earlier)
+            if entry is not None and entry.kind is EntryKind.CONFIG:
+                return entry.index
+        return NO_INDEX
+
+    def disk_holds(self, index: Index, term: Term) -> bool:
+        """The disk holds the entry (index, term), in its log or under its snapshot."""
+        log = self.disk.log
+        return index <= log.offset or log.term_at(index) == term
 
     def _install(self, meta: SnapshotMeta) -> None:
         payload = self.received.get((meta.index, meta.term))
@@ -241,7 +281,7 @@ class SimNode:
         assert self.core is not None and self.pending is None
         machine = self.disk.state_machine
         payload = tuple(machine[:index])
-        meta = SnapshotMeta(index, payload[-1].term, self.config.voters)
+        meta = self.core.snapshot_meta(index)
         disk = self.disk
         disk.snapshot, disk.snapshot_data = meta, payload
         disk.log.compact(meta.index, meta.term)

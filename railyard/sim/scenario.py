@@ -40,6 +40,8 @@ class Scenario:
     campaign: float
     transfer: float
     network: NetworkFaults
+    # an operator's membership change, per tick (only with --membership)
+    membership: float = 0.0
 
 
 def draw_scenario(rng: random.Random) -> Scenario:

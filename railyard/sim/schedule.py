@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from railyard.raft import Index, NodeId, Role
+from railyard.sim import membership
 from railyard.sim.checker import CORE_ERROR, LIVENESS, READY_CONTRACT, Violation
 from railyard.sim.cluster import ELECTION_TICKS, Simulation, Stats
 from railyard.sim.network import TICK_UNITS, NetworkFaults
@@ -71,12 +72,14 @@ def run_seed(
     steps: int = DEFAULT_STEPS,
     trace: bool = False,
     tweak: Callable[[Scenario], Scenario] | None = None,
+    changes: bool = False,
 ) -> SeedResult:
     """Play seed `seed` on `nodes` cores; stops at the first violation.
 
     `tweak` reshapes the drawn scenario (tests use it to storm one fault kind).
+    `changes` adds spare nodes and random membership changes (`sim.membership`).
     """
-    sim = Simulation(seed, nodes, tracing=trace, tweak=tweak)
+    sim = Simulation(seed, nodes, tracing=trace, tweak=tweak, membership=changes)
     violation: Violation | None = None
     try:
         for tick in range(steps):
@@ -194,6 +197,13 @@ def send_requests(sim: Simulation) -> None:
         )
         sim.note(f"{node.node_id} is asked to transfer leadership to {to}")
         request(sim, node, ("transfer", to))
+    if sc.membership and rng.random() < sc.membership:
+        node = pick_target(sim, live)
+        every = [n.node_id for n in sim.order]
+        change = membership.draw_change(rng, node.membership, every)
+        if change is not None:
+            sim.note(f"{node.node_id} is asked for {change}")
+            request(sim, node, ("conf", change))
 
 
 def pick_target(sim: Simulation, live: list[SimNode]) -> SimNode:
@@ -245,13 +255,23 @@ def _calm(sim: Simulation) -> Scenario:
         crash_after_persist=0.0,
         campaign=0.0,
         transfer=0.0,
+        membership=0.0,
     )
 
 
+def members(sim: Simulation) -> list[SimNode]:
+    """The nodes liveness is owed to: the members of the latest committed configuration."""
+    if not sim.membership:
+        return sim.order
+    ids = membership.member_ids(sim.checker, sim.initial)
+    return [node for node in sim.order if node.node_id in ids]
+
+
 def stable_leader(sim: Simulation) -> SimNode | None:
-    live = sim.live()
-    top = max(node.term for node in live)
-    leaders = [n for n in live if n.role is Role.LEADER and n.term == top]
+    live = [node for node in members(sim) if node.alive]
+    leaders = [node for node in sim.live() if node.role is Role.LEADER]
+    top = max(node.term for node in live + leaders)
+    leaders = [n for n in leaders if n.term == top]
     return leaders[0] if leaders else None
 
 
@@ -299,7 +319,7 @@ def commit_bound(sim: Simulation, leader: SimNode) -> int:
     """
     config = leader.config
     window = config.max_inflight_appends * config.max_entries_per_append
-    backlog = leader.log.last_index - min(node.applied for node in sim.order)
+    backlog = leader.log.last_index - min(node.applied for node in members(sim))
     return COMMIT_BOUND_TICKS + BACKLOG_SLACK * backlog // window
 
 
@@ -314,7 +334,7 @@ def _done(sim: Simulation, values: list[bytes]) -> bool:
     if any(index is None for index in indexes):
         return False
     highest = max(index for index in indexes if index is not None)
-    return all(node.applied >= highest for node in sim.order)
+    return all(node.applied >= highest for node in members(sim))
 
 
 def _roles(sim: Simulation) -> str:

@@ -3,8 +3,10 @@
 A snapshot is two files in the snapshot directory:
 
 - `snapshot-<index>-<term>.db`: the bytes (a copy of the state database);
-- `snapshot-<index>-<term>.json`: its metadata (index, term, voters) with the
-  SHA-256 and size of the bytes.
+- `snapshot-<index>-<term>.json`: its metadata (index, term, voters and, when
+  known, the whole configuration under "membership") with the SHA-256 and
+  size of the bytes. A file without "membership" (written before
+  configurations were logged) stands for its voters alone.
 
 Both are written to a temporary name, fsync'd and renamed into place, the
 data before the metadata, then the directory is fsync'd: the metadata file
@@ -38,7 +40,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from railyard.raft import Index, NodeId, SnapshotMeta, Term
+from railyard.raft import (
+    Index,
+    NodeId,
+    SnapshotMeta,
+    Term,
+    membership_from_record,
+    membership_to_record,
+)
 from railyard.storage.errors import CorruptSnapshot
 
 # Chunks of 1 MiB keep a gRPC message well under the default 4 MiB limit
@@ -144,13 +153,15 @@ class SnapshotStore:
         stem = _stem(meta)
         data = self.directory / f"{stem}{_DATA_SUFFIX}"
         os.replace(temp, data)
-        record = {
+        record: dict[str, object] = {
             "index": meta.index,
             "term": meta.term,
             "voters": list(meta.voters),
             "sha256": checksum,
             "size": data.stat().st_size,
         }
+        if meta.membership is not None:
+            record["membership"] = membership_to_record(meta.membership)
         meta_temp = self._temp_path()
         meta_temp.write_text(json.dumps(record, sort_keys=True))
         fsync_file(meta_temp)
@@ -166,12 +177,14 @@ class SnapshotStore:
             data = meta_path.with_suffix(_DATA_SUFFIX)
             try:
                 record = json.loads(meta_path.read_text())
+                membership = record.get("membership")
                 meta = SnapshotMeta(
                     Index(int(record["index"])),
                     Term(int(record["term"])),
                     tuple(NodeId(v) for v in record["voters"]),
+                    membership_from_record(membership) if membership is not None else None,
                 )
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # a metadata file that never committed is not a snapshot
             if data.exists():
                 found.append((meta, data, meta_path))

@@ -21,6 +21,13 @@ longer reaches where its last completed save left it, e.g. after its WAL was
 cut short (the tail marker beside the database, `tail_marker.py`). Other
 SQLite failures (disk full, I/O errors) raise `StoreIOError` naming the file.
 
+The compaction record keeps the snapshot's configuration in its `voters`
+column: a JSON list of voter ids as stores always wrote it when the snapshot
+carries no `membership`, otherwise the configuration's JSON object
+(`membership_to_record`). Both read back, so a data directory written before
+configurations were logged opens unchanged (its snapshot stands for its voters
+alone, and the node's cluster file supplies the rest: `RaftConfig.bootstrap`).
+
 The indexes, the hard state and the compaction metadata are cached in memory
 after open: the store is the only writer (the data-directory lock makes sure
 of that), so the cache is exact and reads of them cost no query.
@@ -45,6 +52,8 @@ from railyard.raft import (
     NodeId,
     SnapshotMeta,
     Term,
+    membership_from_record,
+    membership_to_record,
 )
 from railyard.storage.checksums import entry_crc, fields_crc
 from railyard.storage.errors import (
@@ -250,8 +259,7 @@ class SqliteLogStore:
         if row is not None:
             if fields_crc(*row[:3]) != row[3]:
                 raise CorruptStore(self.path, "the compaction record fails its checksum")
-            voters = tuple(NodeId(v) for v in json.loads(row[2]))
-            self._snapshot = SnapshotMeta(Index(row[0]), Term(row[1]), voters)
+            self._snapshot = _snapshot_meta(self.path, Index(row[0]), Term(row[1]), row[2])
         first, last, count = self._conn.execute(
             "SELECT min(idx), max(idx), count(*) FROM entries"
         ).fetchone()
@@ -422,7 +430,7 @@ class SqliteLogStore:
                 # The log is discarded down to the old snapshot, which both
                 # states (before and after) still reach.
                 self._lower_marker(self._snapshot_index())
-            fields = (meta.index, meta.term, json.dumps(list(meta.voters)))
+            fields = (meta.index, meta.term, _configuration_text(meta))
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -494,3 +502,23 @@ def _check_identity(conn: sqlite3.Connection, path: Path, cluster: str, node_id:
     found = (stored.get("cluster", "?"), stored.get("node_id", "?"))
     if found != (cluster, node_id):
         raise StoreMismatch(path, found, (cluster, node_id))
+
+
+def _configuration_text(meta: SnapshotMeta) -> str:
+    """The `voters` column of a compaction record (see the module docstring)."""
+    if meta.membership is None:
+        return json.dumps(list(meta.voters))
+    return json.dumps(membership_to_record(meta.membership), sort_keys=True)
+
+
+def _snapshot_meta(path: Path, index: Index, term: Term, text: str) -> SnapshotMeta:
+    try:
+        record = json.loads(text)
+        if isinstance(record, list):
+            return SnapshotMeta(index, term, tuple(NodeId(str(v)) for v in record))
+        membership = membership_from_record(record)
+    except ValueError as exc:
+        raise CorruptStore(
+            path, f"the compaction record's configuration is malformed: {exc}"
+        ) from exc
+    return SnapshotMeta.of(index, term, membership)

@@ -71,28 +71,33 @@ def make_config(node_id: NodeId, voters: tuple[NodeId, ...], **overrides: object
 
 
 class Network:
-    """Cores wired together; `settle()` runs until no message or Ready is left."""
+    """Cores wired together; `settle()` runs until no message or Ready is left.
 
-    def __init__(self, count: int = 3, *, seed: int = 0, **config: object) -> None:
+    `spares` more nodes run with no configuration, as nodes that join later.
+    """
+
+    def __init__(self, count: int = 3, *, seed: int = 0, spares: int = 0, **config: object) -> None:
         self.voters = ids(count)
+        self.nodes = ids(count + spares)
         self.seed = seed
         self.config_overrides = config
-        self.disks: dict[NodeId, Disk] = {node: Disk() for node in self.voters}
+        self.disks: dict[NodeId, Disk] = {node: Disk() for node in self.nodes}
         self.cores: dict[NodeId, RaftCore] = {}
-        self.read_states: dict[NodeId, list[ReadState]] = {node: [] for node in self.voters}
+        self.read_states: dict[NodeId, list[ReadState]] = {node: [] for node in self.nodes}
         self.queue: deque[Message] = deque()
         self.cut_links: set[tuple[NodeId, NodeId]] = set()
         self.down: set[NodeId] = set()
         self.delivered: list[Message] = []
         self.drop_types: set[MessageType] = set()
-        for node in self.voters:
+        for node in self.nodes:
             self.cores[node] = self._new_core(node)
 
     def _new_core(self, node: NodeId) -> RaftCore:
         disk = self.disks[node]
         rng = random.Random(f"{self.seed}-{node}-{len(self.delivered)}")
+        bootstrap = self.voters if node in self.voters else ()
         return RaftCore(
-            make_config(node, self.voters, **self.config_overrides),
+            make_config(node, bootstrap, **self.config_overrides),
             rng,
             hard_state=disk.hard_state,
             snapshot=disk.snapshot,
@@ -122,7 +127,7 @@ class Network:
 
     def handle_all_ready(self) -> bool:
         progressed = False
-        for node in self.voters:
+        for node in self.nodes:
             if node not in self.down:
                 while self.handle_ready(node) is not None:
                     progressed = True
@@ -152,9 +157,7 @@ class Network:
 
     def tick(self, nodes: Iterable[NodeId] | None = None, times: int = 1) -> None:
         """Tick nodes (default: all up) `times` times, settling after each tick."""
-        chosen = (
-            list(nodes) if nodes is not None else [n for n in self.voters if n not in self.down]
-        )
+        chosen = list(nodes) if nodes is not None else [n for n in self.nodes if n not in self.down]
         for _ in range(times):
             for node in chosen:
                 self.cores[node].tick()
@@ -175,7 +178,7 @@ class Network:
 
     def leader(self) -> NodeId | None:
         leaders = [
-            n for n in self.voters if n not in self.down and self.cores[n].role is Role.LEADER
+            n for n in self.nodes if n not in self.down and self.cores[n].role is Role.LEADER
         ]
         top = max((self.cores[n].current_term for n in leaders), default=None)
         found = [n for n in leaders if self.cores[n].current_term == top]
@@ -187,7 +190,7 @@ class Network:
         return index
 
     def isolate(self, node: NodeId) -> None:
-        for other in self.voters:
+        for other in self.nodes:
             if other != node:
                 self.cut_links.add((node, other))
                 self.cut_links.add((other, node))
@@ -212,4 +215,4 @@ class Network:
         return [e.data for e in self.disks[node].applied if e.kind is EntryKind.NORMAL]
 
     def commit_indexes(self) -> dict[NodeId, Index]:
-        return {n: self.cores[n].log.committed for n in self.voters}
+        return {n: self.cores[n].log.committed for n in self.nodes}

@@ -88,7 +88,7 @@ def test_rejection_from_emptied_follower_resets_progress_and_resends_log() -> No
 
 def test_emptied_follower_gets_snapshot_when_its_entries_were_compacted() -> None:
     core, _ = leader_with_history()
-    meta = SnapshotMeta(Index(60), Term(1), core.voters)
+    meta = core.snapshot_meta(Index(60))
     core.compact(meta)
     _, second = appends_to_emptied_n2(core)
     core.step(rejection(second, follower_last=0))

@@ -296,10 +296,20 @@ def test_empty_batch_appends_nothing() -> None:
     assert core.log.last_index == last
 
 
-def test_messages_from_outside_the_cluster_are_ignored() -> None:
+@pytest.mark.parametrize("kind", [MessageType.VOTE, MessageType.PRE_VOTE])
+def test_vote_requests_from_outside_the_configuration_are_ignored(kind: MessageType) -> None:
+    """A removed node that never learned of its removal cannot raise our term (§4.2.3)."""
+    follower = new_core(N2)
+    follower.step(message(kind, NodeId("stranger"), N2, 9, last_log_index=Index(5)))
+    assert follower.current_term == 0 and not sent(drain(follower))
+
+
+def test_appends_from_a_leader_not_yet_in_the_configuration_are_taken() -> None:
+    """A learner or a joining node hears from the leader before it holds the
+    configuration that names that leader."""
     follower = new_core(N2)
     follower.step(message(MessageType.APPEND, NodeId("stranger"), N2, 9, entries=tuple(log_of(9))))
-    assert follower.current_term == 0 and follower.log.last_index == 0
+    assert follower.current_term == 9 and follower.log.last_index == 1
 
 
 def test_acks_of_entries_replaced_before_persisting_are_withdrawn() -> None:

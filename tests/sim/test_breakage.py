@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from railyard.sim import BREAKS, Violation, broken, run_seed
+from railyard.sim import BREAKS, Checker, Violation, broken, run_seed
 from railyard.sim.checker import (
+    COMMIT_QUORUM,
+    CONFIG_CHANGE_RULE,
     DURABILITY,
     ELECTION_SAFETY,
     LEADER_COMMIT_RULE,
@@ -32,14 +34,19 @@ EXPECTED = {
     "commit-old-term": {LEADER_COMMIT_RULE, LEADER_COMPLETENESS, STATE_MACHINE_SAFETY},
     "ack-before-persist": {DURABILITY},
     "read-without-quorum": {LINEARIZABLE_READS},
+    "concurrent-changes": {CONFIG_CHANGE_RULE},
 }
+# Breaks of membership changes show only in histories that make changes.
+WITH_CHANGES = {"concurrent-changes"}
 # Cluster size per break: stale reads need a deposed or brand-new leader that
 # is asked before it learns better, which five nodes produce more often.
 NODES = {"read-without-quorum": 5}
 # Without the direct durability check, a promise broken by a crash still shows:
-# a committed entry is lost (safety) or the leader believes a follower holds
-# entries it lost and never resends them (liveness).
+# a commit a majority of the voters does not hold on disk, a committed entry
+# lost (safety), or a leader that believes a follower holds entries it lost and
+# never resends them (liveness).
 LOST_ACK_SYMPTOMS = {
+    COMMIT_QUORUM,
     LEADER_COMPLETENESS,
     STATE_MACHINE_SAFETY,
     ELECTION_SAFETY,
@@ -60,9 +67,10 @@ def test_every_break_has_an_expectation() -> None:
 def first_violation(
     rule: str, nodes: int, tweak: Callable[[Scenario], Scenario] | None = None
 ) -> Violation | None:
+    changes = rule in WITH_CHANGES
     with broken(rule):
         for seed in range(MAX_SEEDS):
-            result = run_seed(seed, nodes, STEPS, tweak=tweak)
+            result = run_seed(seed, nodes, STEPS, tweak=tweak, changes=changes)
             if result.violation is not None:
                 return result.violation
     return None
@@ -93,3 +101,21 @@ def test_break_is_undone() -> None:
     with broken("vote-without-log-check"):
         seed = next(s for s in range(MAX_SEEDS) if run_seed(s, 3, STEPS).violation)
     assert run_seed(seed, 3, STEPS).violation is None
+
+
+# Safety or liveness: whichever the overlapping configurations break first.
+OVERLAPPING_CHANGE_SYMPTOMS = LOST_ACK_SYMPTOMS
+
+
+def membership_storm(scenario: Scenario) -> Scenario:
+    """An operator asking for a change every other tick: changes overlap."""
+    return dataclasses.replace(scenario, membership=0.5)
+
+
+def test_concurrent_changes_harm_shows_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the direct rule check, overlapping changes still break the cluster:
+    here as configurations that can no longer elect a leader or commit."""
+    monkeypatch.setattr(Checker, "check_config_change", lambda *args: None)
+    caught = first_violation("concurrent-changes", 3, membership_storm)
+    assert caught is not None, f"no symptom of overlapping changes in {MAX_SEEDS} seeds"
+    assert caught.prop in OVERLAPPING_CHANGE_SYMPTOMS, caught

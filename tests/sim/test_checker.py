@@ -10,7 +10,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from railyard.raft import Entry, EntryKind, HardState, Index, NodeId, ReadState, Role, Term
+from railyard.raft import (
+    Entry,
+    EntryKind,
+    HardState,
+    Index,
+    Membership,
+    NodeId,
+    ReadState,
+    Role,
+    Term,
+)
 from railyard.sim.checker import (
     ELECTION_SAFETY,
     INTEGRITY,
@@ -37,10 +47,17 @@ class FakeNode:
     commit: Index = NO_COMMIT
     role: Role = Role.FOLLOWER
     applied_to: int = 0
+    membership: Membership = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.membership = Membership.of_voters((self.node_id,))
 
     @property
     def alive(self) -> bool:
         return True
+
+    def disk_holds(self, index: Index, term: Term) -> bool:
+        return self.log.term_at(index) == term
 
     @property
     def applied(self) -> Index:
