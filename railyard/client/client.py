@@ -78,7 +78,7 @@ ATTEMPT_TIMEOUT_S = 2.0
 # Every node refusing connections for this long means no cluster is running
 # there (a leader crash leaves the others listening): fail fast.
 REFUSED_GIVE_UP_S = 2.0
-# How a node says a proposal's outcome is unknown (node/errors.py, LeadershipLost).
+# How a node says a proposal's outcome is unknown (node/api/status_codes.py, LeadershipLost).
 LEADERSHIP_CHANGED = "leadership changed"
 # Error details quoted in messages are cut to this length (gRPC's can be long).
 DETAIL_CHARS = 120

@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from railyard.node.disk_space import DiskFull
 from railyard.node.driver import LeadershipLost, NodeStopped
+from railyard.node.driver.disk_space import DiskFull
 from railyard.raft import NodeId, NotLeader, ProposalDropped
 from railyard.storage import CorruptStore
 from railyard.streams import (

@@ -62,15 +62,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from railyard.node.applying import Applier
-from railyard.node.catch_up import marker_path
-from railyard.node.disk_space import DiskGuard
-from railyard.node.fatal import FatalError
-from railyard.node.inbox import Inbox, Proposal, Round
-from railyard.node.persistence import LogWriter, SaveFailedDiskFull
-from railyard.node.reads import PendingReads
-from railyard.node.snapshotting import Snapshotter
-from railyard.node.waiters import LeadershipLost, ProposalWaiters
+from railyard.node.driver.applying import Applier
+from railyard.node.driver.catch_up import marker_path
+from railyard.node.driver.disk_space import DiskGuard
+from railyard.node.driver.fatal import FatalError
+from railyard.node.driver.inbox import Inbox, Proposal, Round
+from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
+from railyard.node.driver.reads import PendingReads
+from railyard.node.driver.snapshotting import Snapshotter
+from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
 from railyard.raft import (
     Entry,
     Index,
