@@ -71,6 +71,7 @@ from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
 from railyard.node.driver.reads import PendingReads
 from railyard.node.driver.snapshotting import Snapshotter
 from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
+from railyard.node.observability import NodeMetrics, event
 from railyard.raft import (
     Entry,
     Index,
@@ -87,7 +88,7 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import CorruptState, StreamsMachine
+from railyard.streams import Appended, CorruptState, StreamsMachine
 
 # FatalError is what `Driver.run` ends with, LeadershipLost what `propose` may
 # raise; callers import them with the Driver.
@@ -136,6 +137,7 @@ class Driver:
         snapshot_index: Index,
         log: logging.Logger,
         data_dir: Path | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node_id = node_id
         self.core = core
@@ -145,6 +147,9 @@ class Driver:
         self.election_ticks = election_ticks
         self._skipped_timeout_for: tuple[NodeId, Term] | None = None
         self.log = log
+        # Without a metrics_address: no registry, only what Status reports.
+        self.metrics = metrics or NodeMetrics(peers=(), enabled=False)
+        self._term = core.status().term
         self.inbox = Inbox(log)
         self.log_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-log")
         self.sm_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streams")
@@ -152,7 +157,7 @@ class Driver:
         self.applied = applied
         self.applied_term = applied_term
         self.soft_state = SoftState()
-        self.writer = LogWriter(log_store, self.log_io, log)
+        self.writer = LogWriter(log_store, self.log_io, log, on_saved=self.metrics.observe_fsync)
         self.waiters = ProposalWaiters()
         self.reads = PendingReads()
         self._tg: asyncio.TaskGroup | None = None
@@ -169,6 +174,7 @@ class Driver:
             snapshot_index=snapshot_index,
             disk=self.disk,
             log=log,
+            on_snapshot=self.metrics.observe_snapshot,
         )
         # Counters for Status (all about snapshots, so far).
         self.stats = self.snapshotter.stats
@@ -186,8 +192,12 @@ class Driver:
         `disk_space.DiskFull` (before proposing anything) when the data
         directory's disk is full.
         """
-        self.check_writable(len(data))
-        return await self.inbox.propose(data)
+        try:
+            self.check_writable(len(data))
+            return await self.inbox.propose(data)
+        except Exception:
+            self.metrics.proposal_failed()
+            raise
 
     def check_writable(self, size: int = 0) -> None:
         """Raise DiskFull unless the disk has room for a write of `size` bytes and the reserve."""
@@ -262,7 +272,11 @@ class Driver:
         if self._skipped_timeout_for == (peer, status.term):
             return  # once per leader and term, or the randomization would be lost
         self._skipped_timeout_for = (peer, status.term)
-        self.log.info("leader %s refuses connections; not waiting out its lease", peer)
+        self.log.info(
+            "leader %s refuses connections; not waiting out its lease",
+            peer,
+            extra=event("connection_refused", peer=peer, by="leader", term=status.term),
+        )
         for _ in range(self.election_ticks):
             self.core.tick()
 
@@ -307,6 +321,8 @@ class Driver:
     def _step(self, message: Message) -> None:
         if message.type is MessageType.APPEND and not self.disk.follower_has_room(message):
             return  # unanswered: the leader sends it again later
+        if message.type is MessageType.HEARTBEAT_RESPONSE:
+            self.metrics.heartbeat_answered(message.sender, time.monotonic())
         if self.log.isEnabledFor(logging.DEBUG) and message.type not in _ROUTINE:
             self.log.debug(
                 "step %s from %s term=%d granted=%s",
@@ -338,6 +354,8 @@ class Driver:
     # ------------------------------------------------------------ Ready
 
     async def _handle_ready(self, ready: Ready) -> None:
+        if ready.hard_state is not None and ready.hard_state.current_term != self._term:
+            self._on_term(ready.hard_state.current_term)
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state)
         if ready.snapshot is not None:
@@ -345,6 +363,8 @@ class Driver:
         if ready.messages:
             self.outbox.send(ready.messages)
         committed = ready.committed_entries
+        if committed:
+            self.metrics.committed(len(committed), time.monotonic())
         saving = self.writer.start_save(ready.hard_state, ready.entries)
         entries = ready.entries
         if saving is not None and committed and entries and committed[-1].index >= entries[0].index:
@@ -373,19 +393,48 @@ class Driver:
         self.reads.serve(self.applied)
         self.snapshotter.maybe_snapshot(self._tg, self.applied, self.applied_term)
 
+    def _on_term(self, term: Term) -> None:
+        self.log.info(
+            "term %d -> %d",
+            self._term,
+            term,
+            extra=event("term_change", previous_term=self._term, term=term),
+        )
+        self._term = term
+
     def _on_soft_state(self, soft: SoftState) -> None:
         previous = self.soft_state
         self.soft_state = soft
         term = self.core.status().term
+        if soft.leader_id is not None and soft.leader_id != previous.leader_id:
+            self.metrics.leader_changed()
         if soft.role != previous.role:
+            facts = event(
+                "role_change",
+                role=soft.role.value,
+                previous_role=previous.role.value,
+                term=term,
+                leader=soft.leader_id,
+            )
             if soft.role is Role.LEADER:
-                self.log.info("became leader term=%d", term)
+                self.log.info("became leader term=%d", term, extra=facts)
             else:
                 self.log.info(
-                    "became %s term=%d leader=%s", soft.role.value, term, soft.leader_id or "-"
+                    "became %s term=%d leader=%s",
+                    soft.role.value,
+                    term,
+                    soft.leader_id or "-",
+                    extra=facts,
                 )
         elif soft.leader_id != previous.leader_id:
-            self.log.info("leader is %s term=%d", soft.leader_id or "unknown", term)
+            self.log.info(
+                "leader is %s term=%d",
+                soft.leader_id or "unknown",
+                term,
+                extra=event(
+                    "leader_change", leader=soft.leader_id, previous=previous.leader_id, term=term
+                ),
+            )
         if previous.role is Role.LEADER and soft.role is not Role.LEADER:
             # NB: an entry proposed here may still commit under the next leader;
             # clients retry with their producer id, so failing fast is safe.
@@ -398,6 +447,11 @@ class Driver:
         started = time.perf_counter()
         size = sum(len(e.data) for e in entries)
         results = await self.applier.apply(entries, size)
+        self.metrics.observe_apply(time.perf_counter() - started)
+        self.metrics.applied(
+            len(entries),
+            sum(len(r.sequences) for r in results if isinstance(r, Appended) and not r.duplicate),
+        )
         self.waiters.resolve(entries, results, self.soft_state.leader_id)
         self.applied = entries[-1].index
         self.applied_term = entries[-1].term

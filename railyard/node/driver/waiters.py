@@ -49,6 +49,10 @@ class ProposalWaiters:
     def __init__(self) -> None:
         self._waiters: dict[Index, _Waiter] = {}
 
+    def __len__(self) -> int:
+        """Proposals still waiting for their entries."""
+        return len(self._waiters)
+
     def add(self, first: Index, term: Term, futures: Sequence[asyncio.Future[Any]]) -> None:
         """Wait on the entries `first`, `first + 1`, ... proposed in `term`, one per future."""
         for offset, future in enumerate(futures):

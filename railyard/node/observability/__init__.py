@@ -3,7 +3,9 @@
 - `metrics`: the node's registry (one per node) and the instruments the
   driver, the peers and the API update as they go;
 - `endpoint`: the HTTP server behind `metrics_address` (a thread of its own);
-- `grpc_metrics`: the server interceptor counting and timing gRPC calls;
+- `grpc_metrics`: the server interceptor counting and timing gRPC calls
+  (imported from its module: the driver, which uses this package, knows no
+  gRPC);
 - `logs`: the text and JSON log formats and the `event(...)` helper that
   tags a line with an event name and its facts.
 
@@ -12,7 +14,6 @@ callables that read the node's state.
 """
 
 from railyard.node.observability.endpoint import MetricsEndpoint, Probe
-from railyard.node.observability.grpc_metrics import GrpcMetricsInterceptor
 from railyard.node.observability.logs import LOG_FORMATS, configure_logging, event
 from railyard.node.observability.metrics import (
     DEFAULT_MAX_STREAMS,
@@ -26,7 +27,6 @@ from railyard.node.observability.metrics import (
 __all__ = [
     "DEFAULT_MAX_STREAMS",
     "LOG_FORMATS",
-    "GrpcMetricsInterceptor",
     "MetricsEndpoint",
     "NodeMetrics",
     "Probe",

@@ -113,7 +113,7 @@ class MetricsEndpoint:
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(HTTP_OK, CONTENT_TYPE_LATEST, generate_latest(endpoint.registry))
@@ -139,7 +139,7 @@ class MetricsEndpoint:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 # One line per scrape would drown the node's log.
                 pass
 

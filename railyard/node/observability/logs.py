@@ -64,7 +64,9 @@ def _utc(created: float) -> str:
 def configure_logging(node_id: str, level: str, log_format: str = "text") -> logging.Logger:
     """The node's logger, writing to stderr in `log_format` (one of LOG_FORMATS)."""
     if log_format not in LOG_FORMATS:
-        raise ValueError(f"log format: expected one of {', '.join(LOG_FORMATS)} (got {log_format!r})")
+        raise ValueError(
+            f"log format: expected one of {', '.join(LOG_FORMATS)} (got {log_format!r})"
+        )
     log = logging.getLogger(LOGGER_NAME)
     log.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import grpc
 
 from railyard.node.driver import Driver
+from railyard.node.observability import NodeMetrics, event
 from railyard.node.peers.codec import envelope, envelope_sender, message_from_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -50,8 +51,10 @@ class RaftService(pb_grpc.RaftServicer):
         log: logging.Logger,
         last_heard: dict[str, float] | None = None,
         on_pipe_ended: Callable[[NodeId], None] | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.cluster = cluster
+        self.metrics = metrics or NodeMetrics(peers=peers, enabled=False)
         # A peer's pipe to us ended (its process may be gone): probe it.
         self.on_pipe_ended = on_pipe_ended
         self.last_heard = last_heard if last_heard is not None else {}
@@ -85,7 +88,18 @@ class RaftService(pb_grpc.RaftServicer):
         now = time.monotonic()
         if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
             self._refusals_logged[key] = now
-            self.log.warning("refused peer %r of cluster %r", sender.node_id, sender.cluster)
+            self.log.warning(
+                "refused peer %r of cluster %r",
+                sender.node_id,
+                sender.cluster,
+                extra=event(
+                    "connection_refused",
+                    peer=sender.node_id,
+                    cluster=sender.cluster,
+                    by="this node",
+                    reason=reason,
+                ),
+            )
         return reason
 
     async def _check(self, sender: pb.Peer, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
@@ -112,6 +126,10 @@ class RaftService(pb_grpc.RaftServicer):
                 )
             await self.driver.deliver(msg)
         return None
+
+    def received(self, node_id: str, size: int) -> None:
+        """Count `size` bytes received from peer `node_id` (an accepted sender)."""
+        self.metrics.peer(node_id).received_bytes.inc(size)
 
     def pipe_ended(self, node_id: str) -> None:
         # A rotated pipe (or a peer's TCP connection that broke) ends the
@@ -172,6 +190,8 @@ class RaftService(pb_grpc.RaftServicer):
                 if sender is None:
                     sender = envelope_sender(env)
                     await self._check(sender, context)
+                if self.metrics.enabled:
+                    self.received(sender.node_id, env.ByteSize())
                 await self._deliver(sender, env.messages, context)
         finally:
             if sender is not None:

@@ -29,6 +29,7 @@ from typing import Any, cast
 import grpc
 
 from railyard.node.grpc_options import CHANNEL_OPTIONS
+from railyard.node.observability import NodeMetrics, event
 from railyard.node.peers import tcp
 from railyard.node.peers.codec import envelope, message_to_pb
 from railyard.node.peers.proxy import Proxy, proxy_for
@@ -92,10 +93,13 @@ class PeerLink:
         log: logging.Logger,
         on_refused: Callable[[NodeId], None] | None = None,
         peer_address: str | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.local = local
         self.on_refused = on_refused
         self.peer_id = peer_id
+        self.metrics = metrics or NodeMetrics(peers=[peer_id], enabled=False)
+        self.instruments = self.metrics.peer(peer_id)
         self.address = address
         self.peer_address = peer_address
         self.proxy: Proxy | None = None
@@ -126,9 +130,12 @@ class PeerLink:
             self._snapshot_request = message
             self._snapshot_wanted.set()
             return
+        if message.type is MessageType.HEARTBEAT:
+            self.metrics.heartbeat_sent(self.peer_id, time.monotonic())
         try:
             self.queue.put_nowait(message_to_pb(message))
         except asyncio.QueueFull:
+            self.instruments.send_failures.inc()
             self._unreachable()
 
     def _unreachable(self) -> None:
@@ -199,9 +206,9 @@ class PeerLink:
                 tcp.PeerClosed,
             ) as exc:
                 if isinstance(exc, PipeClosed) and exc.code is grpc.StatusCode.PERMISSION_DENIED:
-                    self.log.warning("%s refuses us: %s", self.peer_id, exc.details)
+                    self._log_refusal(exc.details)
                 elif isinstance(exc, tcp.PeerRefused):
-                    self.log.warning("%s refuses us: %s", self.peer_id, exc)
+                    self._log_refusal(str(exc))
                 elif self.connected:
                     where = self.peer_address or self.address
                     self.log.info("lost %s at %s: %s", self.peer_id, where, brief(exc))
@@ -221,6 +228,14 @@ class PeerLink:
                 # A peer that keeps failing is retried less often, up to a cap.
                 delay_s = min(2 * delay_s, MAX_RECONNECT_DELAY_S)
 
+    def _log_refusal(self, reason: str) -> None:
+        self.log.warning(
+            "%s refuses us: %s",
+            self.peer_id,
+            reason,
+            extra=event("connection_refused", peer=self.peer_id, by="peer", reason=reason),
+        )
+
     async def _pipe_once(self) -> None:
         """Stream queued messages until the pipe is due for rotation or fails.
 
@@ -235,9 +250,11 @@ class PeerLink:
         rotate_at = time.monotonic() + PIPE_ROTATE_S
         try:
             while True:
-                batch = self._drain(first)
+                outgoing = envelope(self.local, self._drain(first))
                 async with asyncio.timeout(WRITE_STALL_S):
-                    await call.write(envelope(self.local, batch))
+                    await call.write(outgoing)
+                if self.metrics.enabled:
+                    self.instruments.sent_bytes.inc(outgoing.ByteSize())
                 if not self.connected:
                     self.connected = True
                     self.log.info("connected to %s at %s", self.peer_id, self.address)
@@ -268,7 +285,9 @@ class PeerLink:
         conn = await tcp.connect(address, on_end=self._wake, proxy=self.proxy)
         try:
             while True:
-                conn.send(envelope(self.local, self._drain(first)).SerializeToString())
+                payload = envelope(self.local, self._drain(first)).SerializeToString()
+                conn.send(payload)
+                self.instruments.sent_bytes.inc(len(payload) + tcp.FRAME_HEADER_BYTES)
                 if conn.backed_up:
                     async with asyncio.timeout(WRITE_STALL_S):
                         await conn.drain()
@@ -320,6 +339,7 @@ class PeerLink:
             if self.queue.get_nowait() is not None:  # not a wake-up
                 dropped += 1
         if dropped:
+            self.instruments.send_failures.inc(dropped)
             self._unreachable()
 
     # ------------------------------------------------------------ snapshots

@@ -47,6 +47,7 @@ from railyard.proto import railyard_pb2 as pb
 # client pointed at the wrong port, a port scanner) is refused at once.
 PREAMBLE = b"RAILYARD-PEER/1\n"
 _SIZE = struct.Struct(">I")
+FRAME_HEADER_BYTES = _SIZE.size
 # An envelope holds at most 16 MiB of entries (links.py); the limit
 # leaves room for the rest and refuses garbage lengths before reading them.
 MAX_FRAME_BYTES = 64 << 20
@@ -119,10 +120,19 @@ def _tune(sock: socket.socket | None) -> None:
 class PeerListener:
     """Accepts peers' connections on `address` and feeds their envelopes to `sink`."""
 
-    def __init__(self, *, address: str, sink: EnvelopeSink, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        *,
+        address: str,
+        sink: EnvelopeSink,
+        log: logging.Logger,
+        on_received: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.address = address
         self.sink = sink
         self.log = log
+        # Told (sender, bytes) for each frame of an accepted sender.
+        self.on_received = on_received
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._serving: set[asyncio.Task[None]] = set()
@@ -205,6 +215,8 @@ class PeerListener:
                 return (
                     f"envelope from {sender.node_id!r} on the connection of {accepted[0].node_id!r}"
                 )
+            if self.on_received is not None:
+                self.on_received(sender.node_id, FRAME_HEADER_BYTES + size)
             problem = await self.sink.deliver(sender, env.messages)
             if problem is not None:
                 return problem
