@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+
 from railyard.proto import railyard_pb2 as pb
 from tests.support.cluster import LocalCluster
 from tests.support.http import Family, health, scrape
@@ -118,6 +121,11 @@ def test_every_metric_after_a_put_counters_rise_fsyncs_observed(tmp_path: Path) 
         cluster.streams_stub(leader).GetRecords(
             pb.GetRecordsRequest(stream="s", from_sequence=1), timeout=5
         )
+        with pytest.raises(grpc.RpcError) as missing:
+            cluster.streams_stub(leader).DescribeStream(
+                pb.DescribeStreamRequest(name="missing"), timeout=5
+            )
+        assert missing.value.code() is grpc.StatusCode.NOT_FOUND
         cluster.wait_converged(min_applied=PUTS + 2)
         after = {nid: scrape(cluster.metrics_addresses[nid]) for nid in cluster.node_ids}
         for nid in cluster.node_ids:
@@ -135,10 +143,11 @@ def test_every_metric_after_a_put_counters_rise_fsyncs_observed(tmp_path: Path) 
             )
             appended = "railyard_records_appended"
             assert value(after[nid][appended], appended + "_total") == PUTS + 1
-        grpc = after[leader]["railyard_grpc_requests"]
-        assert value(
-            grpc, "railyard_grpc_requests_total", method="Streams/PutRecord", code="OK"
-        ) >= (PUTS + 1)
+        grpc_requests = after[leader]["railyard_grpc_requests"]
+        total = "railyard_grpc_requests_total"
+        assert value(grpc_requests, total, method="Streams/PutRecord", code="OK") >= PUTS + 1
+        # An aborted call is counted under the code it ended with.
+        assert value(grpc_requests, total, method="Streams/DescribeStream", code="NOT_FOUND") == 1
         read = after[leader]["railyard_records_read"]
         assert value(read, "railyard_records_read_total") == PUTS + 1
         records = after[leader]["railyard_stream_records"]
