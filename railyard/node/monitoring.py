@@ -56,7 +56,7 @@ class Monitor:
 
     async def _sample(self, with_streams: bool) -> StateSample:
         driver = self.node.driver
-        core = driver.core.status()
+        core = driver.status()
         soft = driver.soft_state
         horizon = time.monotonic() - self.node.election_timeout_ms / 1000
         sample = StateSample(

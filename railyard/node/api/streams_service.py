@@ -27,6 +27,7 @@ import grpc
 from railyard.node.api.commands import append_command_bytes, now_ms, stream_info_to_pb
 from railyard.node.api.context import Forwarder, NodeContext, request_timeout
 from railyard.node.api.status_codes import (
+    AlreadyApplied,
     ServiceError,
     abort,
     exception_error,
@@ -40,7 +41,6 @@ from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.streams import (
     Appended,
     Limits,
-    StaleProducerSequence,
     StreamCreated,
     StreamNotFound,
     validate,
@@ -147,55 +147,54 @@ class StreamsService(pb_grpc.StreamsServicer):
             command, request, context, lambda _result: pb.DeleteStreamResponse()
         )
 
-    def _append(
-        self, stream: str, records: list[cmd.Record], producer_id: str, producer_sequence: int
-    ) -> cmd.Command:
-        return cmd.Command(
-            append_records=cmd.AppendRecordsCommand(
-                stream=stream,
-                records=records,
-                producer_id=producer_id,
-                producer_sequence=producer_sequence,
-                timestamp_ms=now_ms(),
-                create_if_missing=self.node.auto_create_streams,
-            )
-        )
-
     @rpc
     async def PutRecord(self, request: pb.PutRecordRequest, context: Any) -> pb.PutRecordResponse:
-        record = cmd.Record(data=request.data, key=request.key, has_key=request.has_key)
-        command = self._append(
-            request.stream, [record], request.producer_id, request.producer_sequence
+        batch = pb.PutRecordsRequest(
+            stream=request.stream,
+            records=[cmd.Record(data=request.data, key=request.key, has_key=request.has_key)],
+            producer_id=request.producer_id,
+            producer_sequence=request.producer_sequence,
         )
-
-        def respond(result: Appended) -> pb.PutRecordResponse:
-            return pb.PutRecordResponse(
-                sequence=result.sequences[0], timestamp_ms=result.timestamp_ms
+        _raise_invalid(batch, self.node.limits)
+        if not self.node.is_leader():
+            response: pb.PutRecordResponse = await self.forwarder.forward(
+                "PutRecord", request, context
             )
-
-        return await self._write(command, request, context, respond)
+            return response
+        appended = await self.propose_append(batch, request_timeout(context))
+        return pb.PutRecordResponse(
+            sequence=appended.sequences[0], timestamp_ms=appended.timestamp_ms
+        )
 
     @rpc
     async def PutRecords(
         self, request: pb.PutRecordsRequest, context: Any
     ) -> pb.PutRecordsResponse:
-        invalid = _validate_put(request, self.node.limits)
-        if invalid is not None:
-            raise invalid
+        _raise_invalid(request, self.node.limits)
         if not self.node.is_leader():
-            response: pb.PutRecordsResponse = await self.forwarder.forward(
+            forwarded: pb.PutRecordsResponse = await self.forwarder.forward(
                 "PutRecords", request, context
             )
-            return response
-        data = append_command_bytes(request, now_ms(), self.node.auto_create_streams)
-        async with asyncio.timeout(request_timeout(context)):
-            result = await self.driver.propose(data)
-        error = result_error(result)
-        if error is not None:
-            raise error
+            return forwarded
+        appended = await self.propose_append(request, request_timeout(context))
         return pb.PutRecordsResponse(
-            sequences=list(result.sequences), timestamp_ms=result.timestamp_ms
+            sequences=list(appended.sequences), timestamp_ms=appended.timestamp_ms
         )
+
+    async def propose_append(self, batch: pb.PutRecordsRequest, timeout_s: float) -> Appended:
+        """The one path of every put on the leader: stamp, propose, wait, map the result.
+
+        `batch` was validated. Raises the `ServiceError` its result stands
+        for (`AlreadyApplied` for a producer sequence older than the
+        remembered window), or what `Driver.propose` raises.
+        """
+        data = append_command_bytes(batch, now_ms(), self.node.auto_create_streams)
+        # asyncio.timeout, not wait_for: no extra task per request on the hot path.
+        async with asyncio.timeout(timeout_s):
+            result = await self.driver.propose(data)
+        if isinstance(result, Appended):
+            return result
+        raise result_error(result) or TypeError(f"an append applied as {result!r}")
 
     async def PutRecordStream(
         self, requests: AsyncIterator[pb.PutRecordsRequest], context: Any
@@ -281,24 +280,20 @@ class StreamsService(pb_grpc.StreamsServicer):
             )
             failed.set_exception(error)
             return failed
-        data = append_command_bytes(request, now_ms(), self.node.auto_create_streams)
         # Created in arrival order, each task's first step queues its proposal:
         # the batches enter the log in the producer's order.
-        return asyncio.ensure_future(self._propose_batch(data, request, request_timeout(context)))
+        return asyncio.ensure_future(self._propose_batch(request, request_timeout(context)))
 
     async def _propose_batch(
-        self, data: bytes, request: pb.PutRecordsRequest, timeout_s: float
+        self, request: pb.PutRecordsRequest, timeout_s: float
     ) -> pb.PutRecordsResponse:
-        async with asyncio.timeout(timeout_s):
-            result = await self.driver.propose(data)
-        if isinstance(result, StaleProducerSequence):
+        try:
+            appended = await self.propose_append(request, timeout_s)
+        except AlreadyApplied:
             return pb.PutRecordsResponse(producer_sequence=request.producer_sequence)
-        error = result_error(result)
-        if error is not None:
-            raise error
         return pb.PutRecordsResponse(
-            sequences=list(result.sequences),
-            timestamp_ms=result.timestamp_ms,
+            sequences=list(appended.sequences),
+            timestamp_ms=appended.timestamp_ms,
             producer_sequence=request.producer_sequence,
         )
 
@@ -375,6 +370,12 @@ class StreamsService(pb_grpc.StreamsServicer):
         response.next_sequence, response.behind_latest = result
         self.driver.metrics.records_read(len(response.records))
         return response
+
+
+def _raise_invalid(request: pb.PutRecordsRequest, limits: Limits) -> None:
+    error = _validate_put(request, limits)
+    if error is not None:
+        raise error
 
 
 def _validate_put(request: pb.PutRecordsRequest, limits: Limits) -> ServiceError | None:

@@ -73,6 +73,7 @@ from railyard.node.driver.snapshotting import Snapshotter
 from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
 from railyard.node.observability import NodeMetrics, event
 from railyard.raft import (
+    CoreStatus,
     Entry,
     Index,
     Message,
@@ -88,7 +89,7 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import Appended, CorruptState, StreamsMachine
+from railyard.streams import Appended, ApplyResult, CorruptState, StreamsMachine
 
 # FatalError is what `Driver.run` ends with, LeadershipLost what `propose` may
 # raise; callers import them with the Driver.
@@ -185,8 +186,8 @@ class Driver:
         """Queue a message from a peer (waits while the inbox is full)."""
         await self.inbox.deliver(message)
 
-    async def propose(self, data: bytes) -> Any:
-        """Replicate `data`; returns the state machine's result for its entry.
+    async def propose(self, data: bytes) -> ApplyResult:
+        """Replicate the command `data`; returns the state machine's result for its entry.
 
         Raises NotLeader, ProposalDropped, LeadershipLost, or
         `disk_space.DiskFull` (before proposing anything) when the data
@@ -194,10 +195,24 @@ class Driver:
         """
         try:
             self.check_writable(len(data))
-            return await self.inbox.propose(data)
+            result = await self.inbox.propose(data)
         except Exception:
             self.metrics.proposal_failed()
             raise
+        assert result is not None, "a command's entry always has a result"
+        return result
+
+    def status(self) -> CoreStatus:
+        """The core's state now (a copy: handlers may read it between steps)."""
+        return self.core.status()
+
+    def log_entries(self, lo: Index, hi: Index) -> tuple[Entry, ...]:
+        """The entries [lo, hi) the core still holds in memory, for display."""
+        return self.core.log_entries(lo, hi)
+
+    async def transfer_leadership(self, to: NodeId | None) -> None:
+        """Ask the core to hand leadership to `to` (None: the most up-to-date follower)."""
+        await self.call(lambda: self.core.transfer_leadership(to))
 
     def check_writable(self, size: int = 0) -> None:
         """Raise DiskFull unless the disk has room for a write of `size` bytes and the reserve."""
