@@ -15,6 +15,8 @@ from tests.support.cluster import LocalCluster
 from tests.support.http import Family, health, scrape
 
 PUTS = 20
+# Small enough that the puts of a test take a snapshot on every node.
+SNAPSHOT_EVERY = 10
 WAIT_S = 15.0
 POLL_S = 0.1
 
@@ -92,7 +94,7 @@ def wait_for(check: Any, what: str, timeout_s: float = WAIT_S) -> Any:
 
 
 def test_every_metric_after_a_put_counters_rise_fsyncs_observed(tmp_path: Path) -> None:
-    with LocalCluster(tmp_path, metrics=True) as cluster:
+    with LocalCluster(tmp_path, metrics=True, snapshot_every=SNAPSHOT_EVERY) as cluster:
         leader = cluster.wait_for_leader()
         put(cluster, leader, 1)
         cluster.wait_converged(min_applied=2)
@@ -141,6 +143,10 @@ def test_every_metric_after_a_put_counters_rise_fsyncs_observed(tmp_path: Path) 
             assert value(after[nid][fsync], fsync + "_sum") > value(
                 before[nid][fsync], fsync + "_sum"
             )
+            snapshot = "railyard_disk_snapshot_duration_seconds"
+            assert value(after[nid][snapshot], snapshot + "_count") >= 1, nid
+            index = "railyard_server_snapshot_index"
+            assert value(after[nid][index], index) >= SNAPSHOT_EVERY, nid
             appended = "railyard_records_appended"
             assert value(after[nid][appended], appended + "_total") == PUTS + 1
         grpc_requests = after[leader]["railyard_grpc_requests"]
@@ -187,12 +193,13 @@ def test_health_is_503_on_a_node_cut_off_from_the_majority_and_200_after_healing
         wait_for(lambda: health(address) == (200, {"health": True}), f"{follower} healthy again")
 
 
-def test_json_log_lines_for_role_term_membership_and_refused_connections(
+def test_json_log_lines_for_role_term_membership_snapshots_and_refused_connections(
     tmp_path: Path,
 ) -> None:
-    with LocalCluster(tmp_path, log_format="json") as cluster:
+    with LocalCluster(tmp_path, log_format="json", snapshot_every=SNAPSHOT_EVERY) as cluster:
         leader = cluster.wait_for_leader()
-        put(cluster, leader, 1)
+        put(cluster, leader, SNAPSHOT_EVERY)
+        cluster.wait_converged(min_applied=SNAPSHOT_EVERY + 1)
         cluster.kill(leader)
         survivor = next(n for n in cluster.node_ids if n != leader)
         cluster.wait_for_leader(among=[n for n in cluster.node_ids if n != leader])
@@ -213,6 +220,7 @@ def test_json_log_lines_for_role_term_membership_and_refused_connections(
         assert by_event["membership"]["fields"] == {"voters": cluster.node_ids}
         assert by_event["connection_refused"]["fields"]["peer"] == leader
         assert by_event["term_change"]["fields"]["term"] >= 1
+        assert by_event["snapshot_taken"]["fields"]["index"] >= SNAPSHOT_EVERY
         roles = [x["fields"]["role"] for x in lines if x["event"] == "role_change"]
         assert roles, "no role_change line"
         assert all("term" in x["fields"] for x in lines if x["event"] == "role_change")

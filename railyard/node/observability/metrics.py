@@ -285,19 +285,19 @@ class NodeMetrics:
         )
         sent = Counter(
             "railyard_network_peer_sent_bytes_total",
-            "Bytes of Raft messages sent to a peer.",
+            "Bytes of Raft traffic (messages, snapshot data) sent to a peer.",
             ["peer"],
             registry=r,
         )
         received = Counter(
             "railyard_network_peer_received_bytes_total",
-            "Bytes of Raft messages received from a peer.",
+            "Bytes of Raft traffic (messages, snapshot data) received from a peer.",
             ["peer"],
             registry=r,
         )
         failures = Counter(
             "railyard_network_peer_send_failures_total",
-            "Messages to a peer dropped because its connection failed or was backed up.",
+            "Messages (or snapshots) to a peer dropped: its connection failed or was backed up.",
             ["peer"],
             registry=r,
         )

@@ -155,6 +155,8 @@ class RaftService(pb_grpc.RaftServicer):
     ) -> pb.RaftEnvelope:
         sender = envelope_sender(request)
         await self._check(sender, context)
+        if self.metrics.enabled:
+            self.received(sender.node_id, request.ByteSize())
         await self._deliver(sender, request.messages, context)
         return envelope(self.local, [])
 
@@ -219,6 +221,7 @@ class RaftService(pb_grpc.RaftServicer):
                     message = await self._snapshot_message(chunk, sender, context)
                     assert message.snapshot is not None
                     receiver = await asyncio.to_thread(self.snapshots.receiver, message.snapshot)
+                self.received(sender.node_id, len(chunk.data))
                 await asyncio.to_thread(receiver.write, chunk.data)
                 if chunk.last:
                     assert message is not None and message.snapshot is not None

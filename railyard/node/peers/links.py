@@ -371,6 +371,7 @@ class PeerLink:
                 self._chunks(request, path), timeout=SNAPSHOT_DEADLINE_S
             )
         except (grpc.RpcError, OSError) as exc:
+            self.instruments.send_failures.inc()
             self.log.warning("snapshot to %s failed: %s", self.peer_id, brief(exc))
             return False
         self.log.info("sent snapshot index=%d to %s", meta.index, self.peer_id)
@@ -391,6 +392,7 @@ class PeerLink:
                 first = False
             if last:
                 chunk.checksum = checksum
+            self.instruments.sent_bytes.inc(len(chunk.data))
             yield chunk
             if last:
                 return
