@@ -31,6 +31,10 @@ of each round), `persistence.LogWriter` (step 3, and the core's rebuild
 after a save met a full disk), `applying.Applier` (step 5),
 `waiters.ProposalWaiters` and `reads.PendingReads` (step 6), and
 `disk_space.DiskGuard` (free space, checked before writes and appends).
+It reports to a `NodeMetrics` as it goes (save and apply durations,
+committed and applied entries, failed proposals, leader changes, heartbeat
+round trips; no-ops without a metrics_address), and logs role, leader and
+term changes as events with their facts (`observability`).
 
 Invariants:
 - Only this task calls a mutating method of the core. Request handlers may
