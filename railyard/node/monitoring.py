@@ -4,10 +4,11 @@
 A scrape or a probe calls it on an HTTP thread; it schedules a short
 coroutine on the loop (`asyncio.run_coroutine_threadsafe`) that reads the
 driver's state between two of its steps, and waits at most
-`SAMPLE_TIMEOUT_S` for it. The coroutine lists streams on the reads thread
-only for a scrape, never for a probe. A loop that does not answer in time
-gives no sample: /metrics then serves the last one, /health and /ready
-answer 503.
+`SAMPLE_TIMEOUT_S` for it. The coroutine copies the metrics' event
+instruments (written on the loop, so the copy is consistent), and lists
+streams on the reads thread only for a scrape, never for a probe. A loop
+that does not answer in time gives no sample: /metrics then serves the last
+one, /health and /ready answer 503.
 
 Verdicts:
 - health: the node knows a leader and is not stopping (etcd's /health);
@@ -69,6 +70,8 @@ class Monitor:
             catching_up=core.awaiting_catch_up,
             proposals_pending=len(driver.waiters),
             active_peers=sum(1 for at in self.node.last_heard.values() if at >= horizon),
+            # Copied now, between two steps of the driver: consistent with the state above.
+            instruments=driver.metrics.copy_instruments(),
         )
         if not with_streams:
             return sample

@@ -169,7 +169,7 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
     )
     streams_service = StreamsService(node)
     cluster_service = ClusterService(node, streams_service.forwarder)
-    interceptors = [] if metrics.registry is None else [GrpcMetricsInterceptor(metrics.registry)]
+    interceptors = [] if metrics.registry is None else [GrpcMetricsInterceptor(metrics)]
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     pb_grpc.add_RaftServicer_to_server(raft_service, server)
     pb_grpc.add_StreamsServicer_to_server(streams_service, server)

@@ -201,26 +201,34 @@ def test_json_log_lines_for_role_term_membership_snapshots_and_refused_connectio
         put(cluster, leader, SNAPSHOT_EVERY)
         cluster.wait_converged(min_applied=SNAPSHOT_EVERY + 1)
         cluster.kill(leader)
-        survivor = next(n for n in cluster.node_ids if n != leader)
-        cluster.wait_for_leader(among=[n for n in cluster.node_ids if n != leader])
+        survivors = [n for n in cluster.node_ids if n != leader]
+        new_leader = cluster.wait_for_leader(among=survivors)
 
         def events(nid: str) -> list[dict[str, Any]]:
             return [json.loads(line) for line in cluster.log(nid).splitlines() if line]
 
-        lines = wait_for(
-            lambda: (
-                (e := events(survivor)) and any(x["event"] == "connection_refused" for x in e) and e
-            ),
+        def refused(nid: str) -> bool:
+            return any(x["event"] == "connection_refused" for x in events(nid))
+
+        # A follower of the dead leader finds its connections refused.
+        witness = wait_for(
+            lambda: next((n for n in survivors if refused(n)), None),
             "a connection_refused line",
         )
-        for line in lines:
-            assert set(line) == {"time", "level", "node", "event", "message", "fields"}
-            assert line["node"] == survivor
+        lines = events(witness)
+        for nid in survivors:
+            for line in events(nid):
+                assert set(line) == {"time", "level", "node", "event", "message", "fields"}
+                assert line["node"] == nid
         by_event = {x["event"]: x for x in lines}
         assert by_event["membership"]["fields"] == {"voters": cluster.node_ids}
         assert by_event["connection_refused"]["fields"]["peer"] == leader
         assert by_event["term_change"]["fields"]["term"] >= 1
         assert by_event["snapshot_taken"]["fields"]["index"] >= SNAPSHOT_EVERY
-        roles = [x["fields"]["role"] for x in lines if x["event"] == "role_change"]
-        assert roles, "no role_change line"
-        assert all("term" in x["fields"] for x in lines if x["event"] == "role_change")
+        # The new leader logged becoming it, with the term.
+        became = [
+            x["fields"]
+            for x in events(new_leader)
+            if x["event"] == "role_change" and x["fields"]["role"] == "leader"
+        ]
+        assert became and all(f["term"] >= 1 for f in became)

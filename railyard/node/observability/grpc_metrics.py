@@ -6,7 +6,8 @@ handler's start to its end (a stream's whole life for streaming calls).
 `method` is `Service/Method` (`Streams/PutRecord`), a bounded set.
 
 Each method's wrapped handler is built once and reused: the per-call cost is
-a clock read at each end, a dictionary lookup and two instrument updates.
+a clock read at each end, a dictionary lookup and two instrument updates (adds: the instruments are
+the node's own, written on the event loop where every handler runs).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from railyard.node.observability.metrics import GRPC_BUCKETS
+from railyard.node.observability.metrics import NodeMetrics
 
 OK = grpc.StatusCode.OK.name
 # What a handler that raised without setting a status code answers.
@@ -41,24 +41,11 @@ Handler = Any
 class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Counts and times calls; see the module docstring."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._requests = Counter(
-            "railyard_grpc_requests_total",
-            "gRPC calls served, by method and status code.",
-            ["method", "code"],
-            registry=registry,
-        )
-        self._duration = Histogram(
-            "railyard_grpc_request_duration_seconds",
-            "Time from a gRPC call's start to its answer (a stream's whole life).",
-            ["method"],
-            buckets=GRPC_BUCKETS,
-            registry=registry,
-        )
+    def __init__(self, metrics: NodeMetrics) -> None:
+        assert metrics.grpc_requests is not None and metrics.grpc_duration is not None
+        self._requests = metrics.grpc_requests
+        self._duration = metrics.grpc_duration
         self._handlers: dict[str, Handler] = {}
-        # Label children, looked up once: `labels()` costs more than the update.
-        self._counts: dict[tuple[str, str], Any] = {}
-        self._durations: dict[str, Any] = {}
 
     async def intercept_service(
         self,
@@ -76,15 +63,8 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
         return wrapped
 
     def _done(self, method: str, started: float, code: str) -> None:
-        key = (method, code)
-        counter = self._counts.get(key)
-        if counter is None:
-            counter = self._counts[key] = self._requests.labels(method=method, code=code)
-        counter.inc()
-        duration = self._durations.get(method)
-        if duration is None:
-            duration = self._durations[method] = self._duration.labels(method=method)
-        duration.observe(time.perf_counter() - started)
+        self._requests.counter(method, code).inc()
+        self._duration.histogram(method).observe(time.perf_counter() - started)
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
         done = self._done

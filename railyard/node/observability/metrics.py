@@ -6,23 +6,33 @@ bytes), `_total` only on counters. Two kinds of figure:
 
 - events, counted or timed where they happen: fsyncs, applies, snapshots,
   committed and failed proposals, leader changes, peer bytes and failures,
-  round trips, records appended and read. These are the only costs on the
-  hot path, a lock and an add each, and all of them are no-ops when the
-  node has no `metrics_address` (`NodeMetrics(enabled=False)`);
+  round trips, gRPC calls, records appended and read. These are the only
+  costs on the hot path, and all of them are no-ops when the node has no
+  `metrics_address` (`NodeMetrics(enabled=False)`);
 - state, sampled when Prometheus scrapes: role, term, indexes, pending
   proposals, streams (`StateSample`, taken on the event loop by the sampler
   the process installs, between two steps of the driver), and the sizes of
   the data files and the free space of their disk (read on the scraping
   thread, off the loop).
 
+The event instruments are our own (`LoopCounter`, `LoopHistogram`), not
+prometheus-client's: they are written on the event loop only (a log save
+reports its duration back to the loop), so an update is a plain add, no
+lock; prometheus-client's take a lock per update, which cost several
+percent of a single put's CPU. The sample copies their values on the loop,
+between two steps, so a scrape sees a consistent set (a histogram's count
+equals its +Inf bucket), and the text is rendered on the scraping thread
+by prometheus-client from that copy.
+
 Whether or not metrics are served, the node keeps the few figures `Status`
 reports (`fsync_p99_s`, `committed_per_s`, `round_trip_s`): a ring of recent
 fsync durations, a per-second counter of committed entries, the last round
 trip to each peer.
 
-Invariants: counters only rise (a restart starts them at zero); the label
-sets are bounded: `peer` by the cluster file, `method` and `code` by the
-services, `stream` by `max_streams` (the first streams by name).
+Invariants: instruments are written on the event loop only; counters only
+rise (a restart starts them at zero); the label sets are bounded: `peer` by
+the cluster file, `method` and `code` by the services, `stream` by
+`max_streams` (the first streams by name).
 
 It knows nothing of the core or the stores: the process passes the paths
 and the sampler.
@@ -30,25 +40,27 @@ and the sampler.
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
-    Gauge,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
-    disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 
@@ -103,9 +115,13 @@ class StateSample:
     proposals_pending: int
     active_peers: int
     streams: tuple[StreamFigures, ...] = ()
+    # The event instruments' values at the same moment (`NodeMetrics.copy_instruments`).
+    instruments: InstrumentsCopy = ()
 
 
 Sampler = Callable[[], StateSample | None]
+# Per family: (name, kind, labels, [(label values, value or (bucket counts, sum))]).
+InstrumentsCopy = tuple[tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], object]]], ...]
 
 
 class _Inc(Protocol):
@@ -137,6 +153,104 @@ class PeerInstruments:
     received_bytes: _Inc
     send_failures: _Inc
     round_trip: _Observe
+
+
+class LoopCounter:
+    """A counter written on the event loop only: `inc` is a plain add."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def copy(self) -> object:
+        return self.value
+
+
+class LoopHistogram:
+    """A histogram written on the event loop only: one bisect and two adds per value."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        # Prometheus buckets are upper bounds, inclusive: the first bound >= amount.
+        self.counts[bisect.bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+    def copy(self) -> object:
+        return (list(self.counts), self.sum)
+
+
+@dataclass
+class _Family:
+    """One metric name and its children, one per set of label values."""
+
+    name: str
+    doc: str
+    kind: str  # counter | histogram
+    labels: tuple[str, ...] = ()
+    bounds: tuple[float, ...] = ()
+    children: dict[tuple[str, ...], LoopCounter | LoopHistogram] = field(default_factory=dict)
+
+    def child(self, *values: str) -> LoopCounter | LoopHistogram:
+        found = self.children.get(values)
+        if found is None:
+            found = LoopHistogram(self.bounds) if self.kind == "histogram" else LoopCounter()
+            self.children[values] = found
+        return found
+
+    def counter(self, *values: str) -> LoopCounter:
+        found = self.child(*values)
+        assert isinstance(found, LoopCounter)
+        return found
+
+    def histogram(self, *values: str) -> LoopHistogram:
+        found = self.child(*values)
+        assert isinstance(found, LoopHistogram)
+        return found
+
+    def copy(self) -> tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], object]]]:
+        return (
+            self.name,
+            self.kind,
+            self.labels,
+            [(values, c.copy()) for values, c in self.children.items()],
+        )
+
+
+def _render(
+    copied: tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], object]]],
+    docs: dict[str, tuple[str, tuple[float, ...]]],
+) -> Metric:
+    name, kind, labels, children = copied
+    doc, bounds = docs[name]
+    if kind == "counter":
+        counter = CounterMetricFamily(name, doc, labels=labels)
+        for values, value in children:
+            assert isinstance(value, float)
+            counter.add_metric(list(values), value)
+        return counter
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    les = [*(repr(float(b)) for b in bounds), "+Inf"]
+    for values, value in children:
+        assert isinstance(value, tuple)
+        counts: list[int] = value[0]
+        total: float = value[1]
+        cumulative: list[tuple[str, float]] = []
+        running = 0
+        for le, n in zip(les, counts, strict=True):
+            running += n
+            cumulative.append((le, float(running)))
+        family.add_metric(list(values), cumulative, total)
+    return family
 
 
 class RecentSamples:
@@ -197,6 +311,7 @@ class NodeMetrics:
         self.round_trip_s: dict[str, float] = {}
         self._heartbeat_sent_at: dict[str, float] = {}
         self.registry: CollectorRegistry | None = None
+        self._families: list[_Family] = []
         self._peers: dict[str, PeerInstruments] = {
             p: PeerInstruments(_NOOP, _NOOP, _NOOP, _NOOP) for p in peers
         }
@@ -209,115 +324,115 @@ class NodeMetrics:
         self._leader_changes: _Inc = _NOOP
         self._appended: _Inc = _NOOP
         self._read: _Inc = _NOOP
-        if enabled:
-            # etcd's counters have no `_created` series; ours neither (half the series).
-            disable_created_metrics()  # type: ignore[no-untyped-call]
-            self.registry = CollectorRegistry()
-            self._register(peers, node_id, cluster)
-            self.registry.register(
-                _StateCollector(self, data_dir, log_file, state_file, max_streams)
-            )
+        self.grpc_requests: _Family | None = None
+        self.grpc_duration: _Family | None = None
         self.sampler: Sampler = lambda: None
         # Guards `_last_sample`, read by concurrent scrapes.
         self._lock = threading.Lock()
         self._last_sample: StateSample | None = None
+        if enabled:
+            self.registry = CollectorRegistry()
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+            self._register(peers)
+            self.registry.register(
+                _StateCollector(self, data_dir, log_file, state_file, max_streams, node_id, cluster)
+            )
 
-    def _register(self, peers: Sequence[str], node_id: str, cluster: str) -> None:
-        r = self.registry
-        assert r is not None
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
-        info = Gauge(
-            "railyard_server_info",
-            "Always 1; its labels name the node and its cluster.",
-            ["node", "cluster"],
-            registry=r,
-        )
-        info.labels(node=node_id, cluster=cluster).set(1)
-        self._leader_changes = Counter(
-            "railyard_server_leader_changes_seen_total",
+    def _family(
+        self, name: str, doc: str, labels: tuple[str, ...] = (), bounds: tuple[float, ...] = ()
+    ) -> _Family:
+        family = _Family(name, doc, "histogram" if bounds else "counter", labels, bounds)
+        self._families.append(family)
+        return family
+
+    def _register(self, peers: Sequence[str]) -> None:
+        self._leader_changes = self._family(
+            "railyard_server_leader_changes_seen",
             "Times this node saw the leader change (a new leader known).",
-            registry=r,
-        )
-        self._committed = Counter(
-            "railyard_server_proposals_committed_total",
+        ).counter()
+        self._committed = self._family(
+            "railyard_server_proposals_committed",
             "Log entries this node learned were committed.",
-            registry=r,
-        )
-        self._applied = Counter(
-            "railyard_server_proposals_applied_total",
+        ).counter()
+        self._applied = self._family(
+            "railyard_server_proposals_applied",
             "Committed log entries applied to this node's state machine.",
-            registry=r,
-        )
-        self._failed = Counter(
-            "railyard_server_proposals_failed_total",
+        ).counter()
+        self._failed = self._family(
+            "railyard_server_proposals_failed",
             "Writes proposed through this node that failed (no leader, leader lost, disk full).",
-            registry=r,
-        )
-        self._fsync = Histogram(
+        ).counter()
+        self._fsync = self._family(
             "railyard_disk_log_fsync_duration_seconds",
             "Duration of one raft log save: one transaction, one fsync.",
-            buckets=FSYNC_BUCKETS,
-            registry=r,
-        )
-        self._apply = Histogram(
+            bounds=FSYNC_BUCKETS,
+        ).histogram()
+        self._apply = self._family(
             "railyard_disk_apply_duration_seconds",
             "Duration of applying one batch of committed entries to the state machine.",
-            buckets=APPLY_BUCKETS,
-            registry=r,
-        )
-        self._snapshot = Histogram(
+            bounds=APPLY_BUCKETS,
+        ).histogram()
+        self._snapshot = self._family(
             "railyard_disk_snapshot_duration_seconds",
             "Duration of taking (or installing) one snapshot, file written and synced.",
-            buckets=SNAPSHOT_BUCKETS,
-            registry=r,
-        )
-        self._appended = Counter(
-            "railyard_records_appended_total",
+            bounds=SNAPSHOT_BUCKETS,
+        ).histogram()
+        self._appended = self._family(
+            "railyard_records_appended",
             "Records appended to streams by this node's state machine (every replica counts).",
-            registry=r,
-        )
-        self._read = Counter(
-            "railyard_records_read_total",
-            "Records this node returned to clients.",
-            registry=r,
-        )
-        sent = Counter(
-            "railyard_network_peer_sent_bytes_total",
+        ).counter()
+        self._read = self._family(
+            "railyard_records_read", "Records this node returned to clients."
+        ).counter()
+        sent = self._family(
+            "railyard_network_peer_sent_bytes",
             "Bytes of Raft traffic (messages, snapshot data) sent to a peer.",
-            ["peer"],
-            registry=r,
+            ("peer",),
         )
-        received = Counter(
-            "railyard_network_peer_received_bytes_total",
+        received = self._family(
+            "railyard_network_peer_received_bytes",
             "Bytes of Raft traffic (messages, snapshot data) received from a peer.",
-            ["peer"],
-            registry=r,
+            ("peer",),
         )
-        failures = Counter(
-            "railyard_network_peer_send_failures_total",
+        failures = self._family(
+            "railyard_network_peer_send_failures",
             "Messages (or snapshots) to a peer dropped: its connection failed or was backed up.",
-            ["peer"],
-            registry=r,
+            ("peer",),
         )
-        round_trip = Histogram(
+        round_trip = self._family(
             "railyard_network_peer_round_trip_time_seconds",
             "Heartbeat to its answer, as the leader sees it.",
-            ["peer"],
-            buckets=ROUND_TRIP_BUCKETS,
-            registry=r,
+            ("peer",),
+            ROUND_TRIP_BUCKETS,
         )
         # Every peer's series exists from the start, at zero.
         self._peers = {
             p: PeerInstruments(
-                sent.labels(peer=p),
-                received.labels(peer=p),
-                failures.labels(peer=p),
-                round_trip.labels(peer=p),
+                sent.counter(p), received.counter(p), failures.counter(p), round_trip.histogram(p)
             )
             for p in peers
         }
+        self.grpc_requests = self._family(
+            "railyard_grpc_requests",
+            "gRPC calls served, by method and status code.",
+            ("method", "code"),
+        )
+        self.grpc_duration = self._family(
+            "railyard_grpc_request_duration_seconds",
+            "Time from a gRPC call's start to its answer (a stream's whole life).",
+            ("method",),
+            GRPC_BUCKETS,
+        )
+
+    def copy_instruments(self) -> InstrumentsCopy:
+        """The event instruments' values (call on the event loop, which writes them)."""
+        return tuple(f.copy() for f in self._families)
+
+    def render_instruments(self, copied: InstrumentsCopy) -> list[Metric]:
+        docs = {f.name: (f.doc, f.bounds) for f in self._families}
+        return [_render(c, docs) for c in copied]
 
     # ------------------------------------------------------------ events
 
@@ -325,7 +440,7 @@ class NodeMetrics:
         return self._peers[peer_id]
 
     def observe_fsync(self, seconds: float) -> None:
-        """A log save finished (called on the log thread)."""
+        """A log save finished (reported on the event loop)."""
         self.recent_fsyncs.add(seconds)
         self._fsync.observe(seconds)
 
@@ -390,7 +505,7 @@ class NodeMetrics:
 
 
 class _StateCollector(Collector):
-    """The sampled gauges, built at each scrape (on the scraping thread)."""
+    """Everything of ours a scrape shows, built from one sample on the scraping thread."""
 
     def __init__(
         self,
@@ -399,20 +514,28 @@ class _StateCollector(Collector):
         log_file: str,
         state_file: str,
         max_streams: int,
+        node_id: str,
+        cluster: str,
     ) -> None:
         self.metrics = metrics
         self.data_dir = data_dir
         self.log_file = log_file
         self.state_file = state_file
         self.max_streams = max_streams
+        self.node_id = node_id
+        self.cluster = cluster
 
-    def describe(self) -> Iterable[GaugeMetricFamily]:
+    def describe(self) -> Iterable[Metric]:
         return list(self._families(None))
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        return list(self._families(self.metrics.sample()))
+    def collect(self) -> Iterable[Metric]:
+        sample = self.metrics.sample()
+        # Before the loop ever answered: a copy taken here, off the loop (at
+        # worst a value written meanwhile is missed or half-counted).
+        copied = sample.instruments if sample is not None else self.metrics.copy_instruments()
+        return [*self.metrics.render_instruments(copied), *self._families(sample)]
 
-    def _families(self, s: StateSample | None) -> Iterator[GaugeMetricFamily]:
+    def _families(self, s: StateSample | None) -> Iterator[Metric]:
         def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
             family = GaugeMetricFamily(name, doc)
             if value is not None:
@@ -421,6 +544,14 @@ class _StateCollector(Collector):
 
         def of(pick: Callable[[StateSample], float]) -> float | None:
             return None if s is None else pick(s)
+
+        info = GaugeMetricFamily(
+            "railyard_server_info",
+            "Always 1; its labels name the node and its cluster.",
+            labels=["node", "cluster"],
+        )
+        info.add_metric([self.node_id, self.cluster], 1)
+        yield info
 
         yield gauge(
             "railyard_server_has_leader",

@@ -93,7 +93,9 @@ def test_registry_has_every_metric_with_its_type_and_labels(tmp_path: Path) -> N
         peers=["n2", "n3"], enabled=True, data_dir=tmp_path, max_streams=1, node_id="n1"
     )
     streams = (StreamFigures("b", 2, 20), StreamFigures("a", 1, 10))
-    metrics.sampler = lambda: sample(is_leader=True, streams=streams)
+    metrics.sampler = lambda: sample(
+        is_leader=True, streams=streams, instruments=metrics.copy_instruments()
+    )
     metrics.observe_fsync(0.003)
     metrics.heartbeat_sent("n2", 1.0)
     metrics.heartbeat_answered("n2", 1.001)
