@@ -18,8 +18,9 @@ bytes), `_total` only on counters. Two kinds of figure:
 The event instruments are our own (`LoopCounter`, `LoopHistogram`), not
 prometheus-client's: they are written on the event loop only (a log save
 reports its duration back to the loop), so an update is a plain add, no
-lock; prometheus-client's take a lock per update, which cost several
-percent of a single put's CPU. The sample copies their values on the loop,
+lock; prometheus-client's take a lock per update (timed on this machine
+under load: 3.9 us a counter increment and 7.9 us a histogram observation,
+against 0.55 us and 1.8 us for ours). The sample copies their values on the loop,
 between two steps, so a scrape sees a consistent set (a histogram's count
 equals its +Inf bucket), and the text is rendered on the scraping thread
 by prometheus-client from that copy.
