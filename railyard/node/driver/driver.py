@@ -29,8 +29,10 @@ invariants, and calls them at fixed points of the loop:
 `snapshotting.Snapshotter` (steps 1 and 7, and refused snapshots at the end
 of each round), `persistence.LogWriter` (step 3, and the core's rebuild
 after a save met a full disk), `applying.Applier` (step 5),
-`waiters.ProposalWaiters` and `reads.PendingReads` (step 6), and
-`disk_space.DiskGuard` (free space, checked before writes and appends).
+`waiters.ProposalWaiters` and `reads.PendingReads` (step 6),
+`disk_space.DiskGuard` (free space, checked before writes and appends),
+`threads.Threads` (the log and reads threads) and `timing.Ticker` (ticks,
+and a dead leader's lease cut short).
 It reports to a `NodeMetrics` as it goes (save and apply durations,
 committed and applied entries, failed proposals, leader changes, heartbeat
 round trips; no-ops without a metrics_address), and logs role, leader and
@@ -58,8 +60,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -67,15 +67,16 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from railyard.node.driver.applying import Applier
-from railyard.node.driver.catch_up import marker_path
 from railyard.node.driver.disk_space import DiskGuard
-from railyard.node.driver.fatal import FatalError
 from railyard.node.driver.inbox import Inbox, Proposal, Round
 from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
 from railyard.node.driver.reads import PendingReads
+from railyard.node.driver.reporting import Reporter
 from railyard.node.driver.snapshotting import Snapshotter
-from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
-from railyard.node.observability import NodeMetrics, event
+from railyard.node.driver.threads import Threads
+from railyard.node.driver.timing import Ticker
+from railyard.node.driver.waiters import ProposalWaiters
+from railyard.node.observability import NodeMetrics
 from railyard.raft import (
     CoreStatus,
     Entry,
@@ -93,23 +94,9 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import Appended, ApplyResult, CorruptState, StreamsMachine
-
-# FatalError is what `Driver.run` ends with, LeadershipLost what `propose` may
-# raise; callers import them with the Driver.
-__all__ = ["Driver", "FatalError", "LeadershipLost", "NodeStopped", "Outbox"]
+from railyard.streams import ApplyResult, StreamsMachine
 
 T = TypeVar("T")
-
-# Message types not worth a debug line each.
-_ROUTINE = frozenset(
-    {
-        MessageType.APPEND,
-        MessageType.APPEND_RESPONSE,
-        MessageType.HEARTBEAT,
-        MessageType.HEARTBEAT_RESPONSE,
-    }
-)
 
 
 class NodeStopped(Exception):
@@ -149,20 +136,20 @@ class Driver:
         self.log_store = log_store
         self.machine = machine
         self.outbox = outbox
-        self.election_ticks = election_ticks
-        self._skipped_timeout_for: tuple[NodeId, Term] | None = None
+        self.ticker = Ticker(election_ticks, log)
         self.log = log
         # Without a metrics_address: no registry, only what Status reports.
         self.metrics = metrics or NodeMetrics(peers=(), enabled=False)
-        self._term = core.status().term
+        self.report = Reporter(log, self.metrics, core.status().term)
         self.inbox = Inbox(log)
-        self.log_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-log")
-        self.sm_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streams")
+        self.threads = Threads(self.inbox, log)
         self.applier = Applier(machine)
         self.applied = applied
         self.applied_term = applied_term
         self.soft_state = SoftState()
-        self.writer = LogWriter(log_store, self.log_io, log, on_saved=self.metrics.observe_fsync)
+        self.writer = LogWriter(
+            log_store, self.threads.log_io, log, on_saved=self.metrics.observe_fsync
+        )
         self.waiters = ProposalWaiters()
         self.reads = PendingReads()
         self._tg: asyncio.TaskGroup | None = None
@@ -237,26 +224,12 @@ class Driver:
         self.inbox.post(fn)
 
     async def machine_call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a state-machine query (or a restore) on the reads thread.
-
-        A state found damaged (a record failing its checksum) stops the node:
-        a replica must not serve, nor snapshot to others, a state that differs
-        from the log. At the next start `verify` refuses the file, naming it.
-        """
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.sm_io, fn, *args)
-        except CorruptState as exc:
-            self.log.error("%s; stopping the node", exc)
-            # Queued even when the inbox is full (waiting for room): a stop
-            # dropped here would leave the node serving a damaged state.
-            await self.inbox.queue_call(
-                functools.partial(_stop_on, FatalError(f"damaged state: {exc}"))
-            )
-            raise
+        """Run a state-machine query (or a restore) on the reads thread (`Threads`)."""
+        return await self.threads.machine_call(fn, *args)
 
     async def log_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a log-store call on its worker thread, after queued writes."""
-        return await asyncio.get_running_loop().run_in_executor(self.log_io, fn, *args)
+        return await self.threads.log_call(fn, *args)
 
     async def deliver_snapshot(self, message: Message, receiver: SnapshotReceiver) -> None:
         """Step a SNAPSHOT message whose bytes `receiver` has staged.
@@ -276,33 +249,12 @@ class Driver:
         await self.inbox.queue_call(step)
 
     def leader_refuses_connections(self, peer: NodeId) -> None:
-        """Called in the driver when connecting to `peer` was refused: its process is gone.
-
-        A follower of that leader skips the fixed part of its election timeout
-        (`election_ticks` ticks at once), keeping the randomized part, so the
-        followers of a crashed leader still campaign at staggered times, and
-        no sooner than Raft would let them win a (pre-)vote: every follower
-        of the dead leader sees the refusal and leaves its lease too. Safety
-        never depends on timing; a false alarm costs at most an election.
-        """
-        status = self.core.status()
-        if status.role is not Role.FOLLOWER or status.leader_id != peer:
-            return
-        if self._skipped_timeout_for == (peer, status.term):
-            return  # once per leader and term, or the randomization would be lost
-        self._skipped_timeout_for = (peer, status.term)
-        self.log.info(
-            "leader %s refuses connections; not waiting out its lease",
-            peer,
-            extra=event("connection_refused", peer=peer, by="leader", term=status.term),
-        )
-        for _ in range(self.election_ticks):
-            self.core.tick()
+        """Connecting to `peer` was refused: see `Ticker.leader_refuses_connections`."""
+        self.post(lambda: self.ticker.leader_refuses_connections(self.core, peer))
 
     def shutdown_workers(self) -> None:
         """Wait for the write or apply in progress to finish (called at exit)."""
-        self.log_io.shutdown(wait=True, cancel_futures=True)
-        self.sm_io.shutdown(wait=True, cancel_futures=True)
+        self.threads.shutdown()
         self.snapshotter.shutdown()
         self.applier.shutdown()
 
@@ -342,14 +294,6 @@ class Driver:
             return  # unanswered: the leader sends it again later
         if message.type is MessageType.HEARTBEAT_RESPONSE:
             self.metrics.heartbeat_answered(message.sender, time.monotonic())
-        if self.log.isEnabledFor(logging.DEBUG) and message.type not in _ROUTINE:
-            self.log.debug(
-                "step %s from %s term=%d granted=%s",
-                message.type.value,
-                message.sender,
-                message.term,
-                message.vote_granted,
-            )
         self.core.step(message)
 
     def _submit(self, collected: Round) -> None:
@@ -373,8 +317,8 @@ class Driver:
     # ------------------------------------------------------------ Ready
 
     async def _handle_ready(self, ready: Ready) -> None:
-        if ready.hard_state is not None and ready.hard_state.current_term != self._term:
-            self._on_term(ready.hard_state.current_term)
+        if ready.hard_state is not None:
+            self.report.maybe_term(ready.hard_state.current_term)
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state)
         if ready.snapshot is not None:
@@ -412,48 +356,11 @@ class Driver:
         self.reads.serve(self.applied)
         self.snapshotter.maybe_snapshot(self._tg, self.applied, self.applied_term)
 
-    def _on_term(self, term: Term) -> None:
-        self.log.info(
-            "term %d -> %d",
-            self._term,
-            term,
-            extra=event("term_change", previous_term=self._term, term=term),
-        )
-        self._term = term
-
     def _on_soft_state(self, soft: SoftState) -> None:
         previous = self.soft_state
         self.soft_state = soft
         term = self.core.status().term
-        if soft.leader_id is not None and soft.leader_id != previous.leader_id:
-            self.metrics.leader_changed()
-        if soft.role != previous.role:
-            facts = event(
-                "role_change",
-                role=soft.role.value,
-                previous_role=previous.role.value,
-                term=term,
-                leader=soft.leader_id,
-            )
-            if soft.role is Role.LEADER:
-                self.log.info("became leader term=%d", term, extra=facts)
-            else:
-                self.log.info(
-                    "became %s term=%d leader=%s",
-                    soft.role.value,
-                    term,
-                    soft.leader_id or "-",
-                    extra=facts,
-                )
-        elif soft.leader_id != previous.leader_id:
-            self.log.info(
-                "leader is %s term=%d",
-                soft.leader_id or "unknown",
-                term,
-                extra=event(
-                    "leader_change", leader=soft.leader_id, previous=previous.leader_id, term=term
-                ),
-            )
+        self.report.soft_state(previous, soft, term)
         if previous.role is Role.LEADER and soft.role is not Role.LEADER:
             # NB: an entry proposed here may still commit under the next leader;
             # clients retry with their producer id, so failing fast is safe.
@@ -466,11 +373,7 @@ class Driver:
         started = time.perf_counter()
         size = sum(len(e.data) for e in entries)
         results = await self.applier.apply(entries, size)
-        self.metrics.observe_apply(time.perf_counter() - started)
-        self.metrics.applied(
-            len(entries),
-            sum(len(r.sequences) for r in results if isinstance(r, Appended) and not r.duplicate),
-        )
+        self.report.applied(len(entries), results, time.perf_counter() - started)
         self.waiters.resolve(entries, results, self.soft_state.leader_id)
         self.applied = entries[-1].index
         self.applied_term = entries[-1].term
@@ -487,14 +390,8 @@ class Driver:
         starts as a follower that knows no leader, so everything waiting on
         the old one learns that its outcome is unknown.
         """
-        # Still catching up if the old core was, or if what caught it up was
-        # in the save that failed: the marker outlives both until it is durable.
-        data_dir = self.disk.data_dir
-        started_empty = self.core.status().awaiting_catch_up or (
-            data_dir is not None and marker_path(data_dir).exists()
-        )
         self.core = await self.writer.rebuild_core(
-            failure, self.core, self.applied, started_empty=started_empty
+            failure, self.core, self.applied, self.disk.data_dir
         )
         self._on_soft_state(SoftState())  # what a fresh core starts from
         # Outcome unknown: an entry proposed here may still commit elsewhere.
@@ -514,7 +411,3 @@ class Driver:
         self.waiters.fail_through(meta.index, self.soft_state.leader_id)
         self.applied = meta.index
         self.applied_term = meta.term
-
-
-def _stop_on(error: FatalError) -> None:
-    raise error
