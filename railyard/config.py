@@ -16,6 +16,7 @@ A cluster file names the cluster, its timings and its nodes::
     id = "n1"
     address = "127.0.0.1:50051"       # clients and the named RPCs (gRPC)
     peer_address = "127.0.0.1:51051"  # optional: Raft traffic from peers (TCP)
+    metrics_address = "127.0.0.1:52051"  # optional: /metrics, /health, /ready (HTTP)
 
     [tls]                                   # optional: mutual TLS everywhere
     ca_file = "certs/ca.pem"                # relative to this file
@@ -27,7 +28,9 @@ A cluster file names the cluster, its timings and its nodes::
 A node with a ``peer_address`` receives its peers' Raft messages as
 length-prefixed frames over plain TCP there, which costs a fraction of a
 gRPC stream message; a node without one receives them over gRPC (`Pipe`)
-on ``address``. Snapshots always travel over gRPC.
+on ``address``. Snapshots always travel over gRPC. A node with a
+``metrics_address`` serves Prometheus metrics and health checks there over
+HTTP; ``[cluster] metrics_max_streams`` bounds its per-stream gauges.
 
 Invariants of a loaded `ClusterConfig`:
 
@@ -90,6 +93,9 @@ DEFAULT_AUTO_CREATE_STREAMS = True
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 DEFAULT_MAX_BATCH_RECORDS = 500
 DEFAULT_MAX_BATCH_BYTES = 5 << 20
+# Per-stream gauges for the first 100 streams by name: a scrape stays small
+# (two series a stream) however many streams a cluster holds.
+DEFAULT_METRICS_MAX_STREAMS = 100
 
 # Below 1 ms, timers in an asyncio loop stop meaning anything.
 MIN_INTERVAL_MS = 1
@@ -121,14 +127,17 @@ DEFAULT_CLUSTER_TOML = (
     'id = "n1"\n'
     'address = "127.0.0.1:50051"\n'
     'peer_address = "127.0.0.1:51051"\n'
+    'metrics_address = "127.0.0.1:52051"\n'
     "[[nodes]]\n"
     'id = "n2"\n'
     'address = "127.0.0.1:50052"\n'
     'peer_address = "127.0.0.1:51052"\n'
+    'metrics_address = "127.0.0.1:52052"\n'
     "[[nodes]]\n"
     'id = "n3"\n'
     'address = "127.0.0.1:50053"\n'
     'peer_address = "127.0.0.1:51053"\n'
+    'metrics_address = "127.0.0.1:52053"\n'
 )
 
 
@@ -139,11 +148,13 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class NodeConfig:
     """One member of the cluster: its id, the ``host:port`` it serves gRPC on,
-    and where it takes its peers' Raft messages over TCP (None: over gRPC)."""
+    where it takes its peers' Raft messages over TCP (None: over gRPC), and
+    where it serves metrics and health checks over HTTP (None: nowhere)."""
 
     id: str
     address: str
     peer_address: str | None = None
+    metrics_address: str | None = None
 
     @property
     def host(self) -> str:
@@ -199,6 +210,8 @@ class ClusterConfig:
         node = self.node(node_id)
         addresses = [node.address, *([node.peer_address] if node.peer_address else [])]
         return [a for a in addresses if not is_loopback_host(split_address(a)[0])]
+
+    metrics_max_streams: int = DEFAULT_METRICS_MAX_STREAMS
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -326,6 +339,9 @@ class _Validator:
             ),
             tls=tls,
             insecure=self.boolean(cluster, "cluster.insecure", False),
+            metrics_max_streams=self.integer(
+                cluster, "cluster.metrics_max_streams", DEFAULT_METRICS_MAX_STREAMS, 0
+            ),
         )
 
     def tls(self, table: object, node_count: int) -> TlsConfig:
@@ -379,7 +395,9 @@ class _Validator:
         addresses: dict[tuple[str, int], str] = {}
         for i, table in enumerate(raw):
             key = f"nodes[{i}]"
-            self.reject_unknown(table, f"{key}.", {"id", "address", "peer_address"})
+            self.reject_unknown(
+                table, f"{key}.", {"id", "address", "peer_address", "metrics_address"}
+            )
             node_id = self.string(table, f"{key}.id", None)
             if not NODE_ID_PATTERN.match(node_id):
                 raise self.fail(
@@ -394,8 +412,20 @@ class _Validator:
                 if "peer_address" in table
                 else None
             )
+            metrics_address = (
+                self.address(table, f"{key}.metrics_address", addresses, node_id)
+                if "metrics_address" in table
+                else None
+            )
             ids.add(node_id)
-            nodes.append(NodeConfig(id=node_id, address=address, peer_address=peer_address))
+            nodes.append(
+                NodeConfig(
+                    id=node_id,
+                    address=address,
+                    peer_address=peer_address,
+                    metrics_address=metrics_address,
+                )
+            )
         if len(nodes) % 2 == 0:
             self.warnings.append(
                 f"{self.where}: nodes: {len(nodes)} nodes tolerate no more failures than "
@@ -416,7 +446,7 @@ class _Validator:
             raise self.fail(
                 key,
                 f"duplicate address {address!r} (also used by node {taken[host_port]!r}); "
-                "each address and peer_address needs its own host:port",
+                "each address, peer_address and metrics_address needs its own host:port",
             )
         taken[host_port] = node_id
         return address
@@ -461,6 +491,7 @@ _CLUSTER_KEYS = {
     "max_batch_records",
     "max_batch_bytes",
     "insecure",
+    "metrics_max_streams",
 }
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "client_cert_file", "client_key_file"}
 

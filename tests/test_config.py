@@ -51,9 +51,9 @@ def test_local_toml_is_the_issue_file_and_loads() -> None:
     assert cfg.snapshot_every == 10000
     assert cfg.auto_create_streams is True
     assert cfg.nodes == (
-        NodeConfig("n1", "127.0.0.1:50051", "127.0.0.1:51051"),
-        NodeConfig("n2", "127.0.0.1:50052", "127.0.0.1:51052"),
-        NodeConfig("n3", "127.0.0.1:50053", "127.0.0.1:51053"),
+        NodeConfig("n1", "127.0.0.1:50051", "127.0.0.1:51051", "127.0.0.1:52051"),
+        NodeConfig("n2", "127.0.0.1:50052", "127.0.0.1:51052", "127.0.0.1:52052"),
+        NodeConfig("n3", "127.0.0.1:50053", "127.0.0.1:51053", "127.0.0.1:52053"),
     )
     assert cfg.warnings == ()
     # Relative data_dir is relative to the file, and absolute once loaded:
@@ -117,6 +117,16 @@ def test_peer_address_is_optional_per_node(tmp_path: Path) -> None:
     text = NODES_3.replace('"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:8002"')
     cfg = load_text(tmp_path, text)
     assert [n.peer_address for n in cfg.nodes] == [None, "127.0.0.1:8002", None]
+
+
+def test_metrics_address_is_optional_per_node(tmp_path: Path) -> None:
+    text = NODES_3.replace(
+        '"127.0.0.1:7002"', '"127.0.0.1:7002"\nmetrics_address = "127.0.0.1:9002"'
+    )
+    cfg = load_text(tmp_path, "[cluster]\nmetrics_max_streams = 5\n" + text)
+    assert [n.metrics_address for n in cfg.nodes] == [None, "127.0.0.1:9002", None]
+    assert cfg.metrics_max_streams == 5
+    assert load_text(tmp_path, NODES_3).metrics_max_streams == 100
 
 
 def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
@@ -195,7 +205,7 @@ def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
                 '"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:7003"'
             ),
             "nodes[2].address",
-            "each address and peer_address needs its own host:port",
+            "each address, peer_address and metrics_address needs its own host:port",
         ),
         (
             NODES_3.replace(
@@ -205,6 +215,19 @@ def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
             "duplicate address '127.0.0.1:8001' (also used by node 'n1')",
         ),
         (NODES_3 + "peer_port = 8003\n", "nodes[2].peer_port", "unknown key"),
+        (
+            NODES_3.replace('"127.0.0.1:7002"', '"127.0.0.1:7002"\nmetrics_address = "localhost"'),
+            "nodes[1].metrics_address",
+            "host:port",
+        ),
+        (
+            NODES_3.replace(
+                '"127.0.0.1:7002"', '"127.0.0.1:7002"\nmetrics_address = "127.0.0.1:7001"'
+            ),
+            "nodes[1].metrics_address",
+            "duplicate address '127.0.0.1:7001' (also used by node 'n1')",
+        ),
+        ("[cluster]\nmetrics_max_streams = -1\n" + NODES_3, "metrics_max_streams", ">= 0"),
         ("[cluster\nname = 1", "not valid TOML", ""),
     ],
 )

@@ -80,6 +80,11 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
             "tls": None,
             "insecure": None,
             "cert_days_left": None,
+            "fsync_p99_ms": None,
+            "apply_lag": None,
+            "proposals_per_s": None,
+            "disk_free_bytes": None,
+            "peer_round_trip_ms": None,
         }
     return {
         "id": status.node_id or node_id,
@@ -96,7 +101,18 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
         "tls": status.tls,
         "insecure": status.insecure,
         "cert_days_left": status.cert_days_left if status.tls else None,
+        # What the node's metrics know (negative: not measured yet).
+        "fsync_p99_ms": _known(status.fsync_p99_ms),
+        "apply_lag": status.apply_lag,
+        "proposals_per_s": round(status.proposals_per_s, 1),
+        "disk_free_bytes": status.disk_free_bytes if status.disk_free_bytes >= 0 else None,
+        # Measured by the leader only: its heartbeats' round trips to each follower.
+        "peer_round_trip_ms": {p.node_id: _known(p.round_trip_ms) for p in status.peers},
     }
+
+
+def _known(ms: float) -> float | None:
+    return None if ms < 0 else round(ms, 3)
 
 
 def status_json(target: Target, statuses: list[tuple[str, pb.NodeStatus | None]]) -> dict[str, Any]:

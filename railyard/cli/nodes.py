@@ -19,10 +19,13 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import shlex
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +45,8 @@ STOP_GRACE_S = 10.0
 # prctl(PR_SET_PDEATHSIG): Linux only; elsewhere the process group still helps.
 PR_SET_PDEATHSIG = 1
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# text: "<time> <LEVEL> <node> <message>"; json: one object per line, for log shippers.
+LOG_FORMATS = ("text", "json")
 # The supervisor's own lines carry this in place of a node id.
 SUPERVISOR = "railyard"
 # A child's log line longer than this is cut (asyncio's default of 64 KiB would raise).
@@ -61,6 +66,7 @@ node_app = typer.Typer(
         "railyard node start                  # every node of the default cluster",
         "railyard node start -c configs/five.toml",
         "railyard node start -c cluster.toml --id n2 --log-level debug",
+        "railyard node start --log-format json   # JSON lines: time, level, node, event, fields",
     ),
 )
 def start(
@@ -78,6 +84,15 @@ def start(
         str,
         typer.Option("--log-level", help=f"One of {', '.join(LOG_LEVELS)}."),
     ] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="RAILYARD_LOG_FORMAT",
+            help="text, or json for one JSON object per line (time, level, node, event, "
+            "message, fields).",
+        ),
+    ] = "text",
 ) -> None:
     """Start the nodes of a cluster file (Ctrl-C stops them)."""
     with errors_end_cleanly():
@@ -85,23 +100,31 @@ def start(
             raise typer.BadParameter(
                 f"expected one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"
             )
+        log_format = log_format.lower()
+        if log_format not in LOG_FORMATS:
+            raise typer.BadParameter(
+                f"expected one of {', '.join(LOG_FORMATS)} (got {log_format!r})",
+                param_hint="--log-format / RAILYARD_LOG_FORMAT",
+            )
         cluster = resolve_config(config)
         if node_id is not None:
             cluster.node(node_id)  # an unknown id fails here, naming the file's ids
             # Imported here, and only here: starting nodes is all the CLI asks of it.
             from railyard.node import run_node
 
-            code = run_node(cluster, node_id, log_level=log_level.lower())
+            code = run_node(cluster, node_id, log_level=log_level.lower(), log_format=log_format)
         else:
-            code = asyncio.run(_supervise(cluster, log_level.lower()))
+            code = asyncio.run(_supervise(cluster, log_level.lower(), log_format))
     raise typer.Exit(code)
 
 
-def _child_command(cluster: ClusterConfig, node_id: str, log_level: str) -> list[str]:
+def _child_command(
+    cluster: ClusterConfig, node_id: str, log_level: str, log_format: str
+) -> list[str]:
     command = [sys.executable, "-m", "railyard", "node", "start"]
     if cluster.source is not None:
         command += ["-c", str(cluster.source)]
-    return [*command, "--id", node_id, "--log-level", log_level]
+    return [*command, "--id", node_id, "--log-level", log_level, "--log-format", log_format]
 
 
 def _die_with_parent() -> None:
@@ -113,8 +136,36 @@ def _die_with_parent() -> None:
         ctypes.CDLL(libc_name, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def _pump(node_id: str, stream: asyncio.StreamReader, width: int) -> None:
-    prefix = f"{node_id.ljust(width)} | "
+@dataclass(frozen=True)
+class _Out:
+    """How the supervisor writes: text lines prefixed with the node id, or JSON lines
+    (the nodes' own pass unchanged: each names its node)."""
+
+    width: int
+    json: bool
+
+    def prefix(self, node_id: str) -> str:
+        return "" if self.json else f"{node_id.ljust(self.width)} | "
+
+    def say(self, message: str) -> None:
+        if not self.json:
+            eprint(f"{SUPERVISOR.ljust(self.width)} | {message}")
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        doc = {
+            "time": f"{stamp}.{int(now * 1000) % 1000:03d}Z",
+            "level": "info",
+            "node": SUPERVISOR,
+            "event": "supervisor",
+            "message": message,
+            "fields": {},
+        }
+        eprint(json.dumps(doc))
+
+
+async def _pump(node_id: str, stream: asyncio.StreamReader, out: _Out) -> None:
+    prefix = out.prefix(node_id)
     while True:
         try:
             line = await stream.readline()
@@ -126,12 +177,12 @@ async def _pump(node_id: str, stream: asyncio.StreamReader, width: int) -> None:
         sys.stderr.flush()
 
 
-async def _supervise(cluster: ClusterConfig, log_level: str) -> int:
+async def _supervise(cluster: ClusterConfig, log_level: str, log_format: str) -> int:
     """Run every node as a child; return when all have exited (after a stop or on their own)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The child must resolve the same file: without -c it would look again.
     env.pop("RAILYARD_CONFIG", None)
-    width = max(len(SUPERVISOR), *(len(n.id) for n in cluster.nodes))
+    out = _Out(max(len(SUPERVISOR), *(len(n.id) for n in cluster.nodes)), log_format == "json")
     procs: dict[str, asyncio.subprocess.Process] = {}
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,7 +191,7 @@ async def _supervise(cluster: ClusterConfig, log_level: str) -> int:
     try:
         for node in cluster.nodes:
             procs[node.id] = await asyncio.create_subprocess_exec(
-                *_child_command(cluster, node.id, log_level),
+                *_child_command(cluster, node.id, log_level, log_format),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -149,15 +200,15 @@ async def _supervise(cluster: ClusterConfig, log_level: str) -> int:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-            eprint(f"{SUPERVISOR.ljust(width)} | started {node.id} (pid {procs[node.id].pid})")
+            out.say(f"started {node.id} (pid {procs[node.id].pid})")
         async with asyncio.TaskGroup() as tg:
             for node_id, proc in procs.items():
                 assert proc.stdout is not None
-                tg.create_task(_pump(node_id, proc.stdout, width))
+                tg.create_task(_pump(node_id, proc.stdout, out))
             restarts = {n.id: restart_command(cluster, n.id) for n in cluster.nodes}
-            tg.create_task(_watch(procs, stopping, width, restarts))
+            tg.create_task(_watch(procs, stopping, out, restarts))
     finally:
-        await _stop_all(procs, width)
+        await _stop_all(procs, out)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     failed = [nid for nid, p in procs.items() if p.returncode not in (0, None)]
@@ -189,7 +240,7 @@ def exit_reason(code: int) -> str:
 async def _watch(
     procs: dict[str, asyncio.subprocess.Process],
     stopping: asyncio.Event,
-    width: int,
+    out: _Out,
     restarts: dict[str, str],
 ) -> None:
     """Report children that exit on their own; stop the rest when asked to."""
@@ -202,8 +253,8 @@ async def _watch(
                 break
             for fut in done:
                 nid = waits.pop(fut)
-                eprint(
-                    f"{SUPERVISOR.ljust(width)} | {nid} {exit_reason(fut.result())}"
+                out.say(
+                    f"{nid} {exit_reason(fut.result())}"
                     + ("; the other nodes keep running (Ctrl-C stops them)" if waits else "")
                     + f"; to start it again: {restarts[nid]}"
                 )
@@ -211,15 +262,15 @@ async def _watch(
         stop.cancel()
         for fut in waits:
             fut.cancel()
-    await _stop_all(procs, width)
+    await _stop_all(procs, out)
 
 
-async def _stop_all(procs: dict[str, asyncio.subprocess.Process], width: int) -> None:
+async def _stop_all(procs: dict[str, asyncio.subprocess.Process], out: _Out) -> None:
     """SIGTERM every running child by pid, then SIGKILL what is left after the grace."""
     running = [p for p in procs.values() if p.returncode is None]
     if not running:
         return
-    eprint(f"{SUPERVISOR.ljust(width)} | stopping {len(running)} node(s)")
+    out.say(f"stopping {len(running)} node(s)")
     for proc in running:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)

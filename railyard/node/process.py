@@ -5,8 +5,9 @@
 1. open and reconcile the data directory and build the Raft core from it
    (`recovery.py`);
 2. serve Raft, Streams, Cluster, health and reflection on the node's
-   address, and run the driver, the peer links and the ticker in one
-   TaskGroup;
+   address, /metrics, /health and /ready on its `metrics_address` (if it
+   has one; `monitoring.py`), and run the driver, the peer links and the
+   ticker in one TaskGroup;
 3. with ``[tls]`` in the file, serve every address over mutual TLS,
    authorize each client call by its certificate's role
    (`api/authorization.py`) and reload the certificate files on SIGHUP; a
@@ -18,7 +19,8 @@
    failure with its cause (which names the file); a data directory that
    cannot be used at start-up is one "cannot start: <file>: ..." line.
 
-Every log line names the node ("n1 became leader term=3").
+Every log line names the node ("n1 became leader term=3"); with
+`log_format="json"` each is a JSON object (`observability/logs.py`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import errno
 import logging
 import signal
 import socket
-import sys
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -47,10 +48,18 @@ from railyard.node.driver.catch_up import (
     clear_when_caught_up,
 )
 from railyard.node.grpc_options import SERVER_OPTIONS
+from railyard.node.monitoring import Monitor
+from railyard.node.observability import (
+    MetricsEndpoint,
+    NodeMetrics,
+    configure_logging,
+    event,
+)
+from railyard.node.observability.grpc_metrics import GrpcMetricsInterceptor
 from railyard.node.peers.inbound import RaftService
 from railyard.node.peers.links import PeerLink, Transport
 from railyard.node.peers.tcp import PeerListener
-from railyard.node.recovery import LogBehindState, limits_of, open_state
+from railyard.node.recovery import LOG_FILE, STATE_FILE, LogBehindState, limits_of, open_state
 from railyard.node.security import NodeTls
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -70,19 +79,6 @@ EXPIRY_CHECK_INTERVAL_S = 24 * 3600
 STOP_GRACE_S = 0.5
 EXIT_OK = 0
 EXIT_FAILED = 1
-
-LOG_FORMAT = "%(asctime)s %(levelname)s {node_id} %(message)s"
-
-
-def configure_logging(node_id: str, level: str) -> logging.Logger:
-    log = logging.getLogger("railyard.node")
-    log.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT.format(node_id=node_id)))
-    log.addHandler(handler)
-    log.setLevel(level.upper())
-    log.propagate = False
-    return log
 
 
 async def _watch_expiry(tls: NodeTls) -> None:
@@ -170,6 +166,21 @@ async def serve(
     peer_addresses = {n.id: n.peer_address for n in config.nodes}
     local = pb.Peer(cluster=config.name, node_id=node_id)
     peers = [NodeId(n.id) for n in config.nodes if n.id != node_id]
+    log.info(
+        "members %s",
+        ", ".join(config.node_ids),
+        extra=event("membership", voters=list(config.node_ids)),
+    )
+    metrics = NodeMetrics(
+        peers=peers,
+        enabled=me.metrics_address is not None,
+        data_dir=config.node_data_dir(node_id),
+        log_file=LOG_FILE,
+        state_file=STATE_FILE,
+        max_streams=config.metrics_max_streams,
+        node_id=node_id,
+        cluster=config.name,
+    )
     # One pass: the links report to the driver built next (they call back
     # only once running), and the driver sends through the links.
     links = {
@@ -184,6 +195,7 @@ async def serve(
             on_refused=lambda p: driver.post(lambda: driver.leader_refuses_connections(p)),
             peer_address=peer_addresses[peer_id],
             tls=tls,
+            metrics=metrics,
         )
         for peer_id in peers
     }
@@ -203,6 +215,7 @@ async def serve(
         snapshot_index=state.snapshot_index,
         log=log,
         data_dir=config.node_data_dir(node_id),
+        metrics=metrics,
     )
     node = NodeContext(
         cluster=config.name,
@@ -227,13 +240,16 @@ async def serve(
         last_heard=node.last_heard,
         on_pipe_ended=lambda p: links[p].probe() if p in links else None,
         tls=tls is not None,
+        metrics=metrics,
     )
     streams_service = StreamsService(node)
     cluster_service = ClusterService(node, streams_service.forwarder)
-    server = grpc.aio.server(
-        options=SERVER_OPTIONS,
-        interceptors=[] if tls is None else [AuthorizationInterceptor(config.node_ids, log)],
-    )
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+    if tls is not None:
+        interceptors.append(AuthorizationInterceptor(config.node_ids, log))
+    if metrics.registry is not None:
+        interceptors.append(GrpcMetricsInterceptor(metrics))
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     pb_grpc.add_RaftServicer_to_server(raft_service, server)
     pb_grpc.add_StreamsServicer_to_server(streams_service, server)
     pb_grpc.add_ClusterServicer_to_server(cluster_service, server)
@@ -258,6 +274,20 @@ async def serve(
             sink=raft_service,
             log=log,
             tls=tls.server_context if tls is not None else None,
+            on_received=raft_service.received if metrics.enabled else None,
+        )
+    )
+    monitor = Monitor(node, asyncio.get_running_loop())
+    metrics.sampler = monitor.sample
+    endpoint = (
+        None
+        if metrics.registry is None or me.metrics_address is None
+        else MetricsEndpoint(
+            me.metrics_address,
+            metrics.registry,
+            health=monitor.health,
+            ready=monitor.ready,
+            log=log,
         )
     )
     exit_code = EXIT_OK
@@ -282,19 +312,36 @@ async def serve(
                     hint,
                 )
                 return EXIT_FAILED
+        if endpoint is not None:
+            try:
+                endpoint.start()
+            except OSError as exc:
+                hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
+                log.error(
+                    "cannot listen on metrics_address %s (%s)%s",
+                    me.metrics_address,
+                    exc.strerror or exc,
+                    hint,
+                )
+                return EXIT_FAILED
         await server.start()
         for name in ["", *service_names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        monitor.serving.set()
         log.info(
-            "serving on %s%s (cluster %s, peers %s, %s)",
+            "serving on %s%s%s (cluster %s, peers %s, %s)",
             me.address,
             "" if me.peer_address is None else f", peers to {me.peer_address}",
+            "" if endpoint is None else f", metrics on http://{me.metrics_address}/metrics",
             config.name,
             ", ".join(peers),
             "mutual TLS" if tls is not None else "plaintext",
         )
-        exit_code = await _run(driver, transport, server, config, log, tls)
+        exit_code = await _run(driver, transport, server, config, log, tls, monitor)
     finally:
+        monitor.stopping.set()
+        if endpoint is not None:
+            await asyncio.to_thread(endpoint.close)
         if listener is not None:
             await listener.close()
         await server.stop(STOP_GRACE_S)
@@ -317,6 +364,7 @@ async def _run(
     config: ClusterConfig,
     log: logging.Logger,
     tls: NodeTls | None,
+    monitor: Monitor,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -327,6 +375,7 @@ async def _run(
 
     async def stop_on_signal() -> None:
         await stop.wait()
+        monitor.stopping.set()
         log.info("stopping")
         await server.stop(STOP_GRACE_S)
         raise _Stop
@@ -385,9 +434,14 @@ def describe_failure(exc: BaseException) -> str:
     return "; caused by ".join(parts)
 
 
-def run_node(config: ClusterConfig, node_id: str, *, log_level: str = "info") -> int:
-    """Run node `node_id` of `config` in the foreground; returns the exit code."""
-    log = configure_logging(node_id, log_level)
+def run_node(
+    config: ClusterConfig, node_id: str, *, log_level: str = "info", log_format: str = "text"
+) -> int:
+    """Run node `node_id` of `config` in the foreground; returns the exit code.
+
+    `log_format`: "text" or "json" (one JSON object per line).
+    """
+    log = configure_logging(node_id, log_level, log_format)
     try:
         config.node(node_id)
     except ConfigError as exc:

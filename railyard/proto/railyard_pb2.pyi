@@ -848,6 +848,7 @@ class PeerProgress(_message.Message):
     NEXT_INDEX_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     LAST_CONTACT_MS_AGO_FIELD_NUMBER: _builtins.int
+    ROUND_TRIP_MS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     match_index: _builtins.int
     next_index: _builtins.int
@@ -855,6 +856,8 @@ class PeerProgress(_message.Message):
     """probe | replicate | snapshot"""
     last_contact_ms_ago: _builtins.int
     """-1 when never heard from"""
+    round_trip_ms: _builtins.float
+    """The last heartbeat's round trip to this peer; -1 when none was answered yet."""
     def __init__(
         self,
         *,
@@ -863,10 +866,11 @@ class PeerProgress(_message.Message):
         next_index: _builtins.int = ...,
         state: _builtins.str = ...,
         last_contact_ms_ago: _builtins.int = ...,
+        round_trip_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_contact_ms_ago", b"last_contact_ms_ago", "match_index", b"match_index", "next_index", b"next_index", "node_id", b"node_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_contact_ms_ago", b"last_contact_ms_ago", "match_index", b"match_index", "next_index", b"next_index", "node_id", b"node_id", "round_trip_ms", b"round_trip_ms", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -898,6 +902,10 @@ class NodeStatus(_message.Message):
     TLS_FIELD_NUMBER: _builtins.int
     INSECURE_FIELD_NUMBER: _builtins.int
     CERT_DAYS_LEFT_FIELD_NUMBER: _builtins.int
+    FSYNC_P99_MS_FIELD_NUMBER: _builtins.int
+    APPLY_LAG_FIELD_NUMBER: _builtins.int
+    PROPOSALS_PER_S_FIELD_NUMBER: _builtins.int
+    DISK_FREE_BYTES_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     node_id: _builtins.str
     address: _builtins.str
@@ -931,6 +939,16 @@ class NodeStatus(_message.Message):
     """Serving without TLS because the cluster file says insecure = true."""
     cert_days_left: _builtins.int
     """Whole days until this node's certificate expires (with tls; < 0: expired)."""
+    fsync_p99_ms: _builtins.float
+    """The 99th percentile of this node's recent raft log saves (one fsync
+    each); -1 before the first.
+    """
+    apply_lag: _builtins.int
+    """Committed entries not yet applied here (commit_index - applied_index)."""
+    proposals_per_s: _builtins.float
+    """Entries this node learned were committed, per second over the last few seconds."""
+    disk_free_bytes: _builtins.int
+    """Free bytes on the data directory's file system; -1 when unknown."""
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerProgress]: ...
     @_builtins.property
@@ -960,10 +978,14 @@ class NodeStatus(_message.Message):
         tls: _builtins.bool = ...,
         insecure: _builtins.bool = ...,
         cert_days_left: _builtins.int = ...,
+        fsync_p99_ms: _builtins.float = ...,
+        apply_lag: _builtins.int = ...,
+        proposals_per_s: _builtins.float = ...,
+        disk_free_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "node_id", b"node_id", "peers", b"peers", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "apply_lag", b"apply_lag", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "disk_free_bytes", b"disk_free_bytes", "fsync_p99_ms", b"fsync_p99_ms", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "node_id", b"node_id", "peers", b"peers", "proposals_per_s", b"proposals_per_s", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -111,6 +111,10 @@ def demo_status(
         last_contact_ms_ago=12 if is_leader else 40 + 10 * index,
         uptime_ms=3_600_000,
         snapshots_taken=snapshots_taken,
+        fsync_p99_ms=2.5 + index,
+        apply_lag=index,
+        proposals_per_s=1_250.0,
+        disk_free_bytes=(40 - index) << 30,
     )
     if is_leader:
         for peer_index, peer_id in enumerate(DEMO_IDS):
@@ -121,6 +125,7 @@ def demo_status(
                     next_index=commit - peer_index * 3 + 1,
                     state="replicate",
                     last_contact_ms_ago=40 + 10 * peer_index,
+                    round_trip_ms=0.4 * peer_index,
                 )
         status.streams.add(
             name="orders",

@@ -65,6 +65,19 @@ def duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
+def millis(ms: float) -> str:
+    """`0.42ms`, `3.1ms`, `12ms`, `1.2s`; `—` for a negative (unknown) figure."""
+    if ms < 0:
+        return MISSING
+    if ms < 1:
+        return f"{ms:.2f}ms"
+    if ms < 10:
+        return f"{ms:.1f}ms"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    return f"{ms / 1000:.1f}s"
+
+
 def age(seconds: float | None) -> str:
     """Time since contact: `<1s` while heartbeats flow (they come every few
     tens of ms, so finer values would only flicker), then `3s`, `2m05s`."""

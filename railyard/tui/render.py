@@ -17,6 +17,7 @@ from railyard.tui.formatting import (
     count,
     duration,
     entry_kind,
+    millis,
     per_second,
     role_text,
     size,
@@ -36,6 +37,11 @@ NODE_COLUMNS = (
     ("last", "last log"),
     ("lag", "lag"),
     ("seen", "seen"),
+    ("fsync", "fsync p99"),
+    ("apply_lag", "apply lag"),
+    ("proposals", "prop/s"),
+    ("rtt", "rtt"),
+    ("free", "disk free"),
     ("snap", "snapshot"),
     ("address", "address"),
 )
@@ -129,6 +135,7 @@ def node_cells(view: ClusterView, node: NodeView, now: float | None = None) -> d
     if status is None:
         cells.update({key: MISSING for key in ("term", "leader", "commit", "applied")})
         cells.update({key: MISSING for key in ("last", "snap", "lag", "seen")})
+        cells.update({key: MISSING for key in ("fsync", "apply_lag", "proposals", "rtt", "free")})
         return cells
     lag = view.lag(node) if up else None
     cells.update(
@@ -141,9 +148,25 @@ def node_cells(view: ClusterView, node: NodeView, now: float | None = None) -> d
             "snap": Text(count(status.snapshot_index), style=dim),
             "lag": MISSING if lag is None else Text(count(lag), style=lag_style(lag)),
             "seen": _seen(node, now),
+            "fsync": Text(millis(status.fsync_p99_ms), style=dim),
+            "apply_lag": Text(count(status.apply_lag), style=dim),
+            "proposals": Text(per_second(status.proposals_per_s), style=dim),
+            "rtt": Text(_round_trip(view, node), style=dim),
+            "free": Text(size(status.disk_free_bytes) if status.disk_free_bytes >= 0 else MISSING),
         }
     )
     return cells
+
+
+def _round_trip(view: ClusterView, node: NodeView) -> str:
+    """The leader's last heartbeat round trip to this node (the leader measures them)."""
+    leader = view.leader()
+    if leader is None or leader.status is None or node is leader:
+        return MISSING
+    for peer in leader.status.peers:
+        if peer.node_id == node.node_id:
+            return millis(peer.round_trip_ms)
+    return MISSING
 
 
 def _seen(node: NodeView, now: float | None) -> Cell:

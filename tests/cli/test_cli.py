@@ -31,6 +31,11 @@ FEED_BURST = 20
 FEED_PAUSE_S = 0.01
 STATUS_KEYS = {
     "awaiting_catch_up",
+    "fsync_p99_ms",
+    "apply_lag",
+    "proposals_per_s",
+    "disk_free_bytes",
+    "peer_round_trip_ms",
     "id",
     "address",
     "reachable",
@@ -154,9 +159,16 @@ def test_status_json_shape_with_one_leader(cli_cluster: LocalCluster) -> None:
         assert isinstance(node["awaiting_catch_up"], bool)
         assert (node["tls"], node["insecure"], node["cert_days_left"]) == (False, False, None)
         assert node["role"] in {"leader", "follower", "candidate", "pre-candidate"}
+        # Every node saved its log at least once (the leader's first entry).
+        assert node["fsync_p99_ms"] > 0
+        assert node["disk_free_bytes"] > 0
+        assert node["apply_lag"] >= 0 and node["proposals_per_s"] >= 0
     leaders = [n["id"] for n in doc["nodes"] if n["role"] == "leader"]
     assert leaders == [doc["leader"]]
     assert doc["term"] == max(n["term"] for n in doc["nodes"])
+    by_id = {n["id"]: n for n in doc["nodes"]}
+    followers = set(cli_cluster.node_ids) - {doc["leader"]}
+    assert set(by_id[doc["leader"]]["peer_round_trip_ms"]) == followers
 
     table = ok(cli(cli_cluster, "status"))
     assert "leader" in table and all(nid in table for nid in cli_cluster.node_ids)

@@ -116,13 +116,15 @@ def render_config(
     cluster: Mapping[str, Any],
     nodes: list[tuple[str, str]],
     peer_addresses: Mapping[str, str] | None = None,
+    metrics_addresses: Mapping[str, str] | None = None,
 ) -> str:
     """The cluster file text: a [cluster] table and one [[nodes]] per node.
 
     `nodes` lists (id, address); a node named in `peer_addresses` also gets
-    that `peer_address`.
+    that `peer_address`, one named in `metrics_addresses` that `metrics_address`.
     """
     peers = peer_addresses or {}
+    metrics = metrics_addresses or {}
     lines = ["[cluster]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in cluster.items()]
     for node_id, address in nodes:
@@ -130,6 +132,8 @@ def render_config(
         lines.append(f"address = {_toml_value(address)}")
         if node_id in peers:
             lines.append(f"peer_address = {_toml_value(peers[node_id])}")
+        if node_id in metrics:
+            lines.append(f"metrics_address = {_toml_value(metrics[node_id])}")
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +147,8 @@ class LocalCluster:
     `tls=True` adds the [tls] table of the README and makes its certificates
     with `railyard cert init` (under `<tmp>/certs`); the cluster's own
     channels then present the admin client certificate it made.
+    `metrics=True` gives every node a `metrics_address` (`metrics_addresses`).
+    `log_format` is passed to every node's `--log-format` when set.
     """
 
     def __init__(
@@ -160,12 +166,20 @@ class LocalCluster:
         proxy: bool = False,
         peer_tcp: bool = True,
         tls: bool = False,
+        metrics: bool = False,
+        log_format: str | None = None,
     ) -> None:
         self.root = Path(tmp_path)
         self.tls = tls
         self.certs_dir = self.root / "certs"
         self.node_ids = [f"n{i + 1}" for i in range(n)]
-        ports = free_ports(2 * n if peer_tcp else n)
+        ports = free_ports((2 * n if peer_tcp else n) + (n if metrics else 0))
+        self.metrics_addresses: dict[str, str] = {}
+        if metrics:
+            self.metrics_addresses = {
+                nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[-n:], strict=True)
+            }
+            ports = ports[:-n]
         self.addresses = {
             nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[:n], strict=True)
         }
@@ -178,6 +192,7 @@ class LocalCluster:
         self.log_dir = self.root / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_level = log_level
+        self.log_format = log_format
         self.env: dict[str, str] = dict(env or {})
         self.node_env: dict[str, dict[str, str]] = {nid: {} for nid in self.node_ids}
         self.cluster_table: dict[str, Any] = {
@@ -212,7 +227,7 @@ class LocalCluster:
 
     def write_config(self) -> None:
         nodes = [(nid, self.addresses[nid]) for nid in self.node_ids]
-        text = render_config(self.cluster_table, nodes, self.peer_addresses)
+        text = render_config(self.cluster_table, nodes, self.peer_addresses, self.metrics_addresses)
         self.config_path.write_text(text + (TLS_TABLE if self.tls else ""))
 
     def data_dir(self, node_id: str) -> Path:
@@ -233,9 +248,12 @@ class LocalCluster:
         env = {**os.environ, **self.env, **self.node_env.get(node_id, {})}
         env.setdefault("PYTHONUNBUFFERED", "1")
         log = open(self.log_dir / f"{node_id}.log", "ab")  # noqa: SIM115 - owned by the child
+        command = [*node_command(self.config_path, node_id), "--log-level", self.log_level]
+        if self.log_format is not None:
+            command += ["--log-format", self.log_format]
         try:
             proc = subprocess.Popen(
-                [*node_command(self.config_path, node_id), "--log-level", self.log_level],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

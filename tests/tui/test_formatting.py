@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.text import Text
 
-from railyard.tui.formatting import age, clock_time, duration, per_second, size
+from railyard.tui.formatting import age, clock_time, duration, millis, per_second, size
 from railyard.tui.render import cell_key
 
 
@@ -42,6 +42,16 @@ def test_per_second_stays_short() -> None:
         "42.0",
         "126",
         "12k",
+    ]
+
+
+def test_millis_for_fsyncs_and_round_trips() -> None:
+    assert [millis(-1), millis(0.423), millis(3.14), millis(12.6), millis(1234)] == [
+        "—",
+        "0.42ms",
+        "3.1ms",
+        "13ms",
+        "1.2s",
     ]
 
 

@@ -35,6 +35,8 @@ MAX_READ_LOG_COUNT = 10_000
 # A transfer normally completes within one election timeout (the target
 # campaigns at once); after this many the answer is DEADLINE_EXCEEDED.
 TRANSFER_TIMEOUT_ELECTIONS = 3
+# A figure not measured yet (no fsync, no answered heartbeat, no disk).
+UNKNOWN = -1
 
 ROLE_TO_PB = {
     Role.FOLLOWER: pb.ROLE_FOLLOWER,
@@ -118,10 +120,13 @@ class ClusterService(pb_grpc.ClusterServicer):
             insecure=self.node.insecure,
             cert_days_left=self.node.tls.days_left() if self.node.tls is not None else 0,
         )
+        self._add_figures(status, core.commit_index, now)
+        metrics = self.driver.metrics
         for peer_id, progress in sorted(core.progress.items()):
             if peer_id == self.node.node_id:
                 continue
             heard = self.node.last_heard.get(peer_id)
+            round_trip_s = metrics.round_trip_s.get(peer_id)
             status.peers.append(
                 pb.PeerProgress(
                     node_id=peer_id,
@@ -129,9 +134,20 @@ class ClusterService(pb_grpc.ClusterServicer):
                     next_index=progress.next_index,
                     state=str(progress.state),
                     last_contact_ms_ago=-1 if heard is None else int((now - heard) * 1000),
+                    round_trip_ms=UNKNOWN if round_trip_s is None else round_trip_s * 1000,
                 )
             )
         return status
+
+    def _add_figures(self, status: pb.NodeStatus, commit_index: int, now: float) -> None:
+        """What the metrics know that `top` shows: fsync p99, apply lag, proposals/s, disk."""
+        metrics = self.driver.metrics
+        fsync_p99_s = metrics.fsync_p99_s()
+        free = self.driver.disk.free_bytes()
+        status.fsync_p99_ms = UNKNOWN if fsync_p99_s is None else fsync_p99_s * 1000
+        status.apply_lag = max(0, commit_index - self.driver.applied)
+        status.proposals_per_s = metrics.committed_per_s(now)
+        status.disk_free_bytes = UNKNOWN if free is None else free
 
     @rpc
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.NodeStatus:

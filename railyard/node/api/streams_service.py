@@ -392,6 +392,7 @@ class StreamsService(pb_grpc.StreamsServicer):
         )
         _raise_not_found(result)
         response.next_sequence, response.behind_latest = result
+        self.driver.metrics.records_read(len(response.records))
         return response
 
 

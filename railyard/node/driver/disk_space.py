@@ -125,6 +125,11 @@ class DiskGuard:
             self._disk_warned_at = now
             self.log.warning("disk full: %s", what)
 
+    def free_bytes(self) -> int | None:
+        """Free bytes as last looked at (at most DISK_CHECK_INTERVAL_S ago, less what was
+        admitted since); None when no data directory is watched or it cannot be read."""
+        return self._disk_free()
+
     def _disk_free(self) -> int | None:
         if self.data_dir is None:
             return None

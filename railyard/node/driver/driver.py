@@ -33,6 +33,10 @@ after a save met a full disk), `applying.Applier` (step 5),
 `disk_space.DiskGuard` (free space, checked before writes and appends),
 `threads.Threads` (the log and reads threads) and `timing.Ticker` (ticks,
 and a dead leader's lease cut short).
+It reports to a `NodeMetrics` as it goes (save and apply durations,
+committed and applied entries, failed proposals, leader changes, heartbeat
+round trips; no-ops without a metrics_address), and logs role, leader and
+term changes as events with their facts (`observability`).
 
 Invariants:
 - Only this task calls a mutating method of the core. Request handlers may
@@ -67,10 +71,12 @@ from railyard.node.driver.disk_space import DiskGuard
 from railyard.node.driver.inbox import Inbox, Proposal, Round
 from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
 from railyard.node.driver.reads import PendingReads
+from railyard.node.driver.reporting import Reporter
 from railyard.node.driver.snapshotting import Snapshotter
 from railyard.node.driver.threads import Threads
 from railyard.node.driver.timing import Ticker
 from railyard.node.driver.waiters import ProposalWaiters
+from railyard.node.observability import NodeMetrics
 from railyard.raft import (
     CoreStatus,
     Entry,
@@ -123,6 +129,7 @@ class Driver:
         snapshot_index: Index,
         log: logging.Logger,
         data_dir: Path | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node_id = node_id
         self.core = core
@@ -131,6 +138,9 @@ class Driver:
         self.outbox = outbox
         self.ticker = Ticker(election_ticks, log)
         self.log = log
+        # Without a metrics_address: no registry, only what Status reports.
+        self.metrics = metrics or NodeMetrics(peers=(), enabled=False)
+        self.report = Reporter(log, self.metrics, core.status().term)
         self.inbox = Inbox(log)
         self.threads = Threads(self.inbox, log)
         self.applier = Applier(machine)
@@ -138,7 +148,9 @@ class Driver:
         self.applied_term = applied_term
         self.soft_state = SoftState()
         self.leader_since_s: float | None = None  # wall clock, for Status only
-        self.writer = LogWriter(log_store, self.threads.log_io, log)
+        self.writer = LogWriter(
+            log_store, self.threads.log_io, log, on_saved=self.metrics.observe_fsync
+        )
         self.waiters = ProposalWaiters()
         self.reads = PendingReads()
         self._tg: asyncio.TaskGroup | None = None
@@ -155,6 +167,7 @@ class Driver:
             snapshot_index=snapshot_index,
             disk=self.disk,
             log=log,
+            on_snapshot=self.metrics.observe_snapshot,
         )
         # Counters for Status (all about snapshots, so far).
         self.stats = self.snapshotter.stats
@@ -172,8 +185,12 @@ class Driver:
         `disk_space.DiskFull` (before proposing anything) when the data
         directory's disk is full.
         """
-        self.check_writable(len(data))
-        result = await self.inbox.propose(data)
+        try:
+            self.check_writable(len(data))
+            result = await self.inbox.propose(data)
+        except Exception:
+            self.metrics.proposal_failed()
+            raise
         assert result is not None, "a command's entry always has a result"
         return result
 
@@ -276,6 +293,8 @@ class Driver:
     def _step(self, message: Message) -> None:
         if message.type is MessageType.APPEND and not self.disk.follower_has_room(message):
             return  # unanswered: the leader sends it again later
+        if message.type is MessageType.HEARTBEAT_RESPONSE:
+            self.metrics.heartbeat_answered(message.sender, time.monotonic())
         self._step_core(message)
 
     def _step_core(self, message: Message) -> None:
@@ -304,6 +323,8 @@ class Driver:
     # ------------------------------------------------------------ Ready
 
     async def _handle_ready(self, ready: Ready) -> None:
+        if ready.hard_state is not None:
+            self.report.maybe_term(ready.hard_state.current_term)
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state)
         if ready.snapshot is not None:
@@ -311,6 +332,8 @@ class Driver:
         if ready.messages:
             self.outbox.send(ready.messages)
         committed = ready.committed_entries
+        if committed:
+            self.metrics.committed(len(committed), time.monotonic())
         saving = self.writer.start_save(ready.hard_state, ready.entries)
         entries = ready.entries
         if saving is not None and committed and entries and committed[-1].index >= entries[0].index:
@@ -345,14 +368,7 @@ class Driver:
         term = self.core.status().term
         if soft.role != previous.role:
             self.leader_since_s = time.time() if soft.role is Role.LEADER else None
-            if soft.role is Role.LEADER:
-                self.log.info("became leader term=%d", term)
-            else:
-                self.log.info(
-                    "became %s term=%d leader=%s", soft.role.value, term, soft.leader_id or "-"
-                )
-        elif soft.leader_id != previous.leader_id:
-            self.log.info("leader is %s term=%d", soft.leader_id or "unknown", term)
+        self.report.soft_state(previous, soft, term)
         if previous.role is Role.LEADER and soft.role is not Role.LEADER:
             # NB: an entry proposed here may still commit under the next leader;
             # clients retry with their producer id, so failing fast is safe.
@@ -365,6 +381,7 @@ class Driver:
         started = time.perf_counter()
         size = sum(len(e.data) for e in entries)
         results = await self.applier.apply(entries, size)
+        self.report.applied(len(entries), results, time.perf_counter() - started)
         self.waiters.resolve(entries, results, self.soft_state.leader_id)
         self.applied = entries[-1].index
         self.applied_term = entries[-1].term

@@ -29,7 +29,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,7 +52,7 @@ class SaveFailedDiskFull(Exception):
 class Saving:
     """A save handed to the log thread, which `LogWriter.finish_save` waits on."""
 
-    future: asyncio.Future[None]
+    future: asyncio.Future[float]  # the save's own duration, in seconds
     hard_state: HardState | None
     count: int
     started: float
@@ -62,11 +62,17 @@ class LogWriter:
     """Writes one driver's Readys to its log store; see the module docstring."""
 
     def __init__(
-        self, log_store: LogStore, io: concurrent.futures.ThreadPoolExecutor, log: logging.Logger
+        self,
+        log_store: LogStore,
+        io: concurrent.futures.ThreadPoolExecutor,
+        log: logging.Logger,
+        on_saved: Callable[[float], None] | None = None,
     ) -> None:
         self.log_store = log_store
         self.io = io
         self.log = log
+        # Told each successful save's duration in seconds, on the event loop.
+        self.on_saved = on_saved
         # The hard state last written, and a newer one that differs from it
         # only in commit_index (not worth an fsync of its own, see start_save).
         self._saved_hard_state = log_store.hard_state()
@@ -94,19 +100,27 @@ class LogWriter:
         if hard_state is None and not entries:
             return None
         future = asyncio.get_running_loop().run_in_executor(
-            self.io, self.log_store.save, hard_state, entries
+            self.io, self._save, hard_state, entries
         )
         return Saving(future, hard_state, len(entries), time.perf_counter())
+
+    def _save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> float:
+        """On the log thread: timed there, so the figure is the save's alone (seconds)."""
+        started = time.perf_counter()
+        self.log_store.save(hard_state, entries)
+        return time.perf_counter() - started
 
     async def finish_save(self, saving: Saving) -> None:
         """Wait for the save to be durable; raise SaveFailedDiskFull or FatalError if it failed."""
         try:
-            await saving.future
+            seconds = await saving.future
         except Exception as exc:
             if is_disk_full(exc):
                 raise SaveFailedDiskFull(f"cannot persist the raft log: {exc}") from exc
             raise FatalError(f"cannot persist the raft log: {exc}") from exc
         self._restarts_on_full_disk = 0
+        if self.on_saved is not None:
+            self.on_saved(seconds)
         if saving.hard_state is not None:
             self._saved_hard_state = saving.hard_state
             self._unsaved_hard_state = None

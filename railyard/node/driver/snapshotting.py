@@ -44,6 +44,7 @@ from typing import Any, Protocol, TypeVar
 
 from railyard.node.driver.disk_space import DISK_WARNING_INTERVAL_S, DiskGuard, is_disk_full
 from railyard.node.driver.fatal import FatalError
+from railyard.node.observability import event
 from railyard.raft import NO_INDEX, Index, NodeId, SnapshotMeta, Term
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
 from railyard.streams import FrozenState, StreamsMachine
@@ -91,6 +92,7 @@ class Snapshotter:
         snapshot_index: Index,
         disk: DiskGuard,
         log: logging.Logger,
+        on_snapshot: Callable[[float], None] | None = None,
     ) -> None:
         self.driver = driver
         self.compact_core = compact_core
@@ -102,6 +104,8 @@ class Snapshotter:
         self.snapshot_index = snapshot_index
         self.disk = disk
         self.log = log
+        # Told each snapshot's duration in seconds (taken or installed).
+        self.on_snapshot = on_snapshot
         self.stats = SnapshotStats()
         self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self._received: dict[tuple[Index, Term], SnapshotReceiver] = {}
@@ -151,7 +155,7 @@ class Snapshotter:
             self.io, self._write_snapshot, meta, frozen
         )
         self._write = write
-        self._task = tg.create_task(self._finish_snapshot(meta, write))
+        self._task = tg.create_task(self._finish_snapshot(meta, write, time.perf_counter()))
 
     def _write_snapshot(self, meta: SnapshotMeta, frozen: FrozenState) -> Path:
         try:
@@ -159,7 +163,9 @@ class Snapshotter:
         finally:
             frozen.close()
 
-    async def _finish_snapshot(self, meta: SnapshotMeta, write: asyncio.Future[Path]) -> None:
+    async def _finish_snapshot(
+        self, meta: SnapshotMeta, write: asyncio.Future[Path], started: float
+    ) -> None:
         try:
             await write
             await self.driver.call(lambda: self._compact(meta))
@@ -175,7 +181,15 @@ class Snapshotter:
             self._task = None
             self._write = None
         self.stats.snapshots_taken += 1
-        self.log.info("snapshot index=%d term=%d; log compacted", meta.index, meta.term)
+        seconds = time.perf_counter() - started
+        if self.on_snapshot is not None:
+            self.on_snapshot(seconds)
+        self.log.info(
+            "snapshot index=%d term=%d; log compacted",
+            meta.index,
+            meta.term,
+            extra=event("snapshot_taken", index=meta.index, term=meta.term, seconds=seconds),
+        )
 
     def _compact(self, meta: SnapshotMeta) -> None:
         if meta.index > self.snapshot_index:
@@ -202,6 +216,7 @@ class Snapshotter:
         (start-up restores a state machine behind it), the log is reset last
         (start-up compacts a log behind the latest snapshot).
         """
+        started = time.perf_counter()
         receiver = self._received.pop((meta.index, meta.term), None)
         if self._write is not None:
             # A copy of our own state still reads the file about to be replaced.
@@ -220,7 +235,15 @@ class Snapshotter:
             raise FatalError(f"cannot install snapshot at index {meta.index}: {exc}") from exc
         self.snapshot_index = meta.index
         self.stats.snapshots_installed += 1
-        self.log.info("installed snapshot index=%d term=%d", meta.index, meta.term)
+        seconds = time.perf_counter() - started
+        if self.on_snapshot is not None:
+            self.on_snapshot(seconds)
+        self.log.info(
+            "installed snapshot index=%d term=%d",
+            meta.index,
+            meta.term,
+            extra=event("snapshot_installed", index=meta.index, term=meta.term, seconds=seconds),
+        )
 
     def _reset_log(self, meta: SnapshotMeta) -> None:
         self.log_store.compact(meta)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from railyard.node.observability import event
 from railyard.raft import NodeId, RaftCore, Role, Term
 
 
@@ -58,6 +59,10 @@ class Ticker:
         if self._skipped_timeout_for == (peer, status.term):
             return  # once per leader and term, or the randomization would be lost
         self._skipped_timeout_for = (peer, status.term)
-        self.log.info("leader %s refuses connections; not waiting out its lease", peer)
+        self.log.info(
+            "leader %s refuses connections; not waiting out its lease",
+            peer,
+            extra=event("connection_refused", peer=peer, by="leader", term=status.term),
+        )
         for _ in range(self.election_ticks):
             core.tick()

@@ -49,6 +49,10 @@ class ProposalWaiters:
     def __init__(self) -> None:
         self._waiters: dict[Index, _Waiter] = {}
 
+    def __len__(self) -> int:
+        """Proposals still waiting for their entries."""
+        return len(self._waiters)
+
     def add(
         self, first: Index, term: Term, futures: Sequence[asyncio.Future[ApplyResult | None]]
     ) -> None:

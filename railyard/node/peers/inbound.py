@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 
 from railyard.node.driver import Driver
+from railyard.node.observability import NodeMetrics, event
 from railyard.node.peers.codec import envelope, envelope_sender, message_from_pb
 from railyard.node.security import identity_of
 from railyard.proto import railyard_pb2 as pb
@@ -59,10 +60,12 @@ class RaftService(pb_grpc.RaftServicer):
         last_heard: dict[str, float] | None = None,
         on_pipe_ended: Callable[[NodeId], None] | None = None,
         tls: bool = False,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.cluster = cluster
         # With TLS, a call's sender must be the node its certificate names.
         self.tls = tls
+        self.metrics = metrics or NodeMetrics(peers=peers, enabled=False)
         # A peer's pipe to us ended (its process may be gone): probe it.
         self.on_pipe_ended = on_pipe_ended
         self.last_heard = last_heard if last_heard is not None else {}
@@ -96,7 +99,18 @@ class RaftService(pb_grpc.RaftServicer):
         now = time.monotonic()
         if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
             self._refusals_logged[key] = now
-            self.log.warning("refused peer %r of cluster %r", sender.node_id, sender.cluster)
+            self.log.warning(
+                "refused peer %r of cluster %r",
+                sender.node_id,
+                sender.cluster,
+                extra=event(
+                    "connection_refused",
+                    peer=sender.node_id,
+                    cluster=sender.cluster,
+                    by="this node",
+                    reason=reason,
+                ),
+            )
         return reason
 
     async def _check(self, sender: pb.Peer, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
@@ -140,6 +154,10 @@ class RaftService(pb_grpc.RaftServicer):
             await self.driver.deliver(msg)
         return None
 
+    def received(self, node_id: str, size: int) -> None:
+        """Count `size` bytes received from peer `node_id` (an accepted sender)."""
+        self.metrics.peer(node_id).received_bytes.inc(size)
+
     def pipe_ended(self, node_id: str) -> None:
         # A rotated pipe (or a peer's TCP connection that broke) ends the
         # same way as one of a killed process; a probe tells them apart
@@ -164,6 +182,8 @@ class RaftService(pb_grpc.RaftServicer):
     ) -> pb.RaftEnvelope:
         sender = envelope_sender(request)
         await self._check(sender, context)
+        if self.metrics.enabled:
+            self.received(sender.node_id, request.ByteSize())
         await self._deliver(sender, request.messages, context)
         return envelope(self.local, [])
 
@@ -204,6 +224,8 @@ class RaftService(pb_grpc.RaftServicer):
                         grpc.StatusCode.PERMISSION_DENIED,
                         f"envelope from {later.node_id!r} on the pipe of {sender.node_id!r}",
                     )
+                if self.metrics.enabled:
+                    self.received(sender.node_id, env.ByteSize())
                 await self._deliver(sender, env.messages, context)
         finally:
             if sender is not None:
@@ -233,6 +255,7 @@ class RaftService(pb_grpc.RaftServicer):
                     message = await self._snapshot_message(chunk, sender, context)
                     assert message.snapshot is not None
                     receiver = await asyncio.to_thread(self.snapshots.receiver, message.snapshot)
+                self.received(sender.node_id, len(chunk.data))
                 await asyncio.to_thread(receiver.write, chunk.data)
                 if chunk.last:
                     assert message is not None and message.snapshot is not None

@@ -29,6 +29,7 @@ from typing import Any, cast
 import grpc
 
 from railyard.node.grpc_options import CHANNEL_OPTIONS
+from railyard.node.observability import NodeMetrics, event
 from railyard.node.peers import tcp
 from railyard.node.peers.codec import envelope, message_to_pb
 from railyard.node.peers.proxy import Proxy, proxy_for
@@ -94,11 +95,14 @@ class PeerLink:
         on_refused: Callable[[NodeId], None] | None = None,
         peer_address: str | None = None,
         tls: NodeTls | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.local = local
         self.tls = tls
         self.on_refused = on_refused
         self.peer_id = peer_id
+        self.metrics = metrics or NodeMetrics(peers=[peer_id], enabled=False)
+        self.instruments = self.metrics.peer(peer_id)
         self.address = address
         self.peer_address = peer_address
         self.proxy: Proxy | None = None
@@ -135,9 +139,12 @@ class PeerLink:
             self._snapshot_request = message
             self._snapshot_wanted.set()
             return
+        if message.type is MessageType.HEARTBEAT:
+            self.metrics.heartbeat_sent(self.peer_id, time.monotonic())
         try:
             self.queue.put_nowait(message_to_pb(message))
         except asyncio.QueueFull:
+            self.instruments.send_failures.inc()
             self._unreachable()
 
     def _unreachable(self) -> None:
@@ -208,9 +215,9 @@ class PeerLink:
                 tcp.PeerClosed,
             ) as exc:
                 if isinstance(exc, PipeClosed) and exc.code is grpc.StatusCode.PERMISSION_DENIED:
-                    self.log.warning("%s refuses us: %s", self.peer_id, exc.details)
+                    self._log_refusal(exc.details)
                 elif isinstance(exc, tcp.PeerRefused):
-                    self.log.warning("%s refuses us: %s", self.peer_id, exc)
+                    self._log_refusal(str(exc))
                 elif self.connected:
                     where = self.peer_address or self.address
                     self.log.info("lost %s at %s: %s", self.peer_id, where, brief(exc))
@@ -230,6 +237,14 @@ class PeerLink:
                 # A peer that keeps failing is retried less often, up to a cap.
                 delay_s = min(2 * delay_s, MAX_RECONNECT_DELAY_S)
 
+    def _log_refusal(self, reason: str) -> None:
+        self.log.warning(
+            "%s refuses us: %s",
+            self.peer_id,
+            reason,
+            extra=event("connection_refused", peer=self.peer_id, by="peer", reason=reason),
+        )
+
     async def _pipe_once(self) -> None:
         """Stream queued messages until the pipe is due for rotation or fails.
 
@@ -244,9 +259,11 @@ class PeerLink:
         rotate_at = time.monotonic() + PIPE_ROTATE_S
         try:
             while True:
-                batch = self._drain(first)
+                outgoing = envelope(self.local, self._drain(first))
                 async with asyncio.timeout(WRITE_STALL_S):
-                    await call.write(envelope(self.local, batch))
+                    await call.write(outgoing)
+                if self.metrics.enabled:
+                    self.instruments.sent_bytes.inc(outgoing.ByteSize())
                 if not self.connected:
                     self.connected = True
                     self.log.info("connected to %s at %s", self.peer_id, self.address)
@@ -283,7 +300,9 @@ class PeerLink:
         )
         try:
             while True:
-                conn.send(envelope(self.local, self._drain(first)).SerializeToString())
+                payload = envelope(self.local, self._drain(first)).SerializeToString()
+                conn.send(payload)
+                self.instruments.sent_bytes.inc(len(payload) + tcp.FRAME_HEADER_BYTES)
                 if conn.backed_up:
                     async with asyncio.timeout(WRITE_STALL_S):
                         await conn.drain()
@@ -335,6 +354,7 @@ class PeerLink:
             if self.queue.get_nowait() is not None:  # not a wake-up
                 dropped += 1
         if dropped:
+            self.instruments.send_failures.inc(dropped)
             self._unreachable()
 
     # ------------------------------------------------------------ snapshots
@@ -366,6 +386,7 @@ class PeerLink:
                 self._chunks(request, path), timeout=SNAPSHOT_DEADLINE_S
             )
         except (grpc.RpcError, OSError) as exc:
+            self.instruments.send_failures.inc()
             self.log.warning("snapshot to %s failed: %s", self.peer_id, brief(exc))
             return False
         self.log.info("sent snapshot index=%d to %s", meta.index, self.peer_id)
@@ -386,6 +407,7 @@ class PeerLink:
                 first = False
             if last:
                 chunk.checksum = checksum
+            self.instruments.sent_bytes.inc(len(chunk.data))
             yield chunk
             if last:
                 return

@@ -50,6 +50,7 @@ from railyard.proto import railyard_pb2 as pb
 # client pointed at the wrong port, a port scanner) is refused at once.
 PREAMBLE = b"RAILYARD-PEER/1\n"
 _SIZE = struct.Struct(">I")
+FRAME_HEADER_BYTES = _SIZE.size
 # An envelope holds at most 16 MiB of entries (links.py); the limit
 # leaves room for the rest and refuses garbage lengths before reading them.
 MAX_FRAME_BYTES = 64 << 20
@@ -180,6 +181,7 @@ class PeerListener:
         sink: EnvelopeSink,
         log: logging.Logger,
         tls: Callable[[], ssl.SSLContext] | None = None,
+        on_received: Callable[[str, int], None] | None = None,
     ) -> None:
         self.address = address
         self.sink = sink
@@ -187,6 +189,8 @@ class PeerListener:
         # The current context for each new connection (files may be reloaded).
         self.tls = tls
         self._refusals_logged: dict[str, float] = {}
+        # Told (sender, bytes) for each frame of an accepted sender.
+        self.on_received = on_received
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._serving: set[asyncio.Task[None]] = set()
@@ -337,6 +341,8 @@ class PeerListener:
                 return (
                     f"envelope from {sender.node_id!r} on the connection of {accepted[0].node_id!r}"
                 )
+            if self.on_received is not None:
+                self.on_received(sender.node_id, FRAME_HEADER_BYTES + size)
             problem = await self.sink.deliver(sender, env.messages)
             if problem is not None:
                 return problem
