@@ -50,6 +50,8 @@ REQUIRED_ROLES: dict[str, str] = {
     f"/{STREAMS}/PutRecords": WRITER,
     f"/{STREAMS}/PutRecordStream": WRITER,
     f"/{STREAMS}/DeleteStream": ADMIN,
+    # Tighter retention drops records at once, as a delete does.
+    f"/{STREAMS}/UpdateStream": ADMIN,
     f"/{CLUSTER}/TransferLeadership": ADMIN,
     f"/{CLUSTER}/ReadLog": ADMIN,
 }
