@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from railyard.raft import Message
+from railyard.raft import Message, MessageType
+from railyard.streams import ApplyResult
 
 T = TypeVar("T")
 
@@ -42,6 +43,15 @@ MAX_EVENTS_PER_ROUND = 4096
 # Bounded inbox: a peer or client that floods the node waits (gRPC flow
 # control pushes back) instead of growing memory without limit.
 INBOX_SIZE = 65536
+# Message types not worth a debug line each.
+_ROUTINE = frozenset(
+    {
+        MessageType.APPEND,
+        MessageType.APPEND_RESPONSE,
+        MessageType.HEARTBEAT,
+        MessageType.HEARTBEAT_RESPONSE,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -49,7 +59,7 @@ class Proposal:
     """Data to replicate; `future` gets the state machine's result for its entry."""
 
     data: bytes
-    future: asyncio.Future[Any]
+    future: asyncio.Future[ApplyResult | None]
 
 
 @dataclass(slots=True)
@@ -84,9 +94,9 @@ class Inbox:
         """Queue a message from a peer (waits while the inbox is full)."""
         await self._queue.put(message)
 
-    async def propose(self, data: bytes) -> Any:
+    async def propose(self, data: bytes) -> ApplyResult | None:
         """Queue a proposal of `data` and wait for its answer."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ApplyResult | None] = asyncio.get_running_loop().create_future()
         await self._queue.put(Proposal(data, future))
         return await future
 
@@ -144,6 +154,14 @@ class Inbox:
         collected: Round,
     ) -> None:
         if isinstance(event, Message):
+            if self.log.isEnabledFor(logging.DEBUG) and event.type not in _ROUTINE:
+                self.log.debug(
+                    "step %s from %s term=%d granted=%s",
+                    event.type.value,
+                    event.sender,
+                    event.term,
+                    event.vote_granted,
+                )
             step(event)
         elif isinstance(event, Proposal):
             collected.proposals.append(event)

@@ -3,7 +3,8 @@
 The driver owns one `LogWriter`: `start_save` hands a Ready's entries and
 hard state to the log thread, `finish_save` waits for the fsync, and after a
 save that met a full disk `rebuild_core` builds a core from what is durable,
-as a restart would.
+as a restart would (`build_core`, the one place a core is built: start-up
+uses it too).
 
 Invariants:
 - Entries and hard state go in ONE `LogStore.save` (one fsync), on the
@@ -24,14 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from railyard.node.disk_space import is_disk_full
-from railyard.node.fatal import FatalError
-from railyard.raft import Entry, HardState, Index, RaftCore, SnapshotMeta
+from railyard.node.driver.catch_up import marker_path
+from railyard.node.driver.disk_space import is_disk_full
+from railyard.node.driver.fatal import FatalError
+from railyard.raft import Entry, HardState, Index, RaftConfig, RaftCore
 from railyard.storage import LogStore
 
 # Core restarts after a save that met a full disk, in a row (no successful
@@ -113,7 +118,7 @@ class LogWriter:
             )
 
     async def rebuild_core(
-        self, failure: SaveFailedDiskFull, old: RaftCore, applied: Index, *, started_empty: bool
+        self, failure: SaveFailedDiskFull, old: RaftCore, applied: Index, data_dir: Path | None
     ) -> RaftCore:
         """After a save met a full disk: a core rebuilt from what is durable.
 
@@ -126,32 +131,55 @@ class LogWriter:
         and writes resume when space returns. Exiting instead would also be
         safe, but would take reads away from a node whose only fault is a
         full disk. A disk that stays full after many restarts in a row is
-        fatal. `started_empty`: the node has not durably caught up since it
-        started with an empty store (see `catch_up.py`); the rebuilt core
-        keeps refusing votes for candidates with a log.
+        fatal. A node that has not durably caught up since it started with an
+        empty store (see `catch_up.py`) keeps refusing votes for candidates
+        with a log.
         """
         self._restarts_on_full_disk += 1
         if self._restarts_on_full_disk > MAX_RESTARTS_ON_FULL_DISK:
             raise FatalError(f"{failure} ({MAX_RESTARTS_ON_FULL_DISK} times in a row)") from failure
         self.log.error("%s; restarting the core from what is on disk", failure)
+        # Still catching up if the old core was, or if what caught it up was
+        # in the save that failed: the marker outlives both until it is durable.
+        started_empty = old.status().awaiting_catch_up or (
+            data_dir is not None and marker_path(data_dir).exists()
+        )
         loop = asyncio.get_running_loop()
-        hard_state, snapshot, entries = await loop.run_in_executor(self.io, self._durable_state)
-        if hard_state.commit_index < applied:
-            hard_state = replace(hard_state, commit_index=applied)
-        core = RaftCore(
-            old.config,
-            old.rng,
-            hard_state=hard_state,
-            snapshot=snapshot,
-            entries=entries,
-            applied=applied,
-            started_empty=started_empty,
+        rebuild = functools.partial(build_core, started_empty=started_empty)
+        core = await loop.run_in_executor(
+            self.io, rebuild, self.log_store, old.config, old.rng, applied
         )
         self._saved_hard_state = self.log_store.hard_state()
         self._unsaved_hard_state = None
         return core
 
-    def _durable_state(self) -> tuple[HardState, SnapshotMeta | None, list[Entry]]:
-        store = self.log_store
-        entries = store.entries(store.first_index(), Index(store.last_index() + 1))
-        return store.hard_state(), store.snapshot_meta(), entries
+
+def build_core(
+    store: LogStore,
+    config: RaftConfig,
+    rng: random.Random,
+    applied: Index,
+    *,
+    started_empty: bool,
+) -> RaftCore:
+    """The core of a node whose log store holds what is durable (blocking: reads the store).
+
+    Built from the hard state, the snapshot metadata, the entries after it
+    and the state machine's `applied` index: entries between `applied` and
+    the commit index are applied again. The one place a core is built, at
+    start-up and after a save met a full disk.
+    """
+    hard_state = store.hard_state()
+    if hard_state.commit_index < applied:
+        # Applied entries are committed by definition (a snapshot installed
+        # just before a crash can be ahead of the stored commit index).
+        hard_state = replace(hard_state, commit_index=applied)
+    return RaftCore(
+        config,
+        rng,
+        hard_state=hard_state,
+        snapshot=store.snapshot_meta(),
+        entries=store.entries(store.first_index(), Index(store.last_index() + 1)),
+        applied=applied,
+        started_empty=started_empty,
+    )
