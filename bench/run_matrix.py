@@ -161,7 +161,8 @@ def run_bench(config: Path, args: list[str], duration: str, size: str) -> dict[s
     return result
 
 
-# A peer script's result lines: "<system> ... in-flight K  ops/s MEDIAN [MIN-MAX]  p50 MS [MIN-MAX] ms"
+# A peer script's result lines:
+# "<system> ... in-flight K  ops/s MEDIAN [MIN-MAX]  p50 MS [MIN-MAX] ms"
 # and "... failover (...) s: MEDIAN [MIN-MAX]".
 PEER_RATE = re.compile(r"in-flight (\d+)\s+\S+/s (\d+) \[\d+-\d+\]\s+p50 ([\d.]+)")
 PEER_FAILOVER = re.compile(r"failover \(kill -9.*\) s: ([\d.]+) \[")
