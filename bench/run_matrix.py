@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run_matrix.py [--duration 10s] [--size 100] [--nodes 3]
                                          [--failover-runs 10] [--grpc-peers]
+                                         [--peers-dir DIR] [--peers-python PY] [--no-peers]
 
 Starts one `railyard node start --id ID` process per node (default timings,
 fsync on) on free loopback ports under a temporary directory, each node with
@@ -15,6 +16,17 @@ The matrix (issue 6): single-record puts with 1 and 64 in flight; batches of
 100 and 500 records with 16 in flight (over the streaming producer, and 500
 also as unary PutRecords calls); reads of the stream from the start
 (linearizable, and stale from the local node).
+
+Single-record puts run both ways: through the client's coalescing of
+concurrent puts (the default path) and one PutRecord call per put
+(`--no-coalesce`).
+
+Peers: unless `--no-peers`, the same invocation then runs the peer systems'
+benchmarks (`etcd_bench.py`, `nats_bench.py` from `--peers-dir`, by default
+`../shared/peers` next to the repository, with the Python of their
+`setup.sh`), one after the other and never alongside railyard, and prints
+their figures and railyard's ratio to each, so every ratio is a same-run
+ratio. A peer whose script or binary is missing is skipped with a note.
 
 Failover: the leader is killed with SIGKILL while no put is in flight; the
 time from the kill to the acknowledgement of the first put sent after it is
@@ -30,6 +42,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -58,7 +72,15 @@ CATCH_UP_TIMEOUT_S = 60.0
 # (label, bench arguments): the standard matrix.
 MATRIX: list[tuple[str, list[str]]] = [
     ("put batch 1, 1 in flight", ["put", "--batch", "1", "--in-flight", "1"]),
+    (
+        "put batch 1, 1 in flight (per call)",
+        ["put", "--batch", "1", "--in-flight", "1", "--no-coalesce"],
+    ),
     ("put batch 1, 64 in flight", ["put", "--batch", "1", "--in-flight", "64"]),
+    (
+        "put batch 1, 64 in flight (per call)",
+        ["put", "--batch", "1", "--in-flight", "64", "--no-coalesce"],
+    ),
     ("put batch 100, 16 in flight (stream)", ["put", "--batch", "100", "--in-flight", "16"]),
     ("put batch 500, 16 in flight (stream)", ["put", "--batch", "500", "--in-flight", "16"]),
     (
@@ -137,6 +159,92 @@ def run_bench(config: Path, args: list[str], duration: str, size: str) -> dict[s
         return {"error": done.stderr.strip() or f"exit {done.returncode}"}
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+# A peer script's result lines:
+# "<system> ... in-flight K  ops/s MEDIAN [MIN-MAX]  p50 MS [MIN-MAX] ms"
+# and "... failover (...) s: MEDIAN [MIN-MAX]".
+PEER_RATE = re.compile(r"in-flight (\d+)\s+\S+/s (\d+) \[\d+-\d+\]\s+p50 ([\d.]+)")
+PEER_FAILOVER = re.compile(r"failover \(kill -9.*\) s: ([\d.]+) \[")
+# (name, script, binary it starts) of each peer, in the order they run.
+PEERS = [("etcd", "etcd_bench.py", "etcd"), ("JetStream", "nats_bench.py", "nats-server")]
+# A peer's whole script (3 runs per in-flight level, then failover rounds).
+PEER_TIMEOUT_S = 900.0
+
+
+def run_peer(peers_dir: Path, python: str, script: str) -> dict[str, Any]:
+    """A peer benchmark's figures: {"rates": {in_flight: (ops/s, p50 ms)}, "failover_s"}."""
+    done = subprocess.run(
+        [python, str(peers_dir / script)],
+        capture_output=True,
+        text=True,
+        timeout=PEER_TIMEOUT_S,
+        check=False,
+    )
+    rates = {int(k): (float(r), float(p50)) for k, r, p50 in PEER_RATE.findall(done.stdout)}
+    failover = PEER_FAILOVER.search(done.stdout)
+    if not rates:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return {"error": tail[0]}
+    return {"rates": rates, "failover_s": float(failover.group(1)) if failover else None}
+
+
+def ratio_lines(
+    rows: list[tuple[str, dict[str, Any]]],
+    peers: dict[str, dict[str, Any]],
+    failover: list[float],
+) -> list[str]:
+    """Each target's railyard figure over the peer's from this run."""
+    ours = {label: r for label, r in rows if "error" not in r}
+    out = ["| railyard run | railyard | peer (same run) | ratio |", "|---|---:|---:|---:|"]
+
+    def line(label: str, peer: str, in_flight: int, what: str = "records_per_sec") -> None:
+        theirs = peers.get(peer, {}).get("rates", {}).get(in_flight)
+        if label not in ours or theirs is None:
+            return
+        mine = ours[label][what]
+        other = theirs[0] if what == "records_per_sec" else theirs[1]
+        unit = "/s" if what == "records_per_sec" else " ms p50"
+        if mine is None or not other:
+            return
+        out.append(
+            f"| {label}{'' if what == 'records_per_sec' else ' (p50)'} "
+            f"| {fmt(float(mine), 2 if unit != '/s' else 0)}{unit} "
+            f"| {peer} {in_flight} in flight: {fmt(other, 2 if unit != '/s' else 0)}{unit} "
+            f"| {mine / other:.2f}x |"
+        )
+
+    line("put batch 1, 1 in flight", "etcd", 1)
+    line("put batch 1, 1 in flight", "etcd", 1, "p50_ms")
+    line("put batch 1, 1 in flight (per call)", "etcd", 1, "p50_ms")
+    line("put batch 1, 64 in flight", "etcd", 64)
+    line("put batch 1, 64 in flight", "JetStream", 64)
+    line("put batch 1, 64 in flight (per call)", "etcd", 64)
+    line("put batch 500, 16 in flight (stream)", "JetStream", 64)
+    for peer, figures in peers.items():
+        theirs = figures.get("failover_s")
+        if failover and theirs:
+            mine = statistics.median(failover)
+            out.append(
+                f"| failover (median) | {mine:.2f} s | {peer}: {theirs:.2f} s "
+                f"| {mine / theirs:.2f}x |"
+            )
+    return out if len(out) > 2 else []
+
+
+def peer_lines(peers: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for peer, figures in peers.items():
+        if "error" in figures:
+            out.append(f"- {peer}: not measured ({figures['error']})")
+            continue
+        rates = ", ".join(
+            f"{k} in flight {r:,.0f}/s (p50 {p50:.2f} ms)"
+            for k, (r, p50) in sorted(figures["rates"].items())
+        )
+        failover = figures.get("failover_s")
+        out.append(f"- {peer}: {rates}" + (f"; failover {failover:.2f} s" if failover else ""))
+    return out
 
 
 def fmt(value: Any, digits: int = 0) -> str:
@@ -312,6 +420,18 @@ def main() -> int:
         action="store_true",
         help="no peer_address: Raft traffic over the gRPC Pipe stream instead of plain TCP",
     )
+    parser.add_argument(
+        "--peers-dir",
+        type=Path,
+        default=Path(__file__).resolve().parents[1].parent / "shared" / "peers",
+        help="the peers' benchmark scripts (default: ../shared/peers next to the repository)",
+    )
+    parser.add_argument(
+        "--peers-python",
+        default=os.environ.get("PEERS_PYTHON", "/tmp/peers/venv/bin/python"),
+        help="the Python the peers' setup.sh installed (default: /tmp/peers/venv/bin/python)",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="railyard only")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="railyard-bench-") as tmp:
@@ -341,6 +461,15 @@ def main() -> int:
                 )
         finally:
             nodes.stop_all()
+    peer_figures: dict[str, dict[str, Any]] = {}
+    for name, script, binary in [] if args.no_peers else PEERS:
+        if not (args.peers_dir / script).exists() or not Path(args.peers_python).exists():
+            peer_figures[name] = {"error": f"no {args.peers_dir / script} or {args.peers_python}"}
+        elif shutil.which(binary) is None:
+            peer_figures[name] = {"error": f"{binary} is not installed (see the peers' setup.sh)"}
+        else:
+            print(f"  peer {name} ...", file=sys.stderr, flush=True)
+            peer_figures[name] = run_peer(args.peers_dir, args.peers_python, script)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     peers = "gRPC Pipe" if args.grpc_peers else "plain TCP"
     flag = " --grpc-peers" if args.grpc_peers else ""
@@ -355,6 +484,13 @@ def main() -> int:
         print("\n" + failover_line(samples))
     if memory:
         print("\n" + "\n".join(memory))
+    if peer_figures:
+        print("\nPeers, run by this invocation after railyard:\n")
+        print("\n".join(peer_lines(peer_figures)))
+        ratios = ratio_lines(rows, peer_figures, samples)
+        if ratios:
+            print("\nSame-run ratios (railyard / peer):\n")
+            print("\n".join(ratios))
     return 0 if all("error" not in r for _, r in rows) else 1
 
 

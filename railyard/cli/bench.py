@@ -68,7 +68,13 @@ def print_result(result: dict[str, Any], output: Output) -> None:
     if output is Output.json:
         print_json(result)
         return
-    rows = [
+    rows = []
+    if "path" in result:
+        path = result["path"]
+        if "records_per_message" in result:
+            path += f" ({result['records_per_message']:.1f} records per message)"
+        rows.append(["path", path])
+    rows += [
         ["records/s", f"{result['records_per_sec']:,.0f}"],
         ["requests/s", f"{result['requests_per_sec']:,.0f}"],
         ["MB/s", f"{result['mb_per_sec']:.2f}"],
@@ -172,6 +178,7 @@ async def _with_progress(
     epilog=examples(
         "railyard bench put --duration 10s",
         "railyard bench put --in-flight 64 --size 100",
+        "railyard bench put --in-flight 64 --no-coalesce",
         "railyard bench put --batch 500 --in-flight 16 --count 1000000 -o json",
     ),
 )
@@ -203,6 +210,14 @@ def put(
             "(PutRecordStream); auto: stream when --batch > 1.",
         ),
     ] = "auto",
+    no_coalesce: Annotated[
+        bool,
+        typer.Option(
+            "--no-coalesce",
+            help="With --batch 1 (unary): one PutRecord call per put instead of the "
+            "client's coalescing of concurrent puts into shared messages.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     endpoints: EndpointsOption = None,
     cacert: CacertOption = None,
@@ -242,6 +257,7 @@ def put(
             batch=batch,
             budget=budget,
             mode=mode,
+            coalesce=not no_coalesce,
             watch=partial(_with_progress, interrupt=interrupt),
             tls=target.tls,
         )

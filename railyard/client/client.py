@@ -10,6 +10,12 @@ What it guarantees:
   One attempt gets at most `attempt_timeout_s` (2 s): a node that holds a
   request without answering (paused, cut off) is left for the next one,
   and a leader that did not answer is forgotten.
+- Concurrent `put` calls coalesce (`coalesce=True`, the default): they share
+  one streaming producer to the leader, and records queued while a message
+  is in flight go out together as the next one; each caller still gets its
+  own sequence, exactly once (see `client/coalesce.py`). At most
+  `max_queued_puts` records wait at a time; more callers wait for room.
+  `coalesce=False` sends each put as its own PutRecord call, as below.
 - Exactly-once puts (Raft dissertation §6.3): every put carries a producer id
   and a per-producer sequence number, fixed before the first attempt and
   reused by every retry, so a put retried after a leader crash is applied
@@ -44,6 +50,7 @@ from typing import TypeVar
 
 import grpc
 
+from railyard.client.coalesce import DEFAULT_IN_FLIGHT, DEFAULT_MAX_QUEUED, Coalescer
 from railyard.client.errors import (
     AlreadyApplied,
     DeadlineExceeded,
@@ -132,6 +139,9 @@ class RailyardClient:
         producer_id: str | None = None,
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
         tls: ClientTls | None = None,
+        coalesce: bool = True,
+        max_queued_puts: int = DEFAULT_MAX_QUEUED,
+        coalesce_in_flight: int = DEFAULT_IN_FLIGHT,
     ) -> None:
         if not endpoints:
             raise ValueError("RailyardClient needs at least one endpoint (host:port)")
@@ -146,6 +156,18 @@ class RailyardClient:
         self._rng = random.Random()
         self._attempt_timeout_s = attempt_timeout_s
         self._credentials = tls.credentials() if tls is not None else None
+        self.coalesce = coalesce
+        self._coalescer = (
+            Coalescer(
+                self,
+                f"{self.producer_id}/put",
+                max_queued=max_queued_puts,
+                in_flight=coalesce_in_flight,
+                attempt_timeout_s=attempt_timeout_s,
+            )
+            if coalesce
+            else None
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -160,7 +182,14 @@ class RailyardClient:
     ) -> None:
         await self.close()
 
+    @property
+    def coalescer(self) -> Coalescer | None:
+        """The coalescing put path (its `stats`), or None with `coalesce=False`."""
+        return self._coalescer
+
     async def close(self) -> None:
+        if self._coalescer is not None:
+            await self._coalescer.close()
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             await channel.close(None)
@@ -191,9 +220,9 @@ class RailyardClient:
         endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
         return endpoint
 
-    def _note_failure(self, endpoint: str, error: grpc.aio.AioRpcError) -> bool:
-        """Learn from an UNAVAILABLE answer; True when a new leader to try is known."""
-        _, leader_address = leader_hint(error)
+    def _note_failure(self, endpoint: str, error: grpc.aio.AioRpcError | None) -> bool:
+        """Learn from an UNAVAILABLE answer (or none); True when a new leader to try is known."""
+        _, leader_address = leader_hint(error) if error is not None else (None, None)
         if leader_address and leader_address != endpoint:
             self._leader_address = leader_address
             return True
@@ -296,7 +325,7 @@ class RailyardClient:
         what: str,
         last: Unavailable | None,
         refused: set[str],
-        turned_away: dict[str, str],
+        turned_away: dict[str, str] | None = None,
     ) -> Unavailable:
         where = ", ".join(self.endpoints)
         if turned_away and refused >= set(self.endpoints):
@@ -450,7 +479,13 @@ class RailyardClient:
             return await self._call(what, attempt)
 
     async def put(self, stream: str, data: bytes, key: bytes | None = None) -> int:
-        """Append one record; returns its sequence number. Applied once across retries."""
+        """Append one record; returns its sequence number. Applied once across retries.
+
+        Concurrent calls coalesce into shared messages unless the client was
+        made with `coalesce=False`.
+        """
+        if self._coalescer is not None:
+            return await self._coalescer.put(stream, data, key)
         lane = self._take_lane()
 
         async def call(endpoint: str, timeout: float, producer_sequence: int) -> int:

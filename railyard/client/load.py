@@ -4,8 +4,12 @@
 `in_flight` requests outstanding. Mode "unary" sends PutRecord per record
 with `batch` 1, else PutRecords of `batch` records; "stream" runs one
 streaming producer per client (PutRecordStream) with `in_flight` batches
-unacknowledged; "auto" streams when `batch` > 1. Every put is an
-exactly-once put (producer id and sequence), as a real producer's would be.
+unacknowledged; "auto" streams when `batch` > 1. With `batch` 1 in unary
+mode the `in_flight` puts of a client are concurrent callers of one
+`RailyardClient`: they coalesce into shared messages (`client/coalesce.py`)
+unless `coalesce=False`, which sends each as its own PutRecord call. The
+result's "path" names which: "coalesced", "per-call" or "stream". Every put
+is an exactly-once put (producer id and sequence), as a real producer's would be.
 `load_get` runs `clients` readers, each reading the stream from its oldest
 record in GetRecords pages as fast as it can.
 
@@ -214,6 +218,7 @@ async def load_put(
     batch: int,
     budget: Budget,
     mode: str = "auto",
+    coalesce: bool = True,
     watch: Watch | None = None,
     tls: ClientTls | None = None,
 ) -> dict[str, Any]:
@@ -227,7 +232,7 @@ async def load_put(
     payload = os.urandom(size)
     streaming = use_stream(mode, batch)
     endpoints = await leader_first(endpoints, tls)
-    opened = [RailyardClient(endpoints, tls=tls) for _ in range(clients)]
+    opened = [RailyardClient(endpoints, tls=tls, coalesce=coalesce) for _ in range(clients)]
     producers = [
         StreamProducer(endpoints, stream, window=in_flight, tls=tls)
         for _ in range(clients if streaming else 0)
@@ -257,8 +262,21 @@ async def load_put(
         "size": size,
         "batch": batch,
         "mode": "stream" if streaming else "unary",
+        "path": put_path(streaming, batch, coalesce),
     }
+    coalescers = [c.coalescer for c in opened if c.coalescer is not None]
+    if settings["path"] == "coalesced" and coalescers:
+        messages = sum(c.stats.messages_acked for c in coalescers)
+        records = sum(c.stats.records_acked for c in coalescers)
+        settings["records_per_message"] = round(records / messages, 2) if messages else 0.0
     return summarize(stats, elapsed, settings)
+
+
+def put_path(streaming: bool, batch: int, coalesce: bool) -> str:
+    """How a load's puts travel: "stream", "coalesced" or "per-call"."""
+    if streaming:
+        return "stream"
+    return "coalesced" if batch == 1 and coalesce else "per-call"
 
 
 # ------------------------------------------------------------------ get

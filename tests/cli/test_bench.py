@@ -34,6 +34,11 @@ def test_bench_put_and_get_report_sane_figures(cli_cluster: LocalCluster) -> Non
     expected_rate = 200 / single["duration_s"]
     assert single["records_per_sec"] == pytest.approx(expected_rate, rel=0.01)
     assert 0 < single["p50_ms"] <= single["p99_ms"] <= single["max_ms"]
+    assert single["path"] == "coalesced"
+    per_call = bench(
+        cli_cluster, "put", "--stream", "b1", "--count", "100", "--in-flight", "8", "--no-coalesce"
+    )
+    assert (per_call["path"], per_call["records"], per_call["errors"]) == ("per-call", 100, 0)
 
     batched = bench(
         cli_cluster, "put", "--stream", "b1", "--count", "1000", "--batch", "100", "--size", "1KiB"
@@ -41,8 +46,10 @@ def test_bench_put_and_get_report_sane_figures(cli_cluster: LocalCluster) -> Non
     assert (batched["records"], batched["requests"], batched["errors"]) == (1000, 10, 0)
     assert batched["bytes"] == 1000 * 1024
 
+    assert batched["path"] == "stream"
+
     read = bench(cli_cluster, "get", "--stream", "b1", "--page", "300")
-    assert read["records"] == 1200  # the stream once, from its oldest record
+    assert read["records"] == 1300  # the stream once, from its oldest record
     assert read["errors"] == 0
     assert read["records_per_sec"] > 0
 

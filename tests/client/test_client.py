@@ -101,7 +101,7 @@ async def test_follows_the_leader_hint_and_retries_with_the_same_producer_sequen
     follower, leader, (a, b) = two_nodes
     follower.leader_address = b
     leader.fail_next = 1
-    async with RailyardClient([a, b], timeout_s=5, producer_id="p") as client:
+    async with RailyardClient([a, b], timeout_s=5, producer_id="p", coalesce=False) as client:
         assert await client.put("s", b"x") == 1
         assert client.leader_address == b
         # Redirected to the leader, whose lost answer was retried (via the
@@ -119,7 +119,7 @@ async def test_concurrent_puts_use_one_producer_id_each(
     two_nodes: tuple[FakeNode, FakeNode, list[str]],
 ) -> None:
     _, leader, (_, b) = two_nodes
-    async with RailyardClient([b], producer_id="p") as client:
+    async with RailyardClient([b], producer_id="p", coalesce=False) as client:
         await asyncio.gather(*(client.put("s", b"x") for _ in range(4)))
         await client.put("s", b"x")
     producers = {pid for pid, _ in leader.seen[:4]}
@@ -136,11 +136,12 @@ async def test_errors_are_typed(two_nodes: tuple[FakeNode, FakeNode, list[str]])
             await client.create_stream("bad name")
 
 
-async def test_nothing_listening_fails_fast_with_a_hint() -> None:
+@pytest.mark.parametrize("coalesce", [True, False])
+async def test_nothing_listening_fails_fast_with_a_hint(coalesce: bool) -> None:
     from tests.support.cluster import free_ports
 
     endpoints = [f"127.0.0.1:{p}" for p in free_ports(2)]
-    async with RailyardClient(endpoints, timeout_s=30) as client:
+    async with RailyardClient(endpoints, timeout_s=30, coalesce=coalesce) as client:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(Unavailable, match="railyard node start"):

@@ -97,7 +97,7 @@ async def test_a_hung_node_costs_one_attempt_not_the_whole_deadline(
     with the same producer id and sequence, and the hung node is not asked again."""
     (hung, healthy), addresses = nodes
     hung.hang = True
-    async with RailyardClient(addresses, timeout_s=CLIENT_TIMEOUT_S) as client:
+    async with RailyardClient(addresses, timeout_s=CLIENT_TIMEOUT_S, coalesce=False) as client:
         assert await client.put("s", b"a") == 1
         assert await client.put("s", b"b") == 2
     assert len(hung.seen) == 1, hung.seen
@@ -111,7 +111,7 @@ async def test_a_leader_that_timed_out_is_forgotten(nodes: tuple[list[Node], lis
     (healthy, hung), addresses = nodes
     healthy.leader_address = addresses[1]  # names the hung node as leader
     hung.hang = True
-    async with RailyardClient(addresses, timeout_s=CLIENT_TIMEOUT_S) as client:
+    async with RailyardClient(addresses, timeout_s=CLIENT_TIMEOUT_S, coalesce=False) as client:
         put = asyncio.create_task(client.put("s", b"a"))
         for _ in range(200):  # until the hung node holds the attempt (bounded)
             if hung.seen:
@@ -132,7 +132,9 @@ async def test_stale_sequence_on_a_first_attempt_moves_the_producer_on(
     (node, _), addresses = nodes
     node.last["p"] = (7, 99)
     node.records = 99
-    async with RailyardClient(addresses[:1], timeout_s=CLIENT_TIMEOUT_S, producer_id="p") as c:
+    async with RailyardClient(
+        addresses[:1], timeout_s=CLIENT_TIMEOUT_S, producer_id="p", coalesce=False
+    ) as c:
         assert await c.put("s", b"a") == 100
         assert await c.put("s", b"b") == 101
     assert [(p, s) for p, s, _ in node.seen] == [("p", 1), ("p", 8), ("p", 9)]
@@ -146,7 +148,9 @@ async def test_stale_sequence_after_a_lost_attempt_is_already_applied(
     (hung, other), addresses = nodes
     hung.hang = True
     other.last["p"] = (5, 1)  # the hung attempt (sequence 1) was applied, then later ones
-    async with RailyardClient(addresses, timeout_s=CLIENT_TIMEOUT_S, producer_id="p") as c:
+    async with RailyardClient(
+        addresses, timeout_s=CLIENT_TIMEOUT_S, producer_id="p", coalesce=False
+    ) as c:
         with pytest.raises(AlreadyApplied):
             await c.put("s", b"a")
     assert [(p, s) for p, s, _ in other.seen] == [("p", 1)]
@@ -155,7 +159,7 @@ async def test_stale_sequence_after_a_lost_attempt_is_already_applied(
 async def test_full_disk_is_a_typed_error_not_retried(nodes: tuple[list[Node], list[str]]) -> None:
     (node, _), addresses = nodes
     node.resource_exhausted = True
-    async with RailyardClient(addresses[:1], timeout_s=CLIENT_TIMEOUT_S) as client:
+    async with RailyardClient(addresses[:1], timeout_s=CLIENT_TIMEOUT_S, coalesce=False) as client:
         with pytest.raises(ResourceExhausted, match="full"):
             await client.put("s", b"a")
     assert len(node.seen) == 1

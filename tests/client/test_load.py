@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from railyard.client.load import Budget, Stats, summarize, use_stream
+from railyard.client.load import Budget, Stats, put_path, summarize, use_stream
 
 
 def test_a_counted_budget_hands_out_exactly_its_records() -> None:
@@ -17,6 +17,9 @@ def test_modes() -> None:
     assert use_stream("stream", 1) and not use_stream("unary", 100)
     with pytest.raises(ValueError, match="expected one of auto, unary, stream"):
         use_stream("fast", 1)
+    assert put_path(False, 1, True) == "coalesced"
+    assert put_path(False, 1, False) == put_path(False, 100, True) == "per-call"
+    assert put_path(True, 1, True) == "stream"
 
 
 def test_summary_rates_and_percentiles() -> None:
