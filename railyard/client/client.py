@@ -50,7 +50,12 @@ from typing import TypeVar
 
 import grpc
 
-from railyard.client.coalesce import DEFAULT_IN_FLIGHT, DEFAULT_MAX_QUEUED, Coalescer
+from railyard.client.coalesce import (
+    DEFAULT_IN_FLIGHT,
+    DEFAULT_MAX_QUEUED,
+    QUORUM_CHECK_AFTER_S,
+    Coalescer,
+)
 from railyard.client.errors import (
     AlreadyApplied,
     DeadlineExceeded,
@@ -89,9 +94,6 @@ ATTEMPT_TIMEOUT_S = 2.0
 # Every node refusing connections for this long means no cluster is running
 # there (a leader crash leaves the others listening): fail fast.
 REFUSED_GIVE_UP_S = 2.0
-# Failing this long is more than an election takes with default timings (1-2 s):
-# time to ask every node whether a majority is there at all.
-QUORUM_CHECK_AFTER_S = 3.0
 # Error details quoted in messages are cut to this length (gRPC's can be long).
 DETAIL_CHARS = 120
 # A status probe is to loopback or a LAN: a node that needs longer is "unreachable".
@@ -219,6 +221,9 @@ class RailyardClient:
             return self._leader_address
         endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
         return endpoint
+
+    def _handshake_of(self, error: grpc.aio.AioRpcError) -> str | None:
+        return _handshake_failure(error)
 
     def _note_failure(self, endpoint: str, error: grpc.aio.AioRpcError | None) -> bool:
         """Learn from an UNAVAILABLE answer (or none); True when a new leader to try is known."""

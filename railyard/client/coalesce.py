@@ -58,6 +58,7 @@ import grpc
 from railyard.client.errors import (
     AlreadyApplied,
     DeadlineExceeded,
+    NoQuorum,
     RailyardError,
     Unavailable,
     error_from_rpc,
@@ -102,6 +103,9 @@ BACKOFF_MAX_S = 0.2
 # there: fail fast, as `RailyardClient` does.
 REFUSED_GIVE_UP_S = 2.0
 
+# Stalled this long, the coalescer asks every node whether a majority is
+# there at all, as a single call does after failing this long.
+QUORUM_CHECK_AFTER_S = 3.0
 # What `read()` returns at the end of a call (missing from grpc's type stubs).
 _EOF: Any = cast(Any, grpc.aio).EOF
 
@@ -125,6 +129,10 @@ class Host(Protocol):
         refused: set[str],
         turned_away: dict[str, str] | None = None,
     ) -> Unavailable: ...
+
+    def _handshake_of(self, error: grpc.aio.AioRpcError) -> str | None: ...
+
+    async def _raise_if_no_quorum(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -258,6 +266,8 @@ class Coalescer:
     async def _run(self) -> None:
         backoff_s = BACKOFF_INITIAL_S
         refused: set[str] = set()
+        turned_away: dict[str, str] = {}  # endpoint -> how its TLS handshake failed
+        quorum_checked = False
         last: Unavailable | None = None
         while True:
             if not self._queue and not self._unacked:
@@ -279,21 +289,31 @@ class Coalescer:
                 if error is not None:
                     answer = error_from_rpc(error, endpoint)
                     last = answer if isinstance(answer, Unavailable) else last
-                    if _is_refused(error):
+                    handshake = self._host._handshake_of(error)
+                    if handshake is not None:
+                        turned_away[endpoint] = handshake
+                        refused.add(endpoint)
+                    elif _is_refused(error):
+                        turned_away.pop(endpoint, None)
                         refused.add(endpoint)
                     else:
+                        turned_away.pop(endpoint, None)
                         refused.discard(endpoint)
                 stalled_s = time.monotonic() - self._progress_at
                 if refused >= set(self._host.endpoints) and stalled_s >= REFUSED_GIVE_UP_S:
-                    self._give_up(last, refused)
+                    self._give_up(last, refused, turned_away)
                     refused.clear()
                 elif stalled_s > self._host.timeout_s:
-                    self._give_up(last, refused)
+                    self._give_up(last, refused, turned_away)
+                elif not quorum_checked and stalled_s >= QUORUM_CHECK_AFTER_S:
+                    quorum_checked = True
+                    await self._fail_without_quorum()
                 if not follow:
                     await asyncio.sleep(backoff_s * (0.5 + self._rng.random()))
                     backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
                 continue
             backoff_s = BACKOFF_INITIAL_S
+            quorum_checked = False
 
     async def _serve_call(self, endpoint: str) -> None:
         """Open a call to `endpoint`, resend what is unacknowledged, stream until it breaks."""
@@ -444,7 +464,20 @@ class Coalescer:
             return
         _fail_puts(message.puts, error_from_rpc(error, endpoint))
 
-    def _give_up(self, last: Unavailable | None, refused: set[str]) -> None:
+    async def _fail_without_quorum(self) -> None:
+        """Fail what is queued and unacknowledged with `NoQuorum` when a majority is gone."""
+        try:
+            await self._host._raise_if_no_quorum()
+        except NoQuorum as e:
+            no_quorum = e
+            self._fail_all(lambda _stream, _went_out: no_quorum)
+
+    def _give_up(
+        self,
+        last: Unavailable | None,
+        refused: set[str],
+        turned_away: dict[str, str] | None = None,
+    ) -> None:
         """No progress in time: fail what is queued and unacknowledged."""
 
         def error(stream: str, went_out: bool) -> RailyardError:
@@ -454,7 +487,7 @@ class Coalescer:
                     f"{what}: no acknowledgement within {self._host.timeout_s:g}s; "
                     "it may or may not have been applied"
                 )
-            return self._host._unavailable(what, last, refused)
+            return self._host._unavailable(what, last, refused, turned_away)
 
         self._fail_all(error)
 

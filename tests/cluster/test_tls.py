@@ -234,7 +234,11 @@ def test_refused_at_the_handshake(
 @pytest.mark.parametrize(
     ("who", "command", "client_says"),
     [
-        ("alice", ["put", STREAM, "x"], "PutRecord needs the writer role; client alice has reader"),
+        (
+            "alice",
+            ["put", STREAM, "x"],
+            "PutRecordStream needs the writer role; client alice has reader",
+        ),
         ("alice", ["stream", "create", "mine"], "CreateStream needs the writer role"),
         ("bob", ["force-election"], "TransferLeadership needs the admin role; client bob has"),
         ("bob", ["stream", "delete", STREAM], "DeleteStream needs the admin role"),
