@@ -53,6 +53,7 @@ from railyard.client.errors import (
     Unavailable,
     error_from_rpc,
     leader_hint,
+    maybe_applied,
 )
 from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
@@ -78,8 +79,6 @@ ATTEMPT_TIMEOUT_S = 2.0
 # Every node refusing connections for this long means no cluster is running
 # there (a leader crash leaves the others listening): fail fast.
 REFUSED_GIVE_UP_S = 2.0
-# How a node says a proposal's outcome is unknown (node/errors.py, LeadershipLost).
-LEADERSHIP_CHANGED = "leadership changed"
 # Error details quoted in messages are cut to this length (gRPC's can be long).
 DETAIL_CHARS = 120
 # A status probe is to loopback or a LAN: a node that needs longer is "unreachable".
@@ -554,9 +553,7 @@ class _MaybeApplied:
             return await attempt
         except grpc.aio.AioRpcError as e:
             code = e.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
-                code == grpc.StatusCode.UNAVAILABLE and LEADERSHIP_CHANGED in (e.details() or "")
-            ):
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED or maybe_applied(e):
                 self.maybe = True
             raise
 

@@ -1,7 +1,7 @@
 """The client's typed exceptions, and the one place gRPC status codes map to them.
 
 Nodes translate domain outcomes to status codes in one place
-(node/services.py); this module translates them back. The CLI prints
+(node/api/status_codes.py); this module translates them back. The CLI prints
 `str(error)`: each message says what went wrong and, where it can, what to do.
 """
 
@@ -16,6 +16,7 @@ __all__ = [
     "LAST_PRODUCER_SEQUENCE_KEY",
     "LEADER_ADDRESS_KEY",
     "LEADER_ID_KEY",
+    "MAYBE_APPLIED_KEY",
     "AlreadyApplied",
     "AlreadyExists",
     "DeadlineExceeded",
@@ -29,6 +30,7 @@ __all__ = [
     "Unavailable",
     "error_from_rpc",
     "leader_hint",
+    "maybe_applied",
 ]
 
 # Trailing metadata with which a node names the leader it knows (railyard.proto).
@@ -36,6 +38,8 @@ LEADER_ID_KEY = "railyard-leader"
 LEADER_ADDRESS_KEY = "railyard-leader-address"
 # ... and with which it names a producer's last applied sequence (a stale one was sent).
 LAST_PRODUCER_SEQUENCE_KEY = "railyard-last-producer-sequence"
+# ... and with which it says a failed write may still have been applied.
+MAYBE_APPLIED_KEY = "railyard-maybe-applied"
 
 
 class RailyardError(Exception):
@@ -138,6 +142,11 @@ def leader_hint(error: grpc.aio.AioRpcError) -> tuple[str | None, str | None]:
         elif key == LEADER_ADDRESS_KEY and text:
             leader_address = text
     return leader_id, leader_address
+
+
+def maybe_applied(error: grpc.aio.AioRpcError) -> bool:
+    """Does the node say this failed write may still have been applied?"""
+    return MAYBE_APPLIED_KEY in _metadata(error)
 
 
 def error_from_rpc(error: grpc.aio.AioRpcError, endpoint: str) -> RailyardError:

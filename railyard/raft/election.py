@@ -78,7 +78,7 @@ membership changes):
   wipe, it may vote a second time in that term.
 - The state lives in memory: a node that crashes mid catch-up with entries
   on disk would restart with a non-empty log and vote at once. The node
-  layer closes this with a marker file (`node/catch_up.py`), created before
+  layer closes this with a marker file (`node/driver/catch_up.py`), created before
   the first step and removed once `awaiting_catch_up` clears, which passes
   `started_empty` again at every start while it exists; the driver passes it
   again when it rebuilds the core after a full disk.

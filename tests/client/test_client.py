@@ -23,6 +23,9 @@ class FakeNode(pb_grpc.StreamsServicer):
     fail_next: int = 0  # answer UNAVAILABLE (no hint) this many times first
     seen: list[tuple[str, int]] = field(default_factory=list)
     applied: dict[tuple[str, int], int] = field(default_factory=dict)
+    streams: set[str] = field(default_factory=lambda: {"s"})
+    # The next delete is applied but answered UNAVAILABLE with these trailing metadata.
+    lose_delete_answer: tuple[tuple[str, str], ...] | None = None
 
     async def PutRecord(
         self, request: pb.PutRecordRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -49,6 +52,21 @@ class FakeNode(pb_grpc.StreamsServicer):
     ) -> pb.DescribeStreamResponse:
         await context.abort(grpc.StatusCode.NOT_FOUND, f"stream {request.name!r} does not exist")
         raise AssertionError("unreachable")
+
+    async def DeleteStream(
+        self, request: pb.DeleteStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteStreamResponse:
+        if request.name not in self.streams:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {request.name!r}")
+        self.streams.discard(request.name)
+        if self.lose_delete_answer is not None:
+            trailing, self.lose_delete_answer = self.lose_delete_answer, None
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "leadership changed before the request was applied",
+                trailing_metadata=trailing,
+            )
+        return pb.DeleteStreamResponse()
 
     async def CreateStream(
         self, request: pb.CreateStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -136,3 +154,19 @@ async def test_cluster_status_marks_unreachable_nodes_none() -> None:
     endpoint = f"127.0.0.1:{free_ports(1)[0]}"
     async with RailyardClient([endpoint]) as client:
         assert await client.cluster_status() == [(endpoint, None)]
+
+
+@pytest.mark.parametrize("maybe", [True, False])
+async def test_a_retry_after_a_maybe_applied_answer_takes_not_found_as_done(
+    two_nodes: tuple[FakeNode, FakeNode, list[str]], maybe: bool
+) -> None:
+    """The node's railyard-maybe-applied key, not the text of its message, says "maybe"."""
+    _, leader, (_, b) = two_nodes
+    leader.lose_delete_answer = (("railyard-maybe-applied", "1"),) if maybe else ()
+    async with RailyardClient([b], timeout_s=5) as client:
+        if maybe:
+            await client.delete_stream("s")  # the retry's NOT_FOUND is the first attempt's work
+        else:
+            with pytest.raises(NotFound):
+                await client.delete_stream("s")
+    assert "s" not in leader.streams

@@ -11,7 +11,7 @@ import pytest
 
 from railyard.client import RailyardClient
 from railyard.client.producer import MAX_WINDOW, StreamProducer
-from railyard.node.services import append_command_bytes
+from railyard.node.api.commands import append_command_bytes
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.streams.limits import DEFAULT_PRODUCER_WINDOW

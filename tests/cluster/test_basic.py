@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from railyard.node.codec import envelope
+from railyard.node.peers.codec import envelope
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc

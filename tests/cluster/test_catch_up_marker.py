@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from railyard.config import parse_config
-from railyard.node.catch_up import forget_awaiting, marker_path
-from railyard.node.server import open_state
+from railyard.node.driver.catch_up import forget_awaiting, marker_path
+from railyard.node.recovery import open_state
 from railyard.raft import Entry, EntryKind, HardState, Index, NodeId, Term
 
 CONFIG = """

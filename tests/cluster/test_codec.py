@@ -1,10 +1,16 @@
-"""Raft messages survive the trip through protobuf unchanged (node/codec.py)."""
+"""Raft messages survive the trip through protobuf unchanged (node/peers/codec.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from railyard.node.codec import envelope, envelope_sender, message_from_pb, message_to_pb, peer
+from railyard.node.peers.codec import (
+    envelope,
+    envelope_sender,
+    message_from_pb,
+    message_to_pb,
+    peer,
+)
 from railyard.proto import railyard_pb2 as pb
 from railyard.raft import (
     Entry,

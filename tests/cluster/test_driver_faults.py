@@ -15,10 +15,10 @@ from typing import Any
 import grpc
 import pytest
 
-from railyard.node.disk_space import DiskFull
+from railyard.node.api.status_codes import exception_error
 from railyard.node.driver import Driver, LeadershipLost
-from railyard.node.errors import exception_error
-from railyard.node.server import _leaves, describe_failure
+from railyard.node.driver.disk_space import DiskFull
+from railyard.node.process import describe_failure, leaves
 from railyard.proto import commands_pb2 as cmd
 from railyard.raft import (
     NO_TERM,
@@ -139,7 +139,7 @@ async def test_writes_are_refused_while_the_disk_is_nearly_full(
     class Usage:
         free = 1000
 
-    monkeypatch.setattr("railyard.node.disk_space.shutil.disk_usage", lambda _path: Usage())
+    monkeypatch.setattr("railyard.node.driver.disk_space.shutil.disk_usage", lambda _path: Usage())
     running.driver.disk._free_bytes = None  # forget the cached figure
     with pytest.raises(DiskFull) as raised:
         await running.create("a")
@@ -163,9 +163,9 @@ def test_a_fatal_error_names_every_failure_and_its_first_cause() -> None:
         inner = StoreIOError(Path("/data/n1/raft.db"), str(exc))
         inner.__cause__ = exc
     group = ExceptionGroup("outer", [ExceptionGroup("inner", [inner]), ValueError("x")])
-    leaves = _leaves(group)
-    assert leaves[0] is inner and isinstance(leaves[1], ValueError)
-    line = describe_failure(leaves[0])
+    found = leaves(group)
+    assert found[0] is inner and isinstance(found[1], ValueError)
+    line = describe_failure(found[0])
     assert "raft.db" in line and "disk I/O error" in line, line
 
 
@@ -186,14 +186,14 @@ async def test_a_damaged_state_found_while_serving_is_data_loss_and_stops_the_no
     assert "streams.db" in error.message
     with pytest.raises(BaseExceptionGroup) as stopped:
         await asyncio.wait_for(asyncio.shield(running.task), 10)
-    assert any("damaged state" in str(e) for e in _leaves(stopped.value))
+    assert any("damaged state" in str(e) for e in leaves(stopped.value))
 
 
 async def test_a_snapshot_is_taken_after_enough_bytes_whatever_the_entry_count(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The in-memory log is bounded in bytes too (snapshot_every is 10,000 entries here)."""
-    monkeypatch.setattr("railyard.node.snapshotting.SNAPSHOT_EVERY_BYTES", 8)
+    monkeypatch.setattr("railyard.node.driver.snapshotting.SNAPSHOT_EVERY_BYTES", 8)
     await running.until_leader()
     assert isinstance(await running.create("a-stream-name"), StreamCreated)
     for _ in range(WAIT_STEPS):

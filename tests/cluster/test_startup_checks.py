@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from railyard.node.server import _reconcile
+from railyard.node.recovery import reconcile
 from railyard.proto import railyard_pb2 as pb
 from railyard.raft import Entry, EntryKind, HardState, Index, NodeId, SnapshotMeta, Term
 from railyard.storage import SnapshotStore, SqliteLogStore
@@ -129,7 +129,7 @@ def test_only_a_snapshot_consistent_with_the_log_is_used_at_start(
     try:
         meta = SnapshotMeta(Index(index), Term(term), (NodeId("n1"),))
         snapshots.create(meta, machine.snapshot_to)
-        found = _reconcile(log_store, snapshots, machine, logging.getLogger("test.startup"))
+        found = reconcile(log_store, snapshots, machine, logging.getLogger("test.startup"))
         if used:
             assert found == meta and log_store.snapshot_meta() == meta
         else:

@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from railyard.node.catch_up import marker_path
+from railyard.node.driver.catch_up import marker_path
 from railyard.proto import railyard_pb2 as pb
 from tests.support.cluster import LocalCluster
 

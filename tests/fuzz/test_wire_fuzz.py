@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from railyard.node import peer_wire
+from railyard.node.peers import tcp
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -281,12 +281,12 @@ def test_raft_pipe(fuzzed: Fuzzed, data: st.DataObject) -> None:
 @FUZZ
 @given(data=st.data())
 def test_raft_peer_tcp(fuzzed: Fuzzed, data: st.DataObject) -> None:
-    """The same envelopes as frames on the TCP peer port (`peer_wire`)."""
+    """The same envelopes as frames on the TCP peer port (`peers/tcp.py`)."""
     cases = data.draw(st.lists(raft_case(fuzzed), min_size=1, max_size=3))
     target = cases[0][0]
     before = fuzzed.raft_state()
-    frames = b"".join(peer_wire.frame(env.SerializeToString()) for _, env in cases)
-    _exchange(fuzzed.cluster.peer_addresses[target], peer_wire.PREAMBLE + frames)
+    frames = b"".join(tcp.frame(env.SerializeToString()) for _, env in cases)
+    _exchange(fuzzed.cluster.peer_addresses[target], tcp.PREAMBLE + frames)
     _assert_raft_unchanged(fuzzed, before, f"peer frames to {target}")
     fuzzed.alive()
 
@@ -481,7 +481,7 @@ def test_garbage_bytes_on_the_port(
 
 @FUZZ
 @given(
-    prefix=st.sampled_from([b"", peer_wire.PREAMBLE, peer_wire.PREAMBLE[:5], H2_PREFACE]),
+    prefix=st.sampled_from([b"", tcp.PREAMBLE, tcp.PREAMBLE[:5], H2_PREFACE]),
     garbage=st.binary(max_size=4096),
 )
 def test_garbage_bytes_on_the_peer_port(fuzzed: Fuzzed, prefix: bytes, garbage: bytes) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from railyard.node import applying
-from railyard.node.applying import Applier
-from railyard.node.fatal import FatalError
+from railyard.node.driver import applying
+from railyard.node.driver.applying import Applier
+from railyard.node.driver.fatal import FatalError
 from railyard.raft import Entry, EntryKind, Index, Term
 from railyard.streams import StreamsMachine
 from tests.streams.helpers import workload

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from railyard.node.catch_up import clear_when_caught_up, marker_path, note_awaiting
+from railyard.node.driver.catch_up import clear_when_caught_up, marker_path, note_awaiting
 
 LOG = logging.getLogger("test")
 POLL_S = 0.001

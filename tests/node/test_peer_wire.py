@@ -1,7 +1,7 @@
 """The TCP peer transport: frames in order, refusals named, nothing after a bad frame.
 
 A real `PeerListener` on a free port feeds a recording sink; the dialling
-side is either `peer_wire.connect` or a raw socket writing hand-made bytes.
+side is either `tcp.connect` or a raw socket writing hand-made bytes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from railyard.node import peer_wire
-from railyard.node.codec import envelope, message_to_pb
-from railyard.node.transport import PeerLink
+from railyard.node.peers import tcp
+from railyard.node.peers.codec import envelope, message_to_pb
+from railyard.node.peers.links import PeerLink
+from railyard.node.peers.proxy import Proxy, proxy_for
 from railyard.proto import railyard_pb2 as pb
 from railyard.raft import Message, MessageType, NodeId, Term
 from tests.support.cluster import HOST, free_ports
@@ -68,8 +69,8 @@ async def until(predicate: object) -> None:
 
 
 @pytest.fixture
-async def listener() -> AsyncIterator[peer_wire.PeerListener]:
-    listener = peer_wire.PeerListener(address=f"{HOST}:{free_ports(1)[0]}", sink=Sink(), log=LOG)
+async def listener() -> AsyncIterator[tcp.PeerListener]:
+    listener = tcp.PeerListener(address=f"{HOST}:{free_ports(1)[0]}", sink=Sink(), log=LOG)
     await listener.start()
     try:
         yield listener
@@ -78,7 +79,7 @@ async def listener() -> AsyncIterator[peer_wire.PeerListener]:
 
 
 @pytest.fixture
-def listening(listener: peer_wire.PeerListener) -> tuple[Sink, str]:
+def listening(listener: tcp.PeerListener) -> tuple[Sink, str]:
     assert isinstance(listener.sink, Sink)
     return listener.sink, listener.address
 
@@ -87,7 +88,7 @@ async def test_frames_arrive_in_order_and_the_end_is_reported(
     listening: tuple[Sink, str],
 ) -> None:
     sink, address = listening
-    conn = await peer_wire.connect(address, on_end=lambda: None, proxy=None)
+    conn = await tcp.connect(address, on_end=lambda: None, proxy=None)
     for term in (1, 2, 3):
         conn.send(payload(term))
     await until(lambda: len(sink.delivered) == 3)
@@ -114,13 +115,13 @@ async def test_the_dialler_learns_why_it_was_refused_and_nothing_more_arrives(
     sink, address = listening
     sink.refuse, sink.problem = refuse, problem
     ended = asyncio.Event()
-    conn = await peer_wire.connect(address, on_end=ended.set, proxy=None)
+    conn = await tcp.connect(address, on_end=ended.set, proxy=None)
     conn.send(payload(1))
     async with asyncio.timeout(WAIT_S):
         await ended.wait()
-    assert isinstance(conn.ended, peer_wire.PeerRefused)
+    assert isinstance(conn.ended, tcp.PeerRefused)
     assert str(conn.ended) == (refuse or problem)
-    with pytest.raises(peer_wire.PeerRefused):
+    with pytest.raises(tcp.PeerRefused):
         conn.send(payload(2))
     assert sink.delivered == delivered  # the sink saw the malformed message, and refused it
     # A sender never accepted is never probed either.
@@ -149,13 +150,13 @@ def refusal_text(answer: bytes) -> str:
     ("data", "expected"),
     [
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "expected the railyard peer protocol"),
-        (peer_wire.PREAMBLE + struct.pack(">I", (64 << 20) + 1), "at most"),
-        (peer_wire.PREAMBLE + peer_wire.frame(b"\xff\xff\xff"), "malformed envelope"),
+        (tcp.PREAMBLE + struct.pack(">I", (64 << 20) + 1), "at most"),
+        (tcp.PREAMBLE + tcp.frame(b"\xff\xff\xff"), "malformed envelope"),
         (
-            peer_wire.PREAMBLE
-            + peer_wire.frame(payload(1))
-            + peer_wire.frame(payload(2, N2))
-            + peer_wire.frame(payload(3)),
+            tcp.PREAMBLE
+            + tcp.frame(payload(1))
+            + tcp.frame(payload(2, N2))
+            + tcp.frame(payload(3)),
             "envelope from 'n2' on the connection of 'n1'",
         ),
     ],
@@ -173,7 +174,7 @@ async def test_bad_input_is_refused_by_name_and_nothing_after_it_is_delivered(
 # ---------------------------------------------------------------- proxies
 
 
-P = peer_wire.Proxy
+P = Proxy
 
 
 @pytest.mark.parametrize(
@@ -194,10 +195,8 @@ P = peer_wire.Proxy
         ({"grpc_proxy": "http://a:1", "no_grpc_proxy": "", "no_proxy": "x"}, "x", P("a", 1)),
     ],
 )
-def test_proxy_choice_follows_grpc(
-    env: dict[str, str], host: str, expected: peer_wire.Proxy | None
-) -> None:
-    assert peer_wire.proxy_for(host, env) == expected
+def test_proxy_choice_follows_grpc(env: dict[str, str], host: str, expected: Proxy | None) -> None:
+    assert proxy_for(host, env) == expected
 
 
 @pytest.mark.parametrize(
@@ -205,7 +204,7 @@ def test_proxy_choice_follows_grpc(
 )
 def test_a_proxy_that_cannot_be_used_is_named(url: str) -> None:
     with pytest.raises(ValueError, match=r"http_proxy=.*expected http://"):
-        peer_wire.proxy_for("x", {"http_proxy": url})
+        proxy_for("x", {"http_proxy": url})
 
 
 async def start_connect_proxy(answer: bytes | None) -> tuple[asyncio.Server, list[str]]:
@@ -239,8 +238,8 @@ async def test_frames_travel_through_an_http_connect_proxy(listening: tuple[Sink
     server, headers = await start_connect_proxy(None)
     try:
         port = server.sockets[0].getsockname()[1]
-        proxy = peer_wire.Proxy(HOST, port, "Basic dTpw")
-        conn = await peer_wire.connect(address, on_end=lambda: None, proxy=proxy)
+        proxy = Proxy(HOST, port, "Basic dTpw")
+        conn = await tcp.connect(address, on_end=lambda: None, proxy=proxy)
         conn.send(payload(7))
         await until(lambda: sink.delivered)
         assert sink.delivered == [("n1", 7)]
@@ -256,9 +255,9 @@ async def test_a_proxy_that_refuses_is_an_error_naming_the_target() -> None:
     server, _ = await start_connect_proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n")
     try:
         port = server.sockets[0].getsockname()[1]
-        proxy = peer_wire.Proxy(HOST, port)
+        proxy = Proxy(HOST, port)
         with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:9: .*403 Forbidden"):
-            await peer_wire.connect(f"{HOST}:9", on_end=lambda: None, proxy=proxy)
+            await tcp.connect(f"{HOST}:9", on_end=lambda: None, proxy=proxy)
     finally:
         server.close()
 
@@ -287,7 +286,7 @@ def hb(term: int) -> Message:
 
 
 async def test_a_link_reconnects_after_its_connection_breaks(
-    listening: tuple[Sink, str], listener: peer_wire.PeerListener
+    listening: tuple[Sink, str], listener: tcp.PeerListener
 ) -> None:
     sink, address = listening
     link = link_to(address, [])
@@ -328,7 +327,7 @@ async def test_a_refused_connection_is_reported_for_the_fast_failover() -> None:
 
 
 async def test_closing_does_not_wait_on_a_driver_that_stopped(
-    listener: peer_wire.PeerListener,
+    listener: tcp.PeerListener,
 ) -> None:
     """A connection stuck handing messages to a full inbox must not hold up the stop."""
     stuck = asyncio.Event()
@@ -339,11 +338,11 @@ async def test_closing_does_not_wait_on_a_driver_that_stopped(
         raise AssertionError("unreachable")
 
     listener.sink.deliver = never_returns  # type: ignore[method-assign]
-    conn = await peer_wire.connect(listener.address, on_end=lambda: None, proxy=None)
+    conn = await tcp.connect(listener.address, on_end=lambda: None, proxy=None)
     conn.send(payload(1))
     async with asyncio.timeout(WAIT_S):
         await stuck.wait()
-    async with asyncio.timeout(peer_wire.CLOSE_WAIT_S + WAIT_S):
+    async with asyncio.timeout(tcp.CLOSE_WAIT_S + WAIT_S):
         await listener.close()
     assert not listener._serving
     conn.abort()

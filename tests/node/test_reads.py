@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from railyard.node.reads import PendingReads
+from railyard.node.driver.reads import PendingReads
 from railyard.raft import Index, MessageType, NodeId, NotLeader, RaftCore, ReadState
 from tests.raft.helpers import N1, N2, N3, drain, message, new_core, sent
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from railyard.node.waiters import LeadershipLost, ProposalWaiters
+from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
 from railyard.raft import Entry, Index, Term
 from tests.raft.helpers import N1, N2, N3, drain, log_of, new_core
 from tests.raft.network import Network

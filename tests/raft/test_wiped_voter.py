@@ -39,7 +39,7 @@ E = b"e"
 
 class WipingNetwork(Network):
     """Network whose nodes tell their core when their store started empty, as
-    `railyard.node.server` does."""
+    `railyard.node.process` does."""
 
     def _new_core(self, node: NodeId) -> RaftCore:
         disk = self.disks[node]

@@ -33,7 +33,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from railyard.node.disk_space import DISK_CHECK_INTERVAL_S
+from railyard.node.driver.disk_space import DISK_CHECK_INTERVAL_S
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.raft import Entry, EntryKind, HardState, Index, NodeId, Term

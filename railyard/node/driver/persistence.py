@@ -29,8 +29,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from railyard.node.disk_space import is_disk_full
-from railyard.node.fatal import FatalError
+from railyard.node.driver.disk_space import is_disk_full
+from railyard.node.driver.fatal import FatalError
 from railyard.raft import Entry, HardState, Index, RaftCore, SnapshotMeta
 from railyard.storage import LogStore
 

@@ -4,7 +4,7 @@
 (else PERMISSION_DENIED, logged at most every few seconds per sender) and
 hands the messages to the driver. `Pipe` is the gRPC fast path: one
 long-lived stream per peer, read until the peer closes it; peers with a
-`peer_address` send over TCP instead, and `peer_wire.PeerListener` hands
+`peer_address` send over TCP instead, and `tcp.PeerListener` hands
 their envelopes to the same checks (`refusal`, `deliver`, `pipe_ended`). The unary RPCs
 (RequestVote, AppendEntries, TimeoutNow) step their messages and reply with
 an empty envelope: the answers travel over our own pipe to the sender, like
@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
-from railyard.node.codec import envelope, envelope_sender, message_from_pb
 from railyard.node.driver import Driver
+from railyard.node.peers.codec import envelope, envelope_sender, message_from_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import Message, MessageType, NodeId

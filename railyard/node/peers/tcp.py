@@ -17,9 +17,9 @@ gRPC call's (cluster and membership), the later ones must name the same
 sender. The first bad frame ends the connection; nothing after it is
 delivered.
 
-Outbound connections honour the proxy settings gRPC honours (`grpc_proxy`,
-`https_proxy`, `http_proxy`; `no_grpc_proxy`, `no_proxy`) through HTTP
-CONNECT, so peer traffic takes the same route whichever transport carries it.
+Outbound connections honour the proxy settings gRPC honours through HTTP
+CONNECT (`proxy.py`), so peer traffic takes the same route whichever
+transport carries it.
 
 NB: liveness is TCP's (keepalive, a user timeout), not a ping of our own: a
 path that keeps the connection up but silently drops bytes (a proxy that
@@ -30,28 +30,24 @@ timeouts carry the cluster through that meanwhile, as through any loss.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import ipaddress
 import logging
-import os
 import socket
 import struct
-import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
-from railyard.node.codec import envelope_sender
+from railyard.node.peers.codec import envelope_sender
+from railyard.node.peers.proxy import MAX_PROXY_HEADER_BYTES, Proxy, open_tunnel
 from railyard.proto import railyard_pb2 as pb
 
 # Names the protocol and its version: anything else that connects (a gRPC
 # client pointed at the wrong port, a port scanner) is refused at once.
 PREAMBLE = b"RAILYARD-PEER/1\n"
 _SIZE = struct.Struct(">I")
-# An envelope holds at most 16 MiB of entries (transport.py); the limit
+# An envelope holds at most 16 MiB of entries (links.py); the limit
 # leaves room for the rest and refuses garbage lengths before reading them.
 MAX_FRAME_BYTES = 64 << 20
 # A refusal is a sentence.
@@ -64,11 +60,6 @@ READ_CHUNK_BYTES = 1 << 16
 CLOSE_WAIT_S = 1.0
 # Connecting (and the proxy's answer) on a LAN takes milliseconds.
 CONNECT_TIMEOUT_S = 2.0
-# A proxy's answer to CONNECT is a few short lines; more is not a proxy.
-MAX_PROXY_HEADER_BYTES = 8192
-# gRPC's default port for a proxy URL without one.
-DEFAULT_PROXY_PORT = 443
-MAX_PORT = 65535
 # Bytes queued in the socket's user-space buffer before a sender waits for
 # the peer to read: a few large appends; a peer that does not drain them
 # within the write stall limit is torn down by the caller.
@@ -291,15 +282,6 @@ class PeerConnection:
         self._writer.transport.abort()
 
 
-@dataclass(frozen=True)
-class Proxy:
-    """An HTTP proxy to reach peers through with CONNECT."""
-
-    host: str
-    port: int
-    authorization: str | None = None  # a Proxy-Authorization header value
-
-
 async def connect(address: str, on_end: Callable[[], None], proxy: Proxy | None) -> PeerConnection:
     """Open a connection to a peer's `peer_address`, through `proxy` if given."""
     host, _, port_text = address.rpartition(":")
@@ -311,83 +293,10 @@ async def connect(address: str, on_end: Callable[[], None], proxy: Proxy | None)
                 proxy.host, proxy.port, limit=MAX_PROXY_HEADER_BYTES
             )
             try:
-                await _proxy_connect(reader, writer, address, proxy)
+                await open_tunnel(reader, writer, address, proxy)
             except BaseException:
                 writer.transport.abort()
                 raise
     _tune(writer.get_extra_info("socket"))
     writer.write(PREAMBLE)
     return PeerConnection(reader, writer, on_end)
-
-
-async def _proxy_connect(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, proxy: Proxy
-) -> None:
-    where = f"the proxy at {proxy.host}:{proxy.port}"
-    header = f"CONNECT {address} HTTP/1.1\r\nHost: {address}\r\n"
-    if proxy.authorization is not None:
-        header += f"Proxy-Authorization: {proxy.authorization}\r\n"
-    writer.write((header + "\r\n").encode())
-    try:
-        answer = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        raise ConnectionError(f"{where} closed the connection to {address}") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise ConnectionError(f"{where} answered with over {MAX_PROXY_HEADER_BYTES} bytes") from exc
-    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = status.split()
-    if len(parts) < 2 or not parts[1].startswith("2"):
-        raise ConnectionError(f"{where} refused a connection to {address}: {status}")
-
-
-def proxy_for(host: str, environ: Mapping[str, str] | None = None) -> Proxy | None:
-    """The HTTP proxy to reach `host` through, chosen as gRPC chooses it.
-
-    The first of grpc_proxy, https_proxy and http_proxy that is set names
-    it (set but empty: none), as ``http://[user:password@]host[:port]``
-    (port 443 if left out). The first of no_grpc_proxy and no_proxy that is
-    set lists hosts reached directly: names (matching the host or a domain
-    below it) and address ranges (``10.0.0.0/8``). Raises ValueError,
-    naming the variable, for a proxy that cannot be used.
-    """
-    env = os.environ if environ is None else environ
-    variable = next((k for k in ("grpc_proxy", "https_proxy", "http_proxy") if k in env), None)
-    if variable is None or not env[variable]:
-        return None
-    url = env[variable]
-    exclusions = next((env[k] for k in ("no_grpc_proxy", "no_proxy") if k in env), "")
-    if any(_excludes(entry, host) for entry in exclusions.split(",")):
-        return None
-    problem = f"{variable}={url!r}: expected http://[user:password@]host[:port]"
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() != "http":
-        raise ValueError(problem)
-    hostport = rest.split("/", 1)[0]
-    userinfo, at, hostport = hostport.rpartition("@")
-    if hostport.startswith("["):  # [v6 address]:port
-        proxy_host, bracket, after = hostport[1:].partition("]")
-        port_text = after.removeprefix(":") if bracket and after[:1] in ("", ":") else "bad"
-    else:
-        proxy_host, colon, port_text = hostport.partition(":")
-        if colon and not port_text:
-            port_text = "missing"
-    port_text = port_text or str(DEFAULT_PROXY_PORT)
-    if not proxy_host or not port_text.isdigit() or not 0 < int(port_text) <= MAX_PORT:
-        raise ValueError(problem)
-    authorization = None
-    if at:
-        credentials = base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode()
-        authorization = f"Basic {credentials}"
-    return Proxy(proxy_host, int(port_text), authorization)
-
-
-def _excludes(entry: str, host: str) -> bool:
-    name = entry.strip().lstrip(".").lower()
-    if not name:
-        return False
-    try:
-        return ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(name, strict=False)
-    except ValueError:
-        pass  # not an address and a range: compare names
-    host = host.lower()
-    return host == name or host.endswith("." + name)

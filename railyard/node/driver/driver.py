@@ -62,15 +62,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from railyard.node.applying import Applier
-from railyard.node.catch_up import marker_path
-from railyard.node.disk_space import DiskGuard
-from railyard.node.fatal import FatalError
-from railyard.node.inbox import Inbox, Proposal, Round
-from railyard.node.persistence import LogWriter, SaveFailedDiskFull
-from railyard.node.reads import PendingReads
-from railyard.node.snapshotting import Snapshotter
-from railyard.node.waiters import LeadershipLost, ProposalWaiters
+from railyard.node.driver.applying import Applier
+from railyard.node.driver.catch_up import marker_path
+from railyard.node.driver.disk_space import DiskGuard
+from railyard.node.driver.fatal import FatalError
+from railyard.node.driver.inbox import Inbox, Proposal, Round
+from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
+from railyard.node.driver.reads import PendingReads
+from railyard.node.driver.snapshotting import Snapshotter
+from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
 from railyard.raft import (
     Entry,
     Index,
@@ -87,7 +87,7 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import CorruptState, StreamsMachine
+from railyard.streams import ApplyResult, CorruptState, StreamsMachine
 
 # FatalError is what `Driver.run` ends with, LeadershipLost what `propose` may
 # raise; callers import them with the Driver.
@@ -179,15 +179,17 @@ class Driver:
         """Queue a message from a peer (waits while the inbox is full)."""
         await self.inbox.deliver(message)
 
-    async def propose(self, data: bytes) -> Any:
-        """Replicate `data`; returns the state machine's result for its entry.
+    async def propose(self, data: bytes) -> ApplyResult:
+        """Replicate the command `data`; returns the state machine's result for its entry.
 
         Raises NotLeader, ProposalDropped, LeadershipLost, or
         `disk_space.DiskFull` (before proposing anything) when the data
         directory's disk is full.
         """
         self.check_writable(len(data))
-        return await self.inbox.propose(data)
+        result = await self.inbox.propose(data)
+        assert result is not None, "a command's entry always has a result"
+        return result
 
     def check_writable(self, size: int = 0) -> None:
         """Raise DiskFull unless the disk has room for a write of `size` bytes and the reserve."""

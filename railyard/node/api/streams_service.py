@@ -13,23 +13,21 @@ makes sure this node has applied every write acknowledged before the read
 began, on followers too. `stale=True` skips the round and reads what this
 node has applied.
 
-Failures are mapped to status codes in `node/errors.py`, nowhere else.
+Failures are mapped to status codes in `status_codes.py`, nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
 
-from railyard.node.driver import Driver
-from railyard.node.errors import (
-    LEADER_ADDRESS_KEY,
-    LEADER_ID_KEY,
+from railyard.node.api.commands import append_command_bytes, now_ms, stream_info_to_pb
+from railyard.node.api.context import Forwarder, NodeContext, request_timeout
+from railyard.node.api.status_codes import (
+    AlreadyApplied,
     ServiceError,
     abort,
     exception_error,
@@ -37,17 +35,13 @@ from railyard.node.errors import (
     rpc,
     unavailable,
 )
-from railyard.node.transport import CHANNEL_OPTIONS
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
-from railyard.raft import NodeId
 from railyard.streams import (
     Appended,
     Limits,
-    StaleProducerSequence,
     StreamCreated,
-    StreamInfo,
     StreamNotFound,
     validate,
     validate_append,
@@ -55,11 +49,6 @@ from railyard.streams import (
 
 Resp = TypeVar("Resp")
 
-# Metadata that marks a request forwarded by a follower: the receiver serves
-# it or refuses it, never forwards it again (no forwarding loops).
-FORWARDED_KEY = "railyard-forwarded"
-# A request without a deadline still gets one (every call is bounded).
-DEFAULT_REQUEST_TIMEOUT_S = 10.0
 # A ReadIndex round needs one heartbeat round trip; if it has not come back
 # in this many election timeouts the leader is gone and the client should retry.
 READ_TIMEOUT_ELECTIONS = 2
@@ -81,174 +70,6 @@ _POSITIONS: dict[int, str] = {
     pb.AFTER_SEQUENCE: "AFTER_SEQUENCE",
     pb.AT_TIMESTAMP: "AT_TIMESTAMP",
 }
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _field_shape(f: Any) -> tuple[Any, ...]:
-    return (f.number, f.type, f.is_repeated, f.message_type and f.message_type.full_name)
-
-
-def _shares_append_fields() -> bool:
-    """Do PutRecordsRequest's fields have AppendRecordsCommand's numbers and types?"""
-    request = pb.PutRecordsRequest.DESCRIPTOR.fields_by_name
-    command = cmd.AppendRecordsCommand.DESCRIPTOR.fields_by_name
-    return all(
-        name in command and _field_shape(f) == _field_shape(command[name])
-        for name, f in request.items()
-    )
-
-
-# PutRecordsRequest is field for field the start of AppendRecordsCommand
-# (stream, records, producer_id, producer_sequence), so the request's bytes
-# are the command's first fields: the command is built by concatenation, one
-# C-level serialization instead of a Python copy of every record (the
-# leader's largest per-record cost). Checked here, never assumed.
-_APPEND_BY_CONCATENATION = _shares_append_fields()
-# Command.append_records: field 3, length-delimited.
-_APPEND_RECORDS_TAG = bytes(
-    [(cmd.Command.DESCRIPTOR.fields_by_name["append_records"].number << 3) | 2]
-)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def append_command_bytes(
-    request: pb.PutRecordsRequest, timestamp_ms: int, create_if_missing: bool
-) -> bytes:
-    """The serialized `Command` appending `request`'s records, stamped by the leader.
-
-    The leader's fields come last: on the wire the last value of a field
-    wins, so nothing in the request can override them; fields unknown to
-    this version are dropped first.
-    """
-    stamp = cmd.AppendRecordsCommand(
-        timestamp_ms=timestamp_ms, create_if_missing=create_if_missing
-    ).SerializeToString()
-    if not _APPEND_BY_CONCATENATION:
-        command = cmd.Command(
-            append_records=cmd.AppendRecordsCommand(
-                stream=request.stream,
-                records=list(request.records),
-                producer_id=request.producer_id,
-                producer_sequence=request.producer_sequence,
-            )
-        )
-        command.append_records.MergeFromString(stamp)
-        return command.SerializeToString()
-    request.DiscardUnknownFields()
-    body = request.SerializeToString() + stamp
-    return _APPEND_RECORDS_TAG + _varint(len(body)) + body
-
-
-def stream_info_to_pb(info: StreamInfo) -> pb.StreamInfo:
-    return pb.StreamInfo(
-        name=info.name,
-        retention=cmd.Retention(
-            max_age_ms=info.retention.max_age_ms,
-            max_records=info.retention.max_records,
-            max_bytes=info.retention.max_bytes,
-        ),
-        first_sequence=info.first_sequence,
-        last_sequence=info.last_sequence,
-        record_count=info.record_count,
-        bytes=info.bytes,
-        created_ms=info.created_ms,
-    )
-
-
-def request_timeout(context: Any) -> float:
-    remaining = context.time_remaining()
-    return DEFAULT_REQUEST_TIMEOUT_S if remaining is None else max(0.0, remaining)
-
-
-@dataclass
-class NodeContext:
-    """What the services share about this node."""
-
-    cluster: str
-    node_id: NodeId
-    address: str
-    addresses: Mapping[str, str]  # every node id -> "host:port"
-    driver: Driver
-    limits: Limits
-    auto_create_streams: bool
-    heartbeat_interval_ms: int
-    election_timeout_ms: int
-    started_at: float = field(default_factory=time.monotonic)
-    # Monotonic time of the last message from each peer (kept by the transport).
-    last_heard: dict[str, float] = field(default_factory=dict)
-
-    def leader(self) -> NodeId | None:
-        return self.driver.soft_state.leader_id
-
-    def is_leader(self) -> bool:
-        return self.leader() == self.node_id
-
-
-class Forwarder:
-    """Long-lived channels to the other nodes, for writes sent to a follower."""
-
-    def __init__(self, node: NodeContext) -> None:
-        self.node = node
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
-    def channel(self, node_id: str) -> grpc.aio.Channel:
-        if node_id not in self._channels:
-            self._channels[node_id] = grpc.aio.insecure_channel(
-                self.node.addresses[node_id], options=CHANNEL_OPTIONS
-            )
-        return self._channels[node_id]
-
-    async def close(self) -> None:
-        for ch in self._channels.values():
-            await ch.close(grace=None)
-
-    async def forward(self, method: str, request: Any, context: Any) -> Any:
-        """Send the request to the leader; its answer (or its error) is ours."""
-        leader = self.node.leader()
-        if leader is None:
-            raise unavailable("no leader is known; retry shortly", None)
-        forwarded = any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ())
-        if forwarded:
-            raise unavailable(f"not the leader (leader: {leader})", leader)
-        stub = pb_grpc.StreamsStub(self.channel(leader))
-        try:
-            response = await getattr(stub, method)(
-                request,
-                timeout=request_timeout(context),
-                metadata=((FORWARDED_KEY, self.node.node_id),),
-            )
-            # A forwarded write costs a second hop: name the leader, so a
-            # client that reads trailing metadata can go there directly.
-            context.set_trailing_metadata(
-                (
-                    (LEADER_ID_KEY, leader),
-                    (LEADER_ADDRESS_KEY, self.node.addresses.get(leader, "")),
-                )
-            )
-            return response
-        except grpc.aio.AioRpcError as exc:
-            metadata = cast(Sequence[tuple[str, str | bytes]], exc.trailing_metadata() or ())
-            trailing = tuple(
-                (k, v.decode() if isinstance(v, bytes) else str(v)) for k, v in metadata
-            )
-            if exc.code() is grpc.StatusCode.UNAVAILABLE and not trailing:
-                # The leader itself is unreachable: naming it would send the
-                # client to a dead node.
-                raise unavailable(
-                    f"leader {leader} did not answer ({exc.details()})", None
-                ) from exc
-            raise ServiceError(exc.code(), exc.details() or "", trailing=trailing) from exc
 
 
 class StreamsService(pb_grpc.StreamsServicer):
@@ -326,55 +147,54 @@ class StreamsService(pb_grpc.StreamsServicer):
             command, request, context, lambda _result: pb.DeleteStreamResponse()
         )
 
-    def _append(
-        self, stream: str, records: list[cmd.Record], producer_id: str, producer_sequence: int
-    ) -> cmd.Command:
-        return cmd.Command(
-            append_records=cmd.AppendRecordsCommand(
-                stream=stream,
-                records=records,
-                producer_id=producer_id,
-                producer_sequence=producer_sequence,
-                timestamp_ms=now_ms(),
-                create_if_missing=self.node.auto_create_streams,
-            )
-        )
-
     @rpc
     async def PutRecord(self, request: pb.PutRecordRequest, context: Any) -> pb.PutRecordResponse:
-        record = cmd.Record(data=request.data, key=request.key, has_key=request.has_key)
-        command = self._append(
-            request.stream, [record], request.producer_id, request.producer_sequence
+        batch = pb.PutRecordsRequest(
+            stream=request.stream,
+            records=[cmd.Record(data=request.data, key=request.key, has_key=request.has_key)],
+            producer_id=request.producer_id,
+            producer_sequence=request.producer_sequence,
         )
-
-        def respond(result: Appended) -> pb.PutRecordResponse:
-            return pb.PutRecordResponse(
-                sequence=result.sequences[0], timestamp_ms=result.timestamp_ms
+        _raise_invalid(batch, self.node.limits)
+        if not self.node.is_leader():
+            response: pb.PutRecordResponse = await self.forwarder.forward(
+                "PutRecord", request, context
             )
-
-        return await self._write(command, request, context, respond)
+            return response
+        appended = await self.propose_append(batch, request_timeout(context))
+        return pb.PutRecordResponse(
+            sequence=appended.sequences[0], timestamp_ms=appended.timestamp_ms
+        )
 
     @rpc
     async def PutRecords(
         self, request: pb.PutRecordsRequest, context: Any
     ) -> pb.PutRecordsResponse:
-        invalid = _validate_put(request, self.node.limits)
-        if invalid is not None:
-            raise invalid
+        _raise_invalid(request, self.node.limits)
         if not self.node.is_leader():
-            response: pb.PutRecordsResponse = await self.forwarder.forward(
+            forwarded: pb.PutRecordsResponse = await self.forwarder.forward(
                 "PutRecords", request, context
             )
-            return response
-        data = append_command_bytes(request, now_ms(), self.node.auto_create_streams)
-        async with asyncio.timeout(request_timeout(context)):
-            result = await self.driver.propose(data)
-        error = result_error(result)
-        if error is not None:
-            raise error
+            return forwarded
+        appended = await self.propose_append(request, request_timeout(context))
         return pb.PutRecordsResponse(
-            sequences=list(result.sequences), timestamp_ms=result.timestamp_ms
+            sequences=list(appended.sequences), timestamp_ms=appended.timestamp_ms
         )
+
+    async def propose_append(self, batch: pb.PutRecordsRequest, timeout_s: float) -> Appended:
+        """The one path of every put on the leader: stamp, propose, wait, map the result.
+
+        `batch` was validated. Raises the `ServiceError` its result stands
+        for (`AlreadyApplied` for a producer sequence older than the
+        remembered window), or what `Driver.propose` raises.
+        """
+        data = append_command_bytes(batch, now_ms(), self.node.auto_create_streams)
+        # asyncio.timeout, not wait_for: no extra task per request on the hot path.
+        async with asyncio.timeout(timeout_s):
+            result = await self.driver.propose(data)
+        if isinstance(result, Appended):
+            return result
+        raise result_error(result) or TypeError(f"an append applied as {result!r}")
 
     async def PutRecordStream(
         self, requests: AsyncIterator[pb.PutRecordsRequest], context: Any
@@ -460,24 +280,20 @@ class StreamsService(pb_grpc.StreamsServicer):
             )
             failed.set_exception(error)
             return failed
-        data = append_command_bytes(request, now_ms(), self.node.auto_create_streams)
         # Created in arrival order, each task's first step queues its proposal:
         # the batches enter the log in the producer's order.
-        return asyncio.ensure_future(self._propose_batch(data, request, request_timeout(context)))
+        return asyncio.ensure_future(self._propose_batch(request, request_timeout(context)))
 
     async def _propose_batch(
-        self, data: bytes, request: pb.PutRecordsRequest, timeout_s: float
+        self, request: pb.PutRecordsRequest, timeout_s: float
     ) -> pb.PutRecordsResponse:
-        async with asyncio.timeout(timeout_s):
-            result = await self.driver.propose(data)
-        if isinstance(result, StaleProducerSequence):
+        try:
+            appended = await self.propose_append(request, timeout_s)
+        except AlreadyApplied:
             return pb.PutRecordsResponse(producer_sequence=request.producer_sequence)
-        error = result_error(result)
-        if error is not None:
-            raise error
         return pb.PutRecordsResponse(
-            sequences=list(result.sequences),
-            timestamp_ms=result.timestamp_ms,
+            sequences=list(appended.sequences),
+            timestamp_ms=appended.timestamp_ms,
             producer_sequence=request.producer_sequence,
         )
 
@@ -553,6 +369,12 @@ class StreamsService(pb_grpc.StreamsServicer):
         _raise_not_found(result)
         response.next_sequence, response.behind_latest = result
         return response
+
+
+def _raise_invalid(request: pb.PutRecordsRequest, limits: Limits) -> None:
+    error = _validate_put(request, limits)
+    if error is not None:
+        raise error
 
 
 def _validate_put(request: pb.PutRecordsRequest, limits: Limits) -> ServiceError | None:

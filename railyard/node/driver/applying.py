@@ -27,7 +27,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Sequence
 
-from railyard.node.fatal import FatalError
+from railyard.node.driver.fatal import FatalError
 from railyard.raft import Entry, EntryKind
 from railyard.streams import ApplyResult, StreamsMachine
 

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from railyard.node.disk_space import DISK_WARNING_INTERVAL_S, DiskGuard, is_disk_full
-from railyard.node.fatal import FatalError
+from railyard.node.driver.disk_space import DISK_WARNING_INTERVAL_S, DiskGuard, is_disk_full
+from railyard.node.driver.fatal import FatalError
 from railyard.raft import NO_INDEX, Index, NodeId, SnapshotMeta, Term
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
 from railyard.streams import FrozenState, StreamsMachine

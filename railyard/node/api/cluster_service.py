@@ -19,8 +19,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from railyard.node.errors import ServiceError, rpc, unavailable
-from railyard.node.services import FORWARDED_KEY, Forwarder, NodeContext, stream_info_to_pb
+from railyard.node.api.commands import stream_info_to_pb
+from railyard.node.api.context import FORWARDED_KEY, Forwarder, NodeContext
+from railyard.node.api.status_codes import ServiceError, rpc, unavailable
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from railyard.raft import Message
+from railyard.streams import ApplyResult
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ class Proposal:
     """Data to replicate; `future` gets the state machine's result for its entry."""
 
     data: bytes
-    future: asyncio.Future[Any]
+    future: asyncio.Future[ApplyResult | None]
 
 
 @dataclass(slots=True)
@@ -84,9 +85,9 @@ class Inbox:
         """Queue a message from a peer (waits while the inbox is full)."""
         await self._queue.put(message)
 
-    async def propose(self, data: bytes) -> Any:
+    async def propose(self, data: bytes) -> ApplyResult | None:
         """Queue a proposal of `data` and wait for its answer."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ApplyResult | None] = asyncio.get_running_loop().create_future()
         await self._queue.put(Proposal(data, future))
         return await future
 

@@ -3,7 +3,7 @@
 Outbound, each peer has one `PeerLink`: one long-lived channel, a bounded
 send queue and a sender task that sends the queued messages, many per
 envelope, over one long-lived connection: a plain TCP connection to the
-peer's `peer_address` if it has one (`peer_wire.py`, a fraction of gRPC's
+peer's `peer_address` if it has one (`tcp.py`, a fraction of gRPC's
 per-message cost), else a gRPC `Pipe` stream. Either is used one way:
 replies come back over the peer's own connection to us. A slow or dead peer
 never blocks the driver: when its queue is full, or a call fails or
@@ -13,7 +13,7 @@ stalls, messages are dropped and the core is told the peer is unreachable
 SNAPSHOT messages travel beside the pipe: the link streams the snapshot
 file in chunks with `InstallSnapshot`, then tells the core how it went.
 
-The inbound side is `raft_service.py`.
+The inbound side is `inbound.py`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from typing import Any, cast
 
 import grpc
 
-from railyard.node import peer_wire
-from railyard.node.codec import envelope, message_to_pb
+from railyard.node.grpc_options import CHANNEL_OPTIONS
+from railyard.node.peers import tcp
+from railyard.node.peers.codec import envelope, message_to_pb
+from railyard.node.peers.proxy import Proxy, proxy_for
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import Message, MessageType, NodeId
@@ -42,8 +44,6 @@ SEND_QUEUE_SIZE = 4096
 # while keeping one envelope well under the message size limit.
 MAX_MESSAGES_PER_ENVELOPE = 256
 MAX_ENVELOPE_BYTES = 16 << 20
-# Raft messages and snapshot chunks can be large; the limit is generous.
-MAX_MESSAGE_BYTES = 64 << 20
 # A pipe is replaced after this long (every gRPC call has a deadline; the
 # replacement is opened before the old one ends, so nothing stalls).
 PIPE_ROTATE_S = 30.0
@@ -62,32 +62,6 @@ PROBE_ATTEMPTS = 3
 PROBE_RETRY_S = 0.02
 # A snapshot transfer gets this long in all.
 SNAPSHOT_DEADLINE_S = 120.0
-
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # Keepalive pings find a dead connection within a couple of seconds.
-    ("grpc.keepalive_time_ms", 1000),
-    ("grpc.keepalive_timeout_ms", 2000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    # A restarted peer is reconnected to within a second.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-
-SERVER_OPTIONS: list[tuple[str, int]] = [
-    # gRPC enables SO_REUSEPORT by default: a second process could then bind
-    # the same address and receive half of the connections. A node's port is
-    # its identity; binding must fail instead.
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 500),
-    ("grpc.http2.max_ping_strikes", 0),
-]
 
 
 class PipeClosed(Exception):
@@ -124,10 +98,10 @@ class PeerLink:
         self.peer_id = peer_id
         self.address = address
         self.peer_address = peer_address
-        self.proxy: peer_wire.Proxy | None = None
+        self.proxy: Proxy | None = None
         if peer_address is not None:
             try:
-                self.proxy = peer_wire.proxy_for(peer_address.rpartition(":")[0].strip("[]"))
+                self.proxy = proxy_for(peer_address.rpartition(":")[0].strip("[]"))
             except ValueError as exc:
                 # gRPC, given the same setting, goes direct too.
                 log.error("%s; peer traffic to %s goes direct", exc, peer_id)
@@ -221,12 +195,12 @@ class PeerLink:
                 TimeoutError,
                 PipeClosed,
                 OSError,
-                peer_wire.PeerRefused,
-                peer_wire.PeerClosed,
+                tcp.PeerRefused,
+                tcp.PeerClosed,
             ) as exc:
                 if isinstance(exc, PipeClosed) and exc.code is grpc.StatusCode.PERMISSION_DENIED:
                     self.log.warning("%s refuses us: %s", self.peer_id, exc.details)
-                elif isinstance(exc, peer_wire.PeerRefused):
+                elif isinstance(exc, tcp.PeerRefused):
                     self.log.warning("%s refuses us: %s", self.peer_id, exc)
                 elif self.connected:
                     where = self.peer_address or self.address
@@ -291,7 +265,7 @@ class PeerLink:
         pipe. A connection needs no rotation: nothing on it has a deadline.
         """
         first = await self._next()
-        conn = await peer_wire.connect(address, on_end=self._wake, proxy=self.proxy)
+        conn = await tcp.connect(address, on_end=self._wake, proxy=self.proxy)
         try:
             while True:
                 conn.send(envelope(self.local, self._drain(first)).SerializeToString())
@@ -313,7 +287,7 @@ class PeerLink:
             if m is not None:
                 return m
 
-    async def _next_on(self, conn: peer_wire.PeerConnection) -> pb.RaftMessage:
+    async def _next_on(self, conn: tcp.PeerConnection) -> pb.RaftMessage:
         """The next queued message, or why `conn` ended if it did meanwhile."""
         while True:
             m = await self.queue.get()

@@ -2,21 +2,12 @@
 
 `run_node` is the whole life of a node in the foreground:
 
-1. take the data directory's lock, open the log store, the snapshot store
-   and the state machine, verify the state's checksums, and reconcile them
-   after a crash (a snapshot written or installed but the log not yet
-   compacted; a state machine behind a compacted log is restored from the
-   snapshot). A snapshot that contradicts committed log entries is ignored,
-   and a log that no longer reaches what the state machine applied (it
-   lost committed entries, e.g. a damaged WAL) is refused: the node would
-   otherwise vote from a forgotten term;
-2. build the Raft core from the hard state, the snapshot metadata, the
-   entries after it, and the state machine's `last_applied` (entries
-   between `last_applied` and the commit index are applied again);
-3. serve Raft, Streams, Cluster, health and reflection on the node's
+1. open and reconcile the data directory and build the Raft core from it
+   (`recovery.py`);
+2. serve Raft, Streams, Cluster, health and reflection on the node's
    address, and run the driver, the peer links and the ticker in one
    TaskGroup;
-4. on SIGTERM/SIGINT stop accepting calls, let the write in progress
+3. on SIGTERM/SIGINT stop accepting calls, let the write in progress
    finish, close the stores, release the lock and return 0. A storage error
    stops the node with a non-zero exit code instead, logging one line per
    failure with its cause (which names the file); a data directory that
@@ -30,11 +21,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import random
 import signal
 import sys
-from dataclasses import dataclass, replace
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -42,36 +30,29 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from railyard.config import ClusterConfig, ConfigError
-from railyard.node.catch_up import (
+from railyard.node.api.cluster_service import ClusterService
+from railyard.node.api.context import NodeContext
+from railyard.node.api.streams_service import StreamsService
+from railyard.node.driver import Driver, FatalError
+from railyard.node.driver.catch_up import (
     CATCH_UP_POLL_S,
     clear_when_caught_up,
-    marker_path,
-    note_awaiting,
 )
-from railyard.node.cluster_service import ClusterService
-from railyard.node.driver import Driver, FatalError
-from railyard.node.peer_wire import PeerListener
-from railyard.node.raft_service import RaftService
-from railyard.node.services import NodeContext, StreamsService
-from railyard.node.transport import SERVER_OPTIONS, PeerLink, Transport
+from railyard.node.grpc_options import SERVER_OPTIONS
+from railyard.node.peers.inbound import RaftService
+from railyard.node.peers.links import PeerLink, Transport
+from railyard.node.peers.tcp import PeerListener
+from railyard.node.recovery import LogBehindState, limits_of, open_state
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import (
-    NO_TERM,
     Index,
     NodeId,
-    RaftConfig,
-    RaftCore,
     RaftError,
-    SnapshotMeta,
-    Term,
 )
-from railyard.storage import DataDirLock, SnapshotStore, SqliteLogStore, StorageError
-from railyard.streams import Limits, StreamsError, StreamsMachine
+from railyard.storage import StorageError
+from railyard.streams import StreamsError
 
-LOG_FILE = "raft.db"
-STATE_FILE = "streams.db"
-SNAPSHOT_DIR = "snapshots"
 # Causes quoted in a fatal error's line (each names what failed).
 MAX_CAUSES = 4
 # In-flight calls get this long to finish when the node stops.
@@ -80,27 +61,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 LOG_FORMAT = "%(asctime)s %(levelname)s {node_id} %(message)s"
-
-
-@dataclass
-class NodeState:
-    """What was opened from the data directory, ready to build the core from."""
-
-    lock: DataDirLock
-    log_store: SqliteLogStore
-    snapshots: SnapshotStore
-    machine: StreamsMachine
-    core: RaftCore
-    core_config: RaftConfig
-    applied_term: Term
-    snapshot_index: Index
-
-    def close(self) -> None:
-        try:
-            self.machine.close()
-            self.log_store.close()
-        finally:
-            self.lock.release()
 
 
 def configure_logging(node_id: str, level: str) -> logging.Logger:
@@ -112,163 +72,6 @@ def configure_logging(node_id: str, level: str) -> logging.Logger:
     log.setLevel(level.upper())
     log.propagate = False
     return log
-
-
-def limits_of(config: ClusterConfig) -> Limits:
-    return Limits(
-        max_record_bytes=config.max_record_bytes,
-        max_batch_records=config.max_batch_records,
-        max_batch_bytes=config.max_batch_bytes,
-    )
-
-
-def raft_config(config: ClusterConfig, node_id: NodeId) -> RaftConfig:
-    # One tick per heartbeat interval: the core counts ticks, the node owns time.
-    election_ticks = max(2, config.election_timeout_ms // config.heartbeat_interval_ms)
-    return RaftConfig(
-        node_id=node_id,
-        voters=tuple(NodeId(n) for n in config.node_ids),
-        election_ticks=election_ticks,
-        heartbeat_ticks=1,
-    )
-
-
-def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> NodeState:
-    """Open and reconcile the data directory (blocking; runs before serving)."""
-    data_dir = config.node_data_dir(node_id)
-    lock = DataDirLock(data_dir)
-    lock.acquire()
-    try:
-        log_store = SqliteLogStore.open(data_dir / LOG_FILE, cluster=config.name, node_id=node_id)
-        snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR)
-        machine = StreamsMachine.open(data_dir / STATE_FILE, limits_of(config))
-        try:
-            # Every record and producer row against its checksum: a flipped
-            # byte refuses the start, naming the file, rather than being
-            # served and replicated in snapshots.
-            machine.verify()
-            meta = _reconcile(log_store, snapshots, machine, log)
-            _check_log_reaches_applied(log_store, machine, meta, data_dir / LOG_FILE)
-        except BaseException:
-            machine.close()
-            log_store.close()
-            raise
-        hard_state = log_store.hard_state()
-        applied = Index(machine.last_applied)
-        if hard_state.commit_index < applied:
-            # Applied entries are committed by definition (a snapshot installed
-            # just before a crash can be ahead of the stored commit index).
-            hard_state = replace(hard_state, commit_index=applied)
-        entries = log_store.entries(log_store.first_index(), Index(log_store.last_index() + 1))
-        applied_term = log_store.term(applied)
-        core_config = raft_config(config, node_id)
-        # New, or its store was lost: no vote for history it may have held;
-        # the marker keeps a node that crashed while catching up waiting.
-        started_empty = (meta is None and not entries) or marker_path(data_dir).exists()
-        if started_empty:
-            note_awaiting(data_dir)
-        core = RaftCore(
-            core_config,
-            random.Random(),
-            hard_state=hard_state,
-            snapshot=meta,
-            entries=entries,
-            applied=applied,
-            started_empty=started_empty,
-        )
-        if started_empty:
-            log.info("empty store: no vote for a candidate with a log until caught up")
-    except BaseException:
-        lock.release()
-        raise
-    log.info(
-        "opened %s: term=%d commit=%d applied=%d log=%d..%d snapshot=%d",
-        data_dir,
-        hard_state.current_term,
-        hard_state.commit_index,
-        applied,
-        log_store.first_index(),
-        log_store.last_index(),
-        meta.index if meta else 0,
-    )
-    return NodeState(
-        lock=lock,
-        log_store=log_store,
-        snapshots=snapshots,
-        machine=machine,
-        core=core,
-        core_config=core_config,
-        applied_term=applied_term if applied_term is not None else NO_TERM,
-        snapshot_index=meta.index if meta else Index(0),
-    )
-
-
-def _reconcile(
-    log_store: SqliteLogStore,
-    snapshots: SnapshotStore,
-    machine: StreamsMachine,
-    log: logging.Logger,
-) -> SnapshotMeta | None:
-    """Bring the log and the state machine in line with the newest snapshot."""
-    meta = log_store.snapshot_meta()
-    latest = snapshots.latest()
-    if latest is not None and (meta is None or latest[0].index > meta.index):
-        if _fits_log(log_store, latest[0]):
-            # Crashed after writing (or installing) a snapshot, before
-            # compacting (or resetting) the log.
-            log.info("compacting the log to snapshot index=%d", latest[0].index)
-            log_store.compact(latest[0])  # keeps the entries after it if the terms match
-            meta = latest[0]
-        else:
-            log.warning(
-                "ignoring snapshot index=%d term=%d: it contradicts committed entries of the log",
-                latest[0].index,
-                latest[0].term,
-            )
-            latest = None
-    if meta is not None and machine.last_applied < meta.index:
-        if latest is None or latest[0].index != meta.index:
-            raise FatalError(
-                f"state machine at {machine.last_applied} is behind the compacted log "
-                f"({meta.index}) and snapshot {meta.index} is missing"
-            )
-        log.info("restoring state machine from snapshot index=%d", meta.index)
-        machine.restore_from(latest[1])
-    return meta
-
-
-def _fits_log(log_store: SqliteLogStore, meta: SnapshotMeta) -> bool:
-    """Whether a snapshot newer than the log's compaction may replace the log's prefix.
-
-    Only a snapshot this node wrote or its core accepted is ever installed
-    as the latest, so this guards against files from elsewhere: a snapshot
-    whose term differs from a log entry at its index that the hard state
-    already counts as committed cannot be part of the cluster's history.
-    """
-    term = log_store.term(meta.index)
-    if term is None or term == meta.term:
-        return True
-    return meta.index > log_store.hard_state().commit_index
-
-
-def _check_log_reaches_applied(
-    log_store: SqliteLogStore, machine: StreamsMachine, meta: SnapshotMeta | None, path: Path
-) -> None:
-    """Refuse a log that ends before what the state machine applied (Raft's durability).
-
-    Applied entries were committed, i.e. durable in this log before they
-    were applied; a log that no longer reaches them lost committed entries
-    (a damaged or truncated WAL), and with them possibly this node's term
-    and vote: voting again from it could elect a second leader in a term.
-    """
-    applied = machine.last_applied
-    reaches = max(log_store.last_index(), meta.index if meta is not None else 0)
-    if reaches < applied:
-        raise LogBehindState(
-            f"{path}: the raft log ends at index {reaches} but {STATE_FILE} applied up to "
-            f"{applied}: {LOG_FILE} lost committed entries (damaged or truncated); "
-            "restore this node's data directory or wipe it to rejoin by snapshot"
-        )
 
 
 async def _tick(driver: Driver, interval_s: float) -> None:
@@ -283,10 +86,6 @@ async def _tick(driver: Driver, interval_s: float) -> None:
             delay = 0.0
         await asyncio.sleep(max(0.0, delay))
         driver.post(driver.core.tick)
-
-
-class LogBehindState(Exception):
-    """The raft log lost entries the state machine already applied."""
 
 
 class _Stop(Exception):
@@ -465,17 +264,17 @@ async def _run(
         pass
     except* Exception as group:
         # Nested TaskGroups wrap the failure in groups: name each real one.
-        for exc in _leaves(group):
+        for exc in leaves(group):
             log.critical("fatal: %s", describe_failure(exc))
         exit_code = EXIT_FAILED
     return exit_code
 
 
-def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+def leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
     out: list[Exception] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            out += _leaves(exc)
+            out += leaves(exc)
         else:
             out.append(exc)
     return out

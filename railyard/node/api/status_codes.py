@@ -8,7 +8,9 @@ The mapping, once:
 - bad input (the message names the field) -> INVALID_ARGUMENT;
 - no leader, leader lost mid-request, proposal dropped -> UNAVAILABLE, with
   the leader this node knows in trailing metadata (`railyard-leader`,
-  `railyard-leader-address`);
+  `railyard-leader-address`); a write whose outcome is unknown (leadership
+  changed after it was proposed: it may still be applied) also carries
+  `railyard-maybe-applied`;
 - no answer within the caller's deadline -> DEADLINE_EXCEEDED;
 - a damaged store found while serving -> DATA_LOSS naming the file (the
   node stops, see `Driver.machine_call`);
@@ -27,8 +29,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from railyard.node.disk_space import DiskFull
 from railyard.node.driver import LeadershipLost, NodeStopped
+from railyard.node.driver.disk_space import DiskFull
 from railyard.raft import NodeId, NotLeader, ProposalDropped
 from railyard.storage import CorruptStore
 from railyard.streams import (
@@ -48,6 +50,9 @@ LEADER_ID_KEY = "railyard-leader"
 LEADER_ADDRESS_KEY = "railyard-leader-address"
 # Trailing metadata of a stale producer sequence: the producer's last applied one.
 LAST_PRODUCER_SEQUENCE_KEY = "railyard-last-producer-sequence"
+# Trailing metadata of a write that may have been applied although it failed
+# (a client retries it only with its producer id and sequence).
+MAYBE_APPLIED_KEY = "railyard-maybe-applied"
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -69,6 +74,10 @@ class ServiceError(Exception):
         self.message = message
         self.leader = leader
         self.trailing = trailing
+
+
+class AlreadyApplied(ServiceError):
+    """A producer sequence older than the remembered window: applied before, result forgotten."""
 
 
 def result_error(result: object) -> ServiceError | None:
@@ -97,7 +106,7 @@ def result_error(result: object) -> ServiceError | None:
             f"stream {result.name!r} already exists with other retention settings",
         )
     if isinstance(result, StaleProducerSequence):
-        return ServiceError(
+        return AlreadyApplied(
             grpc.StatusCode.FAILED_PRECONDITION,
             f"producer_sequence: {result.producer_sequence} of producer "
             f"{result.producer_id!r} is older than its last ({result.last_sequence}); "
@@ -119,10 +128,12 @@ def exception_error(exc: BaseException) -> ServiceError | None:
     if isinstance(exc, NotLeader):
         return unavailable(f"not the leader (leader: {exc.leader_id or 'unknown'})", exc.leader_id)
     if isinstance(exc, LeadershipLost):
-        return unavailable(
+        return ServiceError(
+            grpc.StatusCode.UNAVAILABLE,
             "leadership changed before the request was applied; retry (with the same "
             "producer id and sequence it is applied once)",
-            exc.leader_id,
+            leader=exc.leader_id,
+            trailing=((MAYBE_APPLIED_KEY, "1"),),
         )
     if isinstance(exc, CorruptState | CorruptStore):
         return ServiceError(grpc.StatusCode.DATA_LOSS, f"node's store is damaged: {exc}")
@@ -171,8 +182,9 @@ async def abort(
     addresses: Mapping[str, str],
 ) -> None:
     trailing: tuple[tuple[str, str], ...] = error.trailing
-    if error.code is grpc.StatusCode.UNAVAILABLE and error.leader and not trailing:
-        trailing = (
+    named = any(key == LEADER_ID_KEY for key, _ in trailing)
+    if error.code is grpc.StatusCode.UNAVAILABLE and error.leader and not named:
+        trailing += (
             (LEADER_ID_KEY, error.leader),
             (LEADER_ADDRESS_KEY, addresses.get(error.leader, "")),
         )

@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from railyard.raft import Entry, Index, NodeId, Term
+from railyard.streams import ApplyResult
 
 
 class LeadershipLost(Exception):
@@ -40,7 +40,7 @@ class LeadershipLost(Exception):
 @dataclass(slots=True)
 class _Waiter:
     term: Term
-    future: asyncio.Future[Any]
+    future: asyncio.Future[ApplyResult | None]
 
 
 class ProposalWaiters:
@@ -49,13 +49,18 @@ class ProposalWaiters:
     def __init__(self) -> None:
         self._waiters: dict[Index, _Waiter] = {}
 
-    def add(self, first: Index, term: Term, futures: Sequence[asyncio.Future[Any]]) -> None:
+    def add(
+        self, first: Index, term: Term, futures: Sequence[asyncio.Future[ApplyResult | None]]
+    ) -> None:
         """Wait on the entries `first`, `first + 1`, ... proposed in `term`, one per future."""
         for offset, future in enumerate(futures):
             self._waiters[Index(first + offset)] = _Waiter(term, future)
 
     def resolve(
-        self, entries: Sequence[Entry], results: Sequence[Any], leader_id: NodeId | None
+        self,
+        entries: Sequence[Entry],
+        results: Sequence[ApplyResult | None],
+        leader_id: NodeId | None,
     ) -> None:
         """Answer the proposals of applied `entries` with their `results`."""
         for entry, result in zip(entries, results, strict=True):

@@ -1,0 +1,120 @@
+"""What the node's services share: the node's facts and the hop to its leader.
+
+`NodeContext` is what every service reads about this node (its id,
+addresses, limits, the driver). `Forwarder` keeps one long-lived channel per
+other node, so a follower can send a write to the leader in one hop: a
+forwarded request carries `FORWARDED_KEY` and is never forwarded again (no
+forwarding loops); with no leader known the answer is UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+
+from railyard.node.api.status_codes import (
+    LEADER_ADDRESS_KEY,
+    LEADER_ID_KEY,
+    ServiceError,
+    unavailable,
+)
+from railyard.node.driver import Driver
+from railyard.node.grpc_options import CHANNEL_OPTIONS
+from railyard.proto import railyard_pb2_grpc as pb_grpc
+from railyard.raft import NodeId
+from railyard.streams import Limits
+
+# Metadata that marks a request forwarded by a follower: the receiver serves
+# it or refuses it, never forwards it again (no forwarding loops).
+FORWARDED_KEY = "railyard-forwarded"
+# A request without a deadline still gets one (every call is bounded).
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+
+
+def request_timeout(context: Any) -> float:
+    remaining = context.time_remaining()
+    return DEFAULT_REQUEST_TIMEOUT_S if remaining is None else max(0.0, remaining)
+
+
+@dataclass
+class NodeContext:
+    """What the services share about this node."""
+
+    cluster: str
+    node_id: NodeId
+    address: str
+    addresses: Mapping[str, str]  # every node id -> "host:port"
+    driver: Driver
+    limits: Limits
+    auto_create_streams: bool
+    heartbeat_interval_ms: int
+    election_timeout_ms: int
+    started_at: float = field(default_factory=time.monotonic)
+    # Monotonic time of the last message from each peer (kept by the transport).
+    last_heard: dict[str, float] = field(default_factory=dict)
+
+    def leader(self) -> NodeId | None:
+        return self.driver.soft_state.leader_id
+
+    def is_leader(self) -> bool:
+        return self.leader() == self.node_id
+
+
+class Forwarder:
+    """Long-lived channels to the other nodes, for writes sent to a follower."""
+
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, node_id: str) -> grpc.aio.Channel:
+        if node_id not in self._channels:
+            self._channels[node_id] = grpc.aio.insecure_channel(
+                self.node.addresses[node_id], options=CHANNEL_OPTIONS
+            )
+        return self._channels[node_id]
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close(grace=None)
+
+    async def forward(self, method: str, request: Any, context: Any) -> Any:
+        """Send the request to the leader; its answer (or its error) is ours."""
+        leader = self.node.leader()
+        if leader is None:
+            raise unavailable("no leader is known; retry shortly", None)
+        forwarded = any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ())
+        if forwarded:
+            raise unavailable(f"not the leader (leader: {leader})", leader)
+        stub = pb_grpc.StreamsStub(self.channel(leader))
+        try:
+            response = await getattr(stub, method)(
+                request,
+                timeout=request_timeout(context),
+                metadata=((FORWARDED_KEY, self.node.node_id),),
+            )
+            # A forwarded write costs a second hop: name the leader, so a
+            # client that reads trailing metadata can go there directly.
+            context.set_trailing_metadata(
+                (
+                    (LEADER_ID_KEY, leader),
+                    (LEADER_ADDRESS_KEY, self.node.addresses.get(leader, "")),
+                )
+            )
+            return response
+        except grpc.aio.AioRpcError as exc:
+            metadata = cast(Sequence[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+            trailing = tuple(
+                (k, v.decode() if isinstance(v, bytes) else str(v)) for k, v in metadata
+            )
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and not trailing:
+                # The leader itself is unreachable: naming it would send the
+                # client to a dead node.
+                raise unavailable(
+                    f"leader {leader} did not answer ({exc.details()})", None
+                ) from exc
+            raise ServiceError(exc.code(), exc.details() or "", trailing=trailing) from exc
