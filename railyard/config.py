@@ -14,6 +14,10 @@ A cluster file names the cluster, its timings and its nodes::
     id = "n1"
     address = "127.0.0.1:50051"       # clients and the named RPCs (gRPC)
     peer_address = "127.0.0.1:51051"  # optional: Raft traffic from peers (TCP)
+    kinesis_address = "127.0.0.1:4567" # optional: a Kinesis-compatible HTTP endpoint
+
+    [kinesis.credentials]              # optional: require SigV4 with these keys
+    AKIDEXAMPLE = { secret_access_key = "...", role = "writer" }  # reader | writer | admin
 
 A node with a ``peer_address`` receives its peers' Raft messages as
 length-prefixed frames over plain TCP there, which costs a fraction of a
@@ -52,6 +56,7 @@ __all__ = [
     "DEFAULT_CLUSTER_TOML",
     "ClusterConfig",
     "ConfigError",
+    "KinesisKey",
     "NodeConfig",
     "default_config",
     "load_config",
@@ -97,14 +102,17 @@ DEFAULT_CLUSTER_TOML = (
     'id = "n1"\n'
     'address = "127.0.0.1:50051"\n'
     'peer_address = "127.0.0.1:51051"\n'
+    'kinesis_address = "127.0.0.1:4567"\n'
     "[[nodes]]\n"
     'id = "n2"\n'
     'address = "127.0.0.1:50052"\n'
     'peer_address = "127.0.0.1:51052"\n'
+    'kinesis_address = "127.0.0.1:4568"\n'
     "[[nodes]]\n"
     'id = "n3"\n'
     'address = "127.0.0.1:50053"\n'
     'peer_address = "127.0.0.1:51053"\n'
+    'kinesis_address = "127.0.0.1:4569"\n'
 )
 
 
@@ -120,6 +128,7 @@ class NodeConfig:
     id: str
     address: str
     peer_address: str | None = None
+    kinesis_address: str | None = None
 
     @property
     def host(self) -> str:
@@ -128,6 +137,18 @@ class NodeConfig:
     @property
     def port(self) -> int:
         return split_address(self.address)[1]
+
+
+KINESIS_ROLES = ("reader", "writer", "admin")
+
+
+@dataclass(frozen=True)
+class KinesisKey:
+    """An access key the Kinesis endpoint accepts SigV4 signatures from, and its role."""
+
+    access_key_id: str
+    secret_access_key: str
+    role: str
 
 
 @dataclass(frozen=True)
@@ -146,6 +167,8 @@ class ClusterConfig:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    # Empty: the Kinesis endpoints serve every request without checking signatures.
+    kinesis_credentials: tuple[KinesisKey, ...] = ()
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -216,7 +239,7 @@ class _Validator:
         return ConfigError(f"{self.where}: {key}: {expected}")
 
     def cluster_config(self, doc: Mapping[str, Any], source: Path | None) -> ClusterConfig:
-        self.reject_unknown(doc, "", {"cluster", "nodes"})
+        self.reject_unknown(doc, "", {"cluster", "nodes", "kinesis"})
         cluster = doc.get("cluster", {})
         if not isinstance(cluster, dict):
             raise self.fail("cluster", "expected a [cluster] table")
@@ -265,7 +288,34 @@ class _Validator:
             max_batch_bytes=self.integer(
                 cluster, "cluster.max_batch_bytes", DEFAULT_MAX_BATCH_BYTES, 1
             ),
+            kinesis_credentials=self.kinesis_credentials(doc.get("kinesis", {})),
         )
+
+    def kinesis_credentials(self, kinesis: object) -> tuple[KinesisKey, ...]:
+        if not isinstance(kinesis, dict):
+            raise self.fail("kinesis", "expected a [kinesis] table")
+        self.reject_unknown(kinesis, "kinesis.", {"credentials"})
+        credentials = kinesis.get("credentials", {})
+        if not isinstance(credentials, dict):
+            raise self.fail("kinesis.credentials", "expected a [kinesis.credentials] table")
+        keys = []
+        for key_id, entry in credentials.items():
+            key = f"kinesis.credentials.{key_id}"
+            if not isinstance(entry, dict):
+                raise self.fail(
+                    key, 'expected { secret_access_key = "...", role = "reader|writer|admin" }'
+                )
+            self.reject_unknown(entry, f"{key}.", {"secret_access_key", "role"})
+            secret = self.string(entry, f"{key}.secret_access_key", None)
+            if not secret:
+                raise self.fail(f"{key}.secret_access_key", "expected a non-empty string")
+            role = self.string(entry, f"{key}.role", None)
+            if role not in KINESIS_ROLES:
+                raise self.fail(
+                    f"{key}.role", f"expected one of {', '.join(KINESIS_ROLES)} (got {role!r})"
+                )
+            keys.append(KinesisKey(key_id, secret, role))
+        return tuple(keys)
 
     def nodes(self, raw: object) -> tuple[NodeConfig, ...]:
         if raw is None or raw == []:
@@ -279,7 +329,9 @@ class _Validator:
         addresses: dict[tuple[str, int], str] = {}
         for i, table in enumerate(raw):
             key = f"nodes[{i}]"
-            self.reject_unknown(table, f"{key}.", {"id", "address", "peer_address"})
+            self.reject_unknown(
+                table, f"{key}.", {"id", "address", "peer_address", "kinesis_address"}
+            )
             node_id = self.string(table, f"{key}.id", None)
             if not NODE_ID_PATTERN.match(node_id):
                 raise self.fail(
@@ -294,8 +346,20 @@ class _Validator:
                 if "peer_address" in table
                 else None
             )
+            kinesis_address = (
+                self.address(table, f"{key}.kinesis_address", addresses, node_id)
+                if "kinesis_address" in table
+                else None
+            )
             ids.add(node_id)
-            nodes.append(NodeConfig(id=node_id, address=address, peer_address=peer_address))
+            nodes.append(
+                NodeConfig(
+                    id=node_id,
+                    address=address,
+                    peer_address=peer_address,
+                    kinesis_address=kinesis_address,
+                )
+            )
         if len(nodes) % 2 == 0:
             self.warnings.append(
                 f"{self.where}: nodes: {len(nodes)} nodes tolerate no more failures than "
@@ -316,7 +380,7 @@ class _Validator:
             raise self.fail(
                 key,
                 f"duplicate address {address!r} (also used by node {taken[host_port]!r}); "
-                "each address and peer_address needs its own host:port",
+                "each address, peer_address and kinesis_address needs its own host:port",
             )
         taken[host_port] = node_id
         return address

@@ -5,7 +5,8 @@
 1. open and reconcile the data directory and build the Raft core from it
    (`recovery.py`);
 2. serve Raft, Streams, Cluster, health and reflection on the node's
-   address, and run the driver, the peer links and the ticker in one
+   address (and the Kinesis protocol on its `kinesis_address`, if it has
+   one, on the same loop), and run the driver, the peer links and the ticker in one
    TaskGroup;
 3. on SIGTERM/SIGINT stop accepting calls, let the write in progress
    finish, close the stores, release the lock and return 0. A storage error
@@ -25,6 +26,7 @@ import signal
 import sys
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -32,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from railyard.config import ClusterConfig, ConfigError
 from railyard.node.api.cluster_service import ClusterService
 from railyard.node.api.context import NodeContext
+from railyard.node.api.kinesis_backend import start_kinesis_endpoint
 from railyard.node.api.streams_service import StreamsService
 from railyard.node.driver import Driver, FatalError
 from railyard.node.driver.catch_up import (
@@ -180,6 +183,7 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         else PeerListener(address=me.peer_address, sink=raft_service, log=log)
     )
     exit_code = EXIT_OK
+    kinesis: web.AppRunner | None = None
     try:
         try:
             server.add_insecure_port(me.address)
@@ -199,17 +203,32 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
                 )
                 return EXIT_FAILED
         await server.start()
+        if me.kinesis_address is not None:
+            try:
+                kinesis = await start_kinesis_endpoint(
+                    me.kinesis_address, node, streams_service, config.kinesis_credentials
+                )
+            except OSError as exc:
+                log.error(
+                    "cannot listen on kinesis_address %s (%s)",
+                    me.kinesis_address,
+                    exc.strerror or exc,
+                )
+                return EXIT_FAILED
         for name in ["", *service_names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving on %s%s (cluster %s, peers %s)",
+            "serving on %s%s%s (cluster %s, peers %s)",
             me.address,
             "" if me.peer_address is None else f", peers to {me.peer_address}",
+            "" if me.kinesis_address is None else f", Kinesis on http://{me.kinesis_address}",
             config.name,
             ", ".join(peers),
         )
         exit_code = await _run(driver, transport, server, config, log)
     finally:
+        if kinesis is not None:
+            await kinesis.cleanup()
         if listener is not None:
             await listener.close()
         await server.stop(STOP_GRACE_S)

@@ -105,13 +105,15 @@ def render_config(
     cluster: Mapping[str, Any],
     nodes: list[tuple[str, str]],
     peer_addresses: Mapping[str, str] | None = None,
+    kinesis_addresses: Mapping[str, str] | None = None,
 ) -> str:
     """The cluster file text: a [cluster] table and one [[nodes]] per node.
 
     `nodes` lists (id, address); a node named in `peer_addresses` also gets
-    that `peer_address`.
+    that `peer_address`, and one in `kinesis_addresses` that `kinesis_address`.
     """
     peers = peer_addresses or {}
+    kinesis = kinesis_addresses or {}
     lines = ["[cluster]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in cluster.items()]
     for node_id, address in nodes:
@@ -119,6 +121,8 @@ def render_config(
         lines.append(f"address = {_toml_value(address)}")
         if node_id in peers:
             lines.append(f"peer_address = {_toml_value(peers[node_id])}")
+        if node_id in kinesis:
+            lines.append(f"kinesis_address = {_toml_value(kinesis[node_id])}")
     return "\n".join(lines) + "\n"
 
 
@@ -129,6 +133,7 @@ class LocalCluster:
     environment variables to every node process (`node_env` per node).
     `proxy=True` routes node-to-node traffic through a `LinkProxy`.
     `peer_tcp=False` writes no peer_address, so peers talk over gRPC Pipe.
+    `kinesis=True` gives every node a `kinesis_address` (`kinesis_url(node)`).
     """
 
     def __init__(
@@ -145,10 +150,13 @@ class LocalCluster:
         log_level: str = "info",
         proxy: bool = False,
         peer_tcp: bool = True,
+        kinesis: bool = False,
     ) -> None:
         self.root = Path(tmp_path)
         self.node_ids = [f"n{i + 1}" for i in range(n)]
-        ports = free_ports(2 * n if peer_tcp else n)
+        all_ports = free_ports(n * (1 + peer_tcp + kinesis))
+        ports = all_ports[: 2 * n if peer_tcp else n]
+        kinesis_ports = all_ports[len(ports) :]
         self.addresses = {
             nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[:n], strict=True)
         }
@@ -156,6 +164,11 @@ class LocalCluster:
         self.peer_addresses: dict[str, str] = {
             nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[n:], strict=False)
         }
+        self.kinesis_addresses: dict[str, str] = (
+            {nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, kinesis_ports, strict=True)}
+            if kinesis
+            else {}
+        )
         self.endpoints = [self.addresses[nid] for nid in self.node_ids]
         self.config_path = self.root / f"{name}.toml"
         self.log_dir = self.root / "logs"
@@ -188,7 +201,12 @@ class LocalCluster:
 
     def write_config(self) -> None:
         nodes = [(nid, self.addresses[nid]) for nid in self.node_ids]
-        self.config_path.write_text(render_config(self.cluster_table, nodes, self.peer_addresses))
+        self.config_path.write_text(
+            render_config(self.cluster_table, nodes, self.peer_addresses, self.kinesis_addresses)
+        )
+
+    def kinesis_url(self, node_id: str) -> str:
+        return f"http://{self.kinesis_addresses[node_id]}"
 
     def data_dir(self, node_id: str) -> Path:
         return Path(self.cluster_table["data_dir"]) / node_id

@@ -31,6 +31,10 @@ from railyard.streams import Limits
 # Metadata that marks a request forwarded by a follower: the receiver serves
 # it or refuses it, never forwards it again (no forwarding loops).
 FORWARDED_KEY = "railyard-forwarded"
+# Metadata of a put that must not create its stream even where the cluster's
+# `auto_create_streams` would (a Kinesis shard's stream exists only through
+# CreateStream: a put racing a DeleteStream must not bring one shard back).
+NO_CREATE_KEY = "railyard-no-create"
 # A request without a deadline still gets one (every call is bounded).
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 
@@ -82,8 +86,17 @@ class Forwarder:
         for ch in self._channels.values():
             await ch.close(grace=None)
 
-    async def forward(self, method: str, request: Any, context: Any) -> Any:
-        """Send the request to the leader; its answer (or its error) is ours."""
+    async def forward(
+        self,
+        method: str,
+        request: Any,
+        context: Any,
+        extra_metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
+        """Send the request to the leader; its answer (or its error) is ours.
+
+        `extra_metadata` travels with the request besides the forwarded mark.
+        """
         leader = self.node.leader()
         if leader is None:
             raise unavailable("no leader is known; retry shortly", None)
@@ -95,7 +108,7 @@ class Forwarder:
             response = await getattr(stub, method)(
                 request,
                 timeout=request_timeout(context),
-                metadata=((FORWARDED_KEY, self.node.node_id),),
+                metadata=((FORWARDED_KEY, self.node.node_id), *extra_metadata),
             )
             # A forwarded write costs a second hop: name the leader, so a
             # client that reads trailing metadata can go there directly.
