@@ -83,7 +83,7 @@ def run(client: Any, stream: str, *, oversized_fails_alone: bool = True) -> dict
     )["ShardIterator"]
     before = time.time()
     entries = [{"Data": f"r{i:03d}".encode(), "PartitionKey": f"key-{i}"} for i in range(RECORDS)]
-    mixed = entries[:10] + [{"Data": b"x" * (1 << 20), "PartitionKey": "big"}] + entries[10:]
+    mixed = [*entries[:10], {"Data": b"x" * (1 << 20), "PartitionKey": "big"}, *entries[10:]]
     if oversized_fails_alone:
         answer = client.put_records(StreamName=stream, Records=mixed)
         out["put_records_failed"] = answer["FailedRecordCount"]
