@@ -92,6 +92,9 @@ def test_railyard_and_kinesis_see_the_same_records(cluster: LocalCluster) -> Non
     ]
 
 
+PRODUCERS = 4
+
+
 def test_puts_through_a_follower_survive_a_leader_kill_exactly_once(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     follower = next(n for n in cluster.node_ids if n != leader)
@@ -107,16 +110,21 @@ def test_puts_through_a_follower_survive_a_leader_kill_exactly_once(cluster: Loc
     failed_calls: list[str] = []
     stop = threading.Event()
 
-    def produce() -> None:
+    def produce(producer: int) -> None:
+        mine = client(
+            cluster.kinesis_url(follower),
+            retries={"mode": "standard", "max_attempts": 10},
+            read_timeout=20,
+        )
         for call in range(400):
             if stop.is_set():
                 return
             batch = [
-                {"Data": f"c{call:04d}-{i:02d}".encode(), "PartitionKey": f"{call}-{i}"}
+                {"Data": f"p{producer}-c{call:04d}-{i:02d}".encode(), "PartitionKey": f"{call}-{i}"}
                 for i in range(20)
             ]
             try:
-                answer = k.put_records(StreamName="failover", Records=batch)
+                answer = mine.put_records(StreamName="failover", Records=batch)
             except (ClientError, BotoCoreError) as exc:
                 failed_calls.append(repr(exc))
                 continue
@@ -126,8 +134,11 @@ def test_puts_through_a_follower_survive_a_leader_kill_exactly_once(cluster: Loc
                 if "SequenceNumber" in r
             )
 
-    producer = threading.Thread(target=produce)
-    producer.start()
+    # Several calls in flight when the leader dies: some of them committed
+    # without an answer, which botocore then sends again.
+    producers = [threading.Thread(target=produce, args=(p,)) for p in range(PRODUCERS)]
+    for producer in producers:
+        producer.start()
     try:
         deadline = time.monotonic() + 10
         while len(acknowledged) < 400 and time.monotonic() < deadline:
@@ -142,8 +153,9 @@ def test_puts_through_a_follower_survive_a_leader_kill_exactly_once(cluster: Loc
             time.sleep(0.05)
     finally:
         stop.set()
-        producer.join(timeout=60)
-    assert not producer.is_alive()
+        for producer in producers:
+            producer.join(timeout=60)
+    assert not any(producer.is_alive() for producer in producers)
     assert new_leader != leader
     assert len(acknowledged) > acknowledged_at_kill, "puts went on after the leader was killed"
     seen: list[bytes] = []
