@@ -158,30 +158,64 @@ class AppendRecordsCommand(_message.Message):
 Global___AppendRecordsCommand: _TypeAlias = AppendRecordsCommand  # noqa: Y015
 
 @_typing.final
+class SetRetentionCommand(_message.Message):
+    """Replace a stream's retention; records beyond the new limits are trimmed
+    as the command is applied.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    timestamp_ms: _builtins.int
+    @_builtins.property
+    def retention(self) -> Global___Retention: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        retention: Global___Retention | None = ...,
+        timestamp_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "retention", b"retention", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionCommand: _TypeAlias = SetRetentionCommand  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CREATE_STREAM_FIELD_NUMBER: _builtins.int
     DELETE_STREAM_FIELD_NUMBER: _builtins.int
     APPEND_RECORDS_FIELD_NUMBER: _builtins.int
+    SET_RETENTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def create_stream(self) -> Global___CreateStreamCommand: ...
     @_builtins.property
     def delete_stream(self) -> Global___DeleteStreamCommand: ...
     @_builtins.property
     def append_records(self) -> Global___AppendRecordsCommand: ...
+    @_builtins.property
+    def set_retention(self) -> Global___SetRetentionCommand: ...
     def __init__(
         self,
         *,
         create_stream: Global___CreateStreamCommand | None = ...,
         delete_stream: Global___DeleteStreamCommand | None = ...,
         append_records: Global___AppendRecordsCommand | None = ...,
+        set_retention: Global___SetRetentionCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["append_records", b"append_records", "command", b"command", "create_stream", b"create_stream", "delete_stream", b"delete_stream"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_records", b"append_records", "command", b"command", "create_stream", b"create_stream", "delete_stream", b"delete_stream", "set_retention", b"set_retention"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_records", b"append_records", "command", b"command", "create_stream", b"create_stream", "delete_stream", b"delete_stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_records", b"append_records", "command", b"command", "create_stream", b"create_stream", "delete_stream", b"delete_stream", "set_retention", b"set_retention"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["create_stream", "delete_stream", "append_records"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["create_stream", "delete_stream", "append_records", "set_retention"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 

@@ -444,6 +444,49 @@ class DeleteStreamRequest(_message.Message):
 Global___DeleteStreamRequest: _TypeAlias = DeleteStreamRequest  # noqa: Y015
 
 @_typing.final
+class SetRetentionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def retention(self) -> _commands_pb2.Retention: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        retention: _commands_pb2.Retention | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "retention", b"retention"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionRequest: _TypeAlias = SetRetentionRequest  # noqa: Y015
+
+@_typing.final
+class SetRetentionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stream(self) -> Global___StreamInfo: ...
+    def __init__(
+        self,
+        *,
+        stream: Global___StreamInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stream", b"stream"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionResponse: _TypeAlias = SetRetentionResponse  # noqa: Y015
+
+@_typing.final
 class DeleteStreamResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1015,7 +1058,7 @@ class LogEntryInfo(_message.Message):
     index: _builtins.int
     term: _builtins.int
     kind: _builtins.str
-    """noop | create_stream | delete_stream | append | config | unknown"""
+    """noop | create_stream | delete_stream | set_retention | append | config | unknown"""
     stream: _builtins.str
     records: _builtins.int
     size: _builtins.int

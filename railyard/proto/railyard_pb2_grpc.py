@@ -291,6 +291,11 @@ class StreamsStub:
                 request_serializer=railyard_dot_proto_dot_railyard__pb2.DeleteStreamRequest.SerializeToString,
                 response_deserializer=railyard_dot_proto_dot_railyard__pb2.DeleteStreamResponse.FromString,
                 _registered_method=True)
+        self.SetRetention = channel.unary_unary(
+                '/railyard.v1.Streams/SetRetention',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.SetRetentionRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.SetRetentionResponse.FromString,
+                _registered_method=True)
         self.ListStreams = channel.unary_unary(
                 '/railyard.v1.Streams/ListStreams',
                 request_serializer=railyard_dot_proto_dot_railyard__pb2.ListStreamsRequest.SerializeToString,
@@ -338,6 +343,12 @@ class StreamsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRetention(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -399,6 +410,11 @@ def add_StreamsServicer_to_server(servicer, server):
                     servicer.DeleteStream,
                     request_deserializer=railyard_dot_proto_dot_railyard__pb2.DeleteStreamRequest.FromString,
                     response_serializer=railyard_dot_proto_dot_railyard__pb2.DeleteStreamResponse.SerializeToString,
+            ),
+            'SetRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetention,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.SetRetentionRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.SetRetentionResponse.SerializeToString,
             ),
             'ListStreams': grpc.unary_unary_rpc_method_handler(
                     servicer.ListStreams,
@@ -490,6 +506,33 @@ class Streams:
             '/railyard.v1.Streams/DeleteStream',
             railyard_dot_proto_dot_railyard__pb2.DeleteStreamRequest.SerializeToString,
             railyard_dot_proto_dot_railyard__pb2.DeleteStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/railyard.v1.Streams/SetRetention',
+            railyard_dot_proto_dot_railyard__pb2.SetRetentionRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.SetRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

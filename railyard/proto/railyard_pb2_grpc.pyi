@@ -107,6 +107,7 @@ class StreamsStub:
     def __new__(cls, channel: _aio.Channel) -> StreamsAsyncStub: ...
     CreateStream: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.CreateStreamRequest, _railyard_pb2.CreateStreamResponse]
     DeleteStream: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.DeleteStreamRequest, _railyard_pb2.DeleteStreamResponse]
+    SetRetention: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.SetRetentionRequest, _railyard_pb2.SetRetentionResponse]
     ListStreams: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.ListStreamsRequest, _railyard_pb2.ListStreamsResponse]
     DescribeStream: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.DescribeStreamRequest, _railyard_pb2.DescribeStreamResponse]
     PutRecord: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.PutRecordRequest, _railyard_pb2.PutRecordResponse]
@@ -123,6 +124,7 @@ class StreamsAsyncStub(StreamsStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateStream: _aio.UnaryUnaryMultiCallable[_railyard_pb2.CreateStreamRequest, _railyard_pb2.CreateStreamResponse]  # type: ignore[assignment]
     DeleteStream: _aio.UnaryUnaryMultiCallable[_railyard_pb2.DeleteStreamRequest, _railyard_pb2.DeleteStreamResponse]  # type: ignore[assignment]
+    SetRetention: _aio.UnaryUnaryMultiCallable[_railyard_pb2.SetRetentionRequest, _railyard_pb2.SetRetentionResponse]  # type: ignore[assignment]
     ListStreams: _aio.UnaryUnaryMultiCallable[_railyard_pb2.ListStreamsRequest, _railyard_pb2.ListStreamsResponse]  # type: ignore[assignment]
     DescribeStream: _aio.UnaryUnaryMultiCallable[_railyard_pb2.DescribeStreamRequest, _railyard_pb2.DescribeStreamResponse]  # type: ignore[assignment]
     PutRecord: _aio.UnaryUnaryMultiCallable[_railyard_pb2.PutRecordRequest, _railyard_pb2.PutRecordResponse]  # type: ignore[assignment]
@@ -148,6 +150,13 @@ class StreamsServicer(metaclass=_abc_1.ABCMeta):
         request: _railyard_pb2.DeleteStreamRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_railyard_pb2.DeleteStreamResponse, _abc.Awaitable[_railyard_pb2.DeleteStreamResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetRetention(
+        self,
+        request: _railyard_pb2.SetRetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.SetRetentionResponse, _abc.Awaitable[_railyard_pb2.SetRetentionResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListStreams(

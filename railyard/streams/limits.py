@@ -73,7 +73,10 @@ def validate_name(name: str, field: str, limits: Limits) -> InvalidArgument | No
     return None
 
 
-def validate_create(cmd: commands_pb2.CreateStreamCommand, limits: Limits) -> ApplyResult | None:
+def validate_create(
+    cmd: commands_pb2.CreateStreamCommand | commands_pb2.SetRetentionCommand, limits: Limits
+) -> ApplyResult | None:
+    """Also judges a SetRetentionCommand: the same name and retention rules."""
     invalid = validate_name(cmd.name, "name", limits)
     if invalid:
         return invalid
@@ -130,4 +133,6 @@ def validate(command: commands_pb2.Command, limits: Limits = DEFAULT_LIMITS) -> 
         return validate_delete(command.delete_stream, limits)
     if kind == "append_records":
         return validate_append(command.append_records, limits)
+    if kind == "set_retention":
+        return validate_create(command.set_retention, limits)
     return InvalidArgument("command", "no command set")

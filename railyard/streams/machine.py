@@ -64,6 +64,7 @@ from railyard.streams.results import (
     InvalidArgument,
     ReadResult,
     Retention,
+    RetentionSet,
     StreamCreated,
     StreamDeleted,
     StreamExists,
@@ -227,6 +228,8 @@ class StreamsMachine:
             return self._delete(command.delete_stream)
         if kind == "append_records":
             return self._append(index, command.append_records)
+        if kind == "set_retention":
+            return self._set_retention(command.set_retention)
         return InvalidArgument("command", "no command set")
 
     def _advance_clock(self, timestamp_ms: int) -> None:
@@ -264,6 +267,20 @@ class StreamsMachine:
         insert_stream(self._conn, row)
         self._rows[name] = row
         return row
+
+    def _set_retention(self, cmd: commands_pb2.SetRetentionCommand) -> ApplyResult:
+        self._advance_clock(cmd.timestamp_ms)
+        invalid = validate_create(cmd, self.limits)
+        if invalid:
+            return invalid
+        row = self._stream(cmd.name)
+        if row is None:
+            return StreamNotFound(cmd.name)
+        row.retention = Retention(
+            cmd.retention.max_age_ms, cmd.retention.max_records, cmd.retention.max_bytes
+        )
+        trim(self._conn, row, self._clock_ms)
+        return RetentionSet(row.info())
 
     def _delete(self, cmd: commands_pb2.DeleteStreamCommand) -> ApplyResult:
         invalid = validate_delete(cmd, self.limits)

@@ -77,6 +77,13 @@ class StreamCreated:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSet:
+    """A stream's retention was replaced (and its records trimmed to it)."""
+
+    info: StreamInfo
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDeleted:
     name: str
 
@@ -137,6 +144,7 @@ ApplyResult = (
     Appended
     | StreamCreated
     | StreamDeleted
+    | RetentionSet
     | InvalidArgument
     | RecordTooLarge
     | BatchTooLarge

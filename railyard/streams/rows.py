@@ -97,6 +97,16 @@ def insert_stream(conn: sqlite3.Connection, row: StreamRow) -> None:
 
 def store_stream(conn: sqlite3.Connection, row: StreamRow) -> None:
     conn.execute(
-        "UPDATE streams SET first_seq = ?, last_seq = ?, bytes = ?, crc = ? WHERE id = ?",
-        (row.first_seq, row.last_seq, row.bytes, fields_crc(*_fields(row)), row.id),
+        "UPDATE streams SET max_age_ms = ?, max_records = ?, max_bytes = ?, "
+        "first_seq = ?, last_seq = ?, bytes = ?, crc = ? WHERE id = ?",
+        (
+            row.retention.max_age_ms,
+            row.retention.max_records,
+            row.retention.max_bytes,
+            row.first_seq,
+            row.last_seq,
+            row.bytes,
+            fields_crc(*_fields(row)),
+            row.id,
+        ),
     )

@@ -156,6 +156,14 @@ def run(client: Any, stream: str, *, oversized_fails_alone: bool = True) -> dict
         ShardId="shardId-000000000099",
         ShardIteratorType="LATEST",
     )
+    client.increase_stream_retention_period(StreamName=stream, RetentionPeriodHours=48)
+    client.decrease_stream_retention_period(StreamName=stream, RetentionPeriodHours=36)
+    out["retention_hours"] = client.describe_stream_summary(StreamName=stream)[
+        "StreamDescriptionSummary"
+    ]["RetentionPeriodHours"]
+    out["retention_decrease_up"] = error_code(
+        client.decrease_stream_retention_period, StreamName=stream, RetentionPeriodHours=72
+    )
     out["retention_too_long"] = error_code(
         client.increase_stream_retention_period, StreamName=stream, RetentionPeriodHours=9000
     )

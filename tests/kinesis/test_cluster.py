@@ -49,6 +49,7 @@ def test_leader_and_follower_endpoints_give_the_same_answers(cluster: LocalClust
     on_follower = scenario.run(client(cluster.kinesis_url(follower)), "via-follower")
     assert on_leader == on_follower
     assert on_leader["put_records_failed"] == 1
+    assert on_leader["retention_hours"] == 36
     assert on_leader["put_records_error"] == "ValidationException"
     assert on_leader["latest_sees_later_puts"]
     assert on_leader["at_sequence_first"] == b"first"

@@ -17,6 +17,14 @@ def create(
     return pb.Command(create_stream=cmd).SerializeToString()
 
 
+def set_retention(
+    name: str, *, max_age_ms: int = 0, max_records: int = 0, max_bytes: int = 0, ts: int = 0
+) -> bytes:
+    retention = pb.Retention(max_age_ms=max_age_ms, max_records=max_records, max_bytes=max_bytes)
+    cmd = pb.SetRetentionCommand(name=name, retention=retention, timestamp_ms=ts)
+    return pb.Command(set_retention=cmd).SerializeToString()
+
+
 def delete(name: str) -> bytes:
     return pb.Command(delete_stream=pb.DeleteStreamCommand(name=name)).SerializeToString()
 

@@ -68,6 +68,8 @@ def describe_entry(entry: Entry, commit_index: Index) -> pb.LogEntryInfo:
         info.kind, info.stream = "create_stream", command.create_stream.name
     elif which == "delete_stream":
         info.kind, info.stream = "delete_stream", command.delete_stream.name
+    elif which == "set_retention":
+        info.kind, info.stream = "set_retention", command.set_retention.name
     elif which == "append_records":
         info.kind, info.stream = "append", command.append_records.stream
         info.records = len(command.append_records.records)

@@ -49,6 +49,7 @@ from railyard.proto import railyard_pb2 as pb
 from railyard.streams import (
     Appended,
     InvalidArgument,
+    RetentionSet,
     StreamCreated,
     StreamInfo,
     StreamNotFound,
@@ -174,10 +175,23 @@ class NodeKinesisBackend:
         await self._attempts(name, attempt, repeatable=True)
 
     async def set_retention(self, name: str, max_age_ms: int) -> StreamState:
-        raise Rejected(
-            "changing the retention of an existing stream is not supported yet: "
-            "create the stream again to change it"
-        )
+        request = pb.SetRetentionRequest(name=name, retention=cmd.Retention(max_age_ms=max_age_ms))
+
+        async def attempt(call: _Call) -> StreamState:
+            if not self.node.is_leader():
+                response = await self.streams.forwarder.forward("SetRetention", request, call)
+                return _state(response.stream)
+            command = cmd.Command(
+                set_retention=cmd.SetRetentionCommand(
+                    name=name, retention=request.retention, timestamp_ms=now_ms()
+                )
+            )
+            result = await self._propose(command, call)
+            if isinstance(result, RetentionSet):
+                return _state(result.info)
+            raise result_error(result) or AssertionError(result)
+
+        return await self._attempts(name, attempt, repeatable=True)
 
     async def append(
         self,

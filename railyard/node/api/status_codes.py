@@ -39,6 +39,7 @@ from railyard.streams import (
     CorruptState,
     InvalidArgument,
     RecordTooLarge,
+    RetentionSet,
     StaleProducerSequence,
     StreamCreated,
     StreamDeleted,
@@ -82,7 +83,10 @@ class AlreadyApplied(ServiceError):
 
 def result_error(result: object) -> ServiceError | None:
     """The error an apply (or validate) result stands for; None for a success."""
-    if isinstance(result, Appended | StreamCreated | StreamDeleted) or result is None:
+    if (
+        isinstance(result, Appended | StreamCreated | StreamDeleted | RetentionSet)
+        or result is None
+    ):
         return None
     if isinstance(result, InvalidArgument):
         return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{result.field}: {result.message}")

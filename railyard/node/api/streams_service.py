@@ -41,6 +41,7 @@ from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.streams import (
     Appended,
     Limits,
+    RetentionSet,
     StreamCreated,
     StreamNotFound,
     validate,
@@ -146,6 +147,21 @@ class StreamsService(pb_grpc.StreamsServicer):
         return await self._write(
             command, request, context, lambda _result: pb.DeleteStreamResponse()
         )
+
+    @rpc
+    async def SetRetention(
+        self, request: pb.SetRetentionRequest, context: Any
+    ) -> pb.SetRetentionResponse:
+        command = cmd.Command(
+            set_retention=cmd.SetRetentionCommand(
+                name=request.name, retention=request.retention, timestamp_ms=now_ms()
+            )
+        )
+
+        def respond(result: RetentionSet) -> pb.SetRetentionResponse:
+            return pb.SetRetentionResponse(stream=stream_info_to_pb(result.info))
+
+        return await self._write(command, request, context, respond)
 
     @rpc
     async def PutRecord(self, request: pb.PutRecordRequest, context: Any) -> pb.PutRecordResponse:
