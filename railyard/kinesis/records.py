@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Sequence
@@ -171,8 +172,22 @@ class RecordOperations:
     async def put_records(self, f: Fields, ctx: CallContext) -> dict[str, Any]:
         name = f.stream_name()
         assert name is not None
-        items = f.items("Records", required=True, min_len=1, max_len=MAX_PUT_RECORDS)
-        entries = [self._entry(item) for item in items]
+        raw = f.body.get("Records")
+        if isinstance(raw, list) and 1 <= len(raw) <= MAX_PUT_RECORDS:
+            # The common entry is read in one step; any other takes the
+            # field-by-field path, which finds and words what is wrong.
+            entries = [
+                _plain_entry(item)
+                or self._entry(
+                    Fields(item if isinstance(item, dict) else {}, f"records.{n}.member.")
+                )
+                for n, item in enumerate(raw, start=1)
+            ]
+            if not all(isinstance(item, dict) for item in raw):
+                f.items("Records", max_len=MAX_PUT_RECORDS)  # raises the serialization error
+        else:
+            f.items("Records", required=True, min_len=1, max_len=MAX_PUT_RECORDS)
+            raise AssertionError("items accepts only a list of 1 to 500 entries")
         total = sum(len(e.data) + len(e.key) for e in entries if e.error is None)
         if total > MAX_PUT_BYTES:
             raise invalid_argument(
@@ -220,10 +235,11 @@ class RecordOperations:
             return
         if isinstance(outcome, BaseException):
             raise outcome
+        name = shard_id(shard)
         for offset, p in enumerate(positions):
             results[p] = {
                 "SequenceNumber": sequence_number(shard, outcome.first_sequence + offset),
-                "ShardId": shard_id(shard),
+                "ShardId": name,
             }
 
     # ------------------------------------------------------------ iterators, reads
@@ -299,6 +315,28 @@ class RecordOperations:
             "NextShardIterator": self.api.tokens.iterator(next_it),
             "MillisBehindLatest": behind_ms,
         }
+
+
+def _plain_entry(item: object) -> Entry | None:
+    """An entry of base64 Data and a 1-256 character PartitionKey only, or None."""
+    if type(item) is not dict or len(item) != 2:
+        return None
+    data, key = item.get("Data"), item.get("PartitionKey")
+    if (
+        type(data) is not str
+        or type(key) is not str
+        or not 1 <= len(key) <= MAX_PARTITION_KEY_CHARS
+    ):
+        return None
+    try:
+        raw = binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    encoded_key = key.encode()
+    size = len(raw) + len(encoded_key)
+    if size > MAX_RECORD_BYTES:
+        return None
+    return Entry(raw, encoded_key, partition_hash(key))
 
 
 def _record(shard: int, r: b.StoredRecord) -> dict[str, Any]:
