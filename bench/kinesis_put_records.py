@@ -1,4 +1,4 @@
-"""boto3 PutRecords throughput against a Kinesis endpoint: records/s of `--batch` × `--size` B calls.
+"""boto3 PutRecords throughput against a Kinesis endpoint, in records per second.
 
     .venv/bin/python bench/kinesis_put_records.py --endpoint http://127.0.0.1:4567 \\
         --threads 4 --duration 10

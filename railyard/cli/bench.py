@@ -1,28 +1,17 @@
 """`railyard bench put|get`: load a cluster and report throughput and latency.
 
-`bench put` runs `--clients` clients (each with its own channels), each
-with `--in-flight` requests outstanding. `--mode unary` sends PutRecord per
-record with `--batch 1`, else PutRecords of `--batch` records; `--mode
-stream` runs one streaming producer per client (PutRecordStream) with
-`--in-flight` batches unacknowledged; `auto` (the default) streams when
-`--batch` > 1. Every put is an exactly-once put (producer id and sequence),
-as a real producer's would be.
-`bench get` runs `--clients` consumers, each reading the stream from its
-oldest record in GetRecords pages as fast as it can.
-
-A run is bounded by `--duration` or `--count`. A progress bar goes to stderr
-while it runs; the result (a table, or one JSON object with `-o json`) to
-stdout. Rates use MB = 10^6 bytes; latencies are per request, in ms.
+The load itself is `railyard.client.load` (`load_put`, `load_get`; the
+modes and figures are described there); this command parses the flags,
+draws a progress bar on stderr while the load runs, and prints the result
+(a table, or one JSON object with `-o json`) on stdout. A run is bounded by
+`--duration` or `--count`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
@@ -34,7 +23,6 @@ from railyard.cli.common import (
     EndpointsOption,
     Output,
     OutputOption,
-    Target,
     examples,
     fail,
     print_json,
@@ -43,23 +31,17 @@ from railyard.cli.common import (
     run,
 )
 from railyard.cli.units import parse_duration_ms, parse_size
-from railyard.client import AlreadyExists, NotFound, RailyardClient, RailyardError
-from railyard.client.producer import MAX_WINDOW, StreamProducer
-from railyard.proto import railyard_pb2 as pb
+from railyard.client import NotFound
+from railyard.client.load import Budget, EmptyStream, Stats, load_get, load_put, use_stream
+from railyard.client.producer import MAX_WINDOW
 
 DEFAULT_STREAM = "bench"
 DEFAULT_DURATION = "10s"
 DEFAULT_SIZE = "100"
 # Progress bar refreshes; the bar is for people, so a few times a second is plenty.
 PROGRESS_INTERVAL_S = 0.2
-# After a failed request a worker pauses this long, so a cluster that is down
-# yields a count of errors rather than a busy loop.
-ERROR_PAUSE_S = 0.05
 # GetRecords page for `bench get` (records); the server also caps bytes.
 DEFAULT_GET_PAGE = 1000
-BYTES_PER_MB = 1_000_000
-# How `bench put` sends: see the module docstring.
-MODES = ("auto", "unary", "stream")
 
 bench_app = typer.Typer(
     name="bench",
@@ -73,79 +55,6 @@ DurationOption = Annotated[
     str | None,
     typer.Option("--duration", help=f"Run this long (e.g. 10s, 1m). Default: {DEFAULT_DURATION}."),
 ]
-
-
-@dataclass
-class Stats:
-    """What the workers of one run measured."""
-
-    records: int = 0
-    requests: int = 0
-    bytes: int = 0
-    errors: int = 0
-    last_error: str = ""
-    latencies_s: list[float] = field(default_factory=list)
-
-    def ok(self, records: int, nbytes: int, latency_s: float) -> None:
-        self.records += records
-        self.requests += 1
-        self.bytes += nbytes
-        self.latencies_s.append(latency_s)
-
-    def failed(self, error: Exception) -> None:
-        self.errors += 1
-        self.last_error = " ".join(str(error).split())
-
-
-@dataclass
-class Budget:
-    """The run's bound: a duration (from `begin()`), or a number of records to hand out."""
-
-    duration_s: float | None
-    remaining: int | None
-    deadline: float | None = None
-
-    def begin(self) -> None:
-        if self.duration_s is not None:
-            self.deadline = time.monotonic() + self.duration_s
-
-    def claim(self, want: int) -> int:
-        """How many records the next request may carry (0: stop)."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return 0
-        if self.remaining is None:
-            return want
-        n = min(want, self.remaining)
-        self.remaining -= n
-        return n
-
-
-def percentile_ms(sorted_s: list[float], q: float) -> float | None:
-    if not sorted_s:
-        return None
-    k = min(len(sorted_s) - 1, max(0, round(q * (len(sorted_s) - 1))))
-    return round(sorted_s[k] * 1000, 3)
-
-
-def summarize(stats: Stats, elapsed_s: float, settings: dict[str, Any]) -> dict[str, Any]:
-    lat = sorted(stats.latencies_s)
-    elapsed_s = max(elapsed_s, 1e-9)
-    return {
-        **settings,
-        "duration_s": round(elapsed_s, 3),
-        "records": stats.records,
-        "requests": stats.requests,
-        "bytes": stats.bytes,
-        "records_per_sec": round(stats.records / elapsed_s, 1),
-        "requests_per_sec": round(stats.requests / elapsed_s, 1),
-        "mb_per_sec": round(stats.bytes / elapsed_s / BYTES_PER_MB, 3),
-        "p50_ms": percentile_ms(lat, 0.50),
-        "p90_ms": percentile_ms(lat, 0.90),
-        "p99_ms": percentile_ms(lat, 0.99),
-        "max_ms": percentile_ms(lat, 1.0),
-        "errors": stats.errors,
-        "last_error": stats.last_error or None,
-    }
 
 
 def print_result(result: dict[str, Any], output: Output) -> None:
@@ -227,127 +136,6 @@ async def _with_progress(
 # ------------------------------------------------------------------ put
 
 
-async def _put_worker(
-    client: RailyardClient, stream: str, batch: int, payload: bytes, budget: Budget, stats: Stats
-) -> None:
-    records = [(payload, None)] * batch
-    while (n := budget.claim(batch)) > 0:
-        started = time.perf_counter()
-        try:
-            if batch == 1:
-                await client.put(stream, payload)
-            else:
-                await client.put_records(stream, records[:n])
-        except RailyardError as e:
-            stats.failed(e)
-            await asyncio.sleep(ERROR_PAUSE_S)
-            continue
-        stats.ok(n, n * len(payload), time.perf_counter() - started)
-
-
-async def _stream_worker(
-    producer: StreamProducer, batch: int, payload: bytes, budget: Budget, stats: Stats
-) -> None:
-    """Keep the producer's window full until the budget is spent, then wait for the acks."""
-    records = [(payload, None)] * batch
-
-    def acked(n: int, started: float) -> Callable[[asyncio.Future[list[int]]], None]:
-        def done(ack: asyncio.Future[list[int]]) -> None:
-            if ack.cancelled():
-                return
-            error = ack.exception()
-            if error is None:
-                stats.ok(n, n * len(payload), time.perf_counter() - started)
-            elif isinstance(error, Exception):
-                stats.failed(error)
-
-        return done
-
-    while (n := budget.claim(batch)) > 0:
-        started = time.perf_counter()
-        try:
-            ack = await producer.send(records[:n])
-        except RailyardError as e:
-            stats.failed(e)
-            return
-        ack.add_done_callback(acked(n, started))
-    with contextlib.suppress(RailyardError):
-        await producer.flush()
-
-
-def _use_stream(mode: str, batch: int) -> bool:
-    if mode not in MODES:
-        raise typer.BadParameter(f"expected one of {', '.join(MODES)}", param_hint="--mode")
-    return mode == "stream" or (mode == "auto" and batch > 1)
-
-
-async def _leader_first(endpoints: list[str]) -> list[str]:
-    """The endpoints with the current leader's first, so puts go straight to it.
-
-    A follower forwards writes, which costs a second gRPC hop per request;
-    a benchmark measures the cluster, not that hop (etcd's clients, too,
-    are pointed at the leader by the peers' benchmark).
-    """
-    async with RailyardClient(endpoints) as probe:
-        statuses = await probe.cluster_status()
-    leaders = [e for e, st in statuses if st is not None and st.role == pb.ROLE_LEADER]
-    return leaders[:1] + [e for e in endpoints if e not in leaders[:1]]
-
-
-async def _ensure_stream(client: RailyardClient, stream: str) -> None:
-    with contextlib.suppress(AlreadyExists):
-        await client.create_stream(stream)
-
-
-async def bench_put(
-    target: Target,
-    *,
-    stream: str,
-    clients: int,
-    in_flight: int,
-    size: int,
-    batch: int,
-    budget: Budget,
-    mode: str = "auto",
-) -> dict[str, Any]:
-    stats = Stats()
-    payload = os.urandom(size)
-    streaming = _use_stream(mode, batch)
-    endpoints = await _leader_first(target.endpoints)
-    opened = [RailyardClient(endpoints) for _ in range(clients)]
-    producers = [
-        StreamProducer(endpoints, stream, window=in_flight)
-        for _ in range(clients if streaming else 0)
-    ]
-    try:
-        await _ensure_stream(opened[0], stream)
-
-        async def work() -> None:
-            async with asyncio.TaskGroup() as tg:
-                for producer in producers:
-                    tg.create_task(_stream_worker(producer, batch, payload, budget, stats))
-                for client in opened if not streaming else []:
-                    for _ in range(in_flight):
-                        tg.create_task(_put_worker(client, stream, batch, payload, budget, stats))
-
-        elapsed = await _with_progress("put", work, stats, budget)
-    finally:
-        for producer in producers:
-            await producer.close()
-        for client in opened:
-            await client.close()
-    settings = {
-        "operation": "put",
-        "stream": stream,
-        "clients": clients,
-        "in_flight": in_flight,
-        "size": size,
-        "batch": batch,
-        "mode": "stream" if streaming else "unary",
-    }
-    return summarize(stats, elapsed, settings)
-
-
 @bench_app.command(
     "put",
     epilog=examples(
@@ -390,7 +178,11 @@ def put(
 ) -> None:
     """Append records as fast as the cluster takes them; report rates and latency."""
     budget = _budget(duration, count)
-    if _use_stream(mode, batch) and in_flight > MAX_WINDOW:
+    try:
+        streaming = use_stream(mode, batch)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--mode") from None
+    if streaming and in_flight > MAX_WINDOW:
         # The cluster remembers a producer's last MAX_WINDOW results; a deeper
         # window could not be resent exactly once, so it would not be measured.
         raise typer.BadParameter(
@@ -405,8 +197,8 @@ def put(
 
     async def go() -> None:
         target = resolve_target(config, endpoints)
-        result = await bench_put(
-            target,
+        result = await load_put(
+            target.endpoints,
             stream=stream,
             clients=clients,
             in_flight=in_flight,
@@ -414,6 +206,7 @@ def put(
             batch=batch,
             budget=budget,
             mode=mode,
+            watch=_with_progress,
         )
         _finish(result, output)
 
@@ -424,72 +217,6 @@ def _finish(result: dict[str, Any], output: Output) -> None:
     print_result(result, output)
     if result["requests"] == 0:
         fail(f"no request succeeded ({result['errors']} errors; last: {result['last_error']})")
-
-
-# ------------------------------------------------------------------ get
-
-
-async def _get_worker(
-    client: RailyardClient,
-    stream: str,
-    page: int,
-    stale: bool,
-    budget: Budget,
-    stats: Stats,
-    start: Callable[[], Awaitable[int]],
-) -> None:
-    """Read from the oldest record to the end, again and again, until the budget is spent."""
-    position = await start()
-    while (n := budget.claim(page)) > 0:
-        started = time.perf_counter()
-        try:
-            response = await client.get_records(stream, position, limit=n, stale=stale)
-        except RailyardError as e:
-            stats.failed(e)
-            await asyncio.sleep(ERROR_PAUSE_S)
-            continue
-        got = len(response.records)
-        stats.ok(got, sum(len(r.data) for r in response.records), time.perf_counter() - started)
-        if budget.remaining is not None:
-            budget.remaining += n - got  # hand back what this page did not carry
-        position = response.next_sequence
-        if got == 0 or response.behind_latest == 0:
-            position = await start()
-
-
-async def bench_get(
-    target: Target,
-    *,
-    stream: str,
-    clients: int,
-    page: int,
-    stale: bool,
-    budget: Budget,
-) -> dict[str, Any]:
-    stats = Stats()
-    opened = [RailyardClient(target.endpoints) for _ in range(clients)]
-    try:
-        info = await opened[0].describe_stream(stream)
-        if info.record_count == 0:
-            fail(f"stream {stream!r} is empty; fill it first with `railyard bench put`")
-        if budget.remaining is None and budget.duration_s is None:
-            budget.remaining = info.record_count * clients
-
-        async def work() -> None:
-            async with asyncio.TaskGroup() as tg:
-                for client in opened:
-
-                    async def start(c: RailyardClient = client) -> int:
-                        return await c.get_iterator_index(stream, "TRIM_HORIZON")
-
-                    tg.create_task(_get_worker(client, stream, page, stale, budget, stats, start))
-
-        elapsed = await _with_progress("get", work, stats, budget)
-    finally:
-        for client in opened:
-            await client.close()
-    settings = {"operation": "get", "stream": stream, "clients": clients, "page": page}
-    return summarize(stats, elapsed, {**settings, "stale": stale})
 
 
 @bench_app.command(
@@ -527,14 +254,17 @@ def get(
     async def go() -> None:
         target = resolve_target(config, endpoints)
         try:
-            result = await bench_get(
-                target,
+            result = await load_get(
+                target.endpoints,
                 stream=stream,
                 clients=clients,
                 page=page,
                 stale=stale,
                 budget=budget,
+                watch=_with_progress,
             )
+        except EmptyStream:
+            fail(f"stream {stream!r} is empty; fill it first with `railyard bench put`")
         except NotFound:
             fail(
                 f"no stream {stream!r}; fill one first with `railyard bench put --stream {stream}`"

@@ -165,7 +165,7 @@ def _start_stdin_reader(chunks: asyncio.Queue[bytes]) -> None:
     threading.Thread(target=read, name="stdin-reader", daemon=True).start()
 
 
-class _StdinBatches:
+class StdinBatches:
     """Stdin's lines as batches of whatever is ready, waiting only for the first line."""
 
     def __init__(self, chunks: asyncio.Queue[bytes], max_records: int, max_bytes: int) -> None:
@@ -226,7 +226,7 @@ async def _put_stdin(target: Target, stream: str, output: Output) -> None:
     )
     chunks: asyncio.Queue[bytes] = asyncio.Queue(READ_AHEAD_CHUNKS)
     _start_stdin_reader(chunks)
-    batches = _StdinBatches(chunks, max_records, max_bytes)
+    batches = StdinBatches(chunks, max_records, max_bytes)
     acks: asyncio.Queue[tuple[asyncio.Future[list[int]], int] | None] = asyncio.Queue()
     async with StreamProducer(target.endpoints, stream, window=PUT_WINDOW_BATCHES) as producer:
         printer = asyncio.ensure_future(_print_acks(acks, stream, output))

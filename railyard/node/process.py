@@ -102,8 +102,23 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
     peer_addresses = {n.id: n.peer_address for n in config.nodes}
     local = pb.Peer(cluster=config.name, node_id=node_id)
     peers = [NodeId(n.id) for n in config.nodes if n.id != node_id]
-    links: list[PeerLink] = []
-    transport = Transport(links)
+    # One pass: the links report to the driver built next (they call back
+    # only once running), and the driver sends through the links.
+    links = {
+        peer_id: PeerLink(
+            local=local,
+            peer_id=peer_id,
+            address=addresses[peer_id],
+            snapshots=state.snapshots,
+            on_unreachable=lambda p: driver.post(lambda: driver.core.report_unreachable(p)),
+            on_snapshot_done=lambda p, ok: driver.post(lambda: driver.core.report_snapshot(p, ok)),
+            log=log,
+            on_refused=lambda p: driver.post(lambda: driver.leader_refuses_connections(p)),
+            peer_address=peer_addresses[peer_id],
+        )
+        for peer_id in peers
+    }
+    transport = Transport(list(links.values()))
     driver = Driver(
         node_id=node_id,
         voters=tuple(NodeId(n) for n in config.node_ids),
@@ -120,23 +135,6 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         log=log,
         data_dir=config.node_data_dir(node_id),
     )
-    for peer_id in peers:
-        links.append(
-            PeerLink(
-                local=local,
-                peer_id=peer_id,
-                address=addresses[peer_id],
-                snapshots=state.snapshots,
-                on_unreachable=lambda p: driver.post(lambda: driver.core.report_unreachable(p)),
-                on_snapshot_done=lambda p, ok: driver.post(
-                    lambda: driver.core.report_snapshot(p, ok)
-                ),
-                log=log,
-                on_refused=lambda p: driver.post(lambda: driver.leader_refuses_connections(p)),
-                peer_address=peer_addresses[peer_id],
-            )
-        )
-    transport.links = {link.peer_id: link for link in links}
     node = NodeContext(
         cluster=config.name,
         node_id=node_id,
@@ -156,7 +154,7 @@ async def serve(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> 
         snapshots=state.snapshots,
         log=log,
         last_heard=node.last_heard,
-        on_pipe_ended=lambda p: transport.links[p].probe() if p in transport.links else None,
+        on_pipe_ended=lambda p: links[p].probe() if p in links else None,
     )
     streams_service = StreamsService(node)
     cluster_service = ClusterService(node, streams_service.forwarder)

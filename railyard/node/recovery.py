@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from railyard.config import ClusterConfig
 from railyard.node.driver import FatalError
 from railyard.node.driver.catch_up import marker_path, note_awaiting
+from railyard.node.driver.persistence import build_core
 from railyard.raft import NO_TERM, Index, NodeId, RaftConfig, RaftCore, SnapshotMeta, Term
 from railyard.storage import DataDirLock, SnapshotStore, SqliteLogStore
 from railyard.streams import Limits, StreamsMachine
@@ -97,28 +98,17 @@ def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> N
             machine.close()
             log_store.close()
             raise
-        hard_state = log_store.hard_state()
         applied = Index(machine.last_applied)
-        if hard_state.commit_index < applied:
-            # Applied entries are committed by definition (a snapshot installed
-            # just before a crash can be ahead of the stored commit index).
-            hard_state = replace(hard_state, commit_index=applied)
-        entries = log_store.entries(log_store.first_index(), Index(log_store.last_index() + 1))
         applied_term = log_store.term(applied)
         core_config = raft_config(config, node_id)
         # New, or its store was lost: no vote for history it may have held;
         # the marker keeps a node that crashed while catching up waiting.
-        started_empty = (meta is None and not entries) or marker_path(data_dir).exists()
+        no_entries = log_store.last_index() < log_store.first_index()
+        started_empty = (meta is None and no_entries) or marker_path(data_dir).exists()
         if started_empty:
             note_awaiting(data_dir)
-        core = RaftCore(
-            core_config,
-            random.Random(),
-            hard_state=hard_state,
-            snapshot=meta,
-            entries=entries,
-            applied=applied,
-            started_empty=started_empty,
+        core = build_core(
+            log_store, core_config, random.Random(), applied, started_empty=started_empty
         )
         if started_empty:
             log.info("empty store: no vote for a candidate with a log until caught up")
@@ -128,8 +118,8 @@ def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> N
     log.info(
         "opened %s: term=%d commit=%d applied=%d log=%d..%d snapshot=%d",
         data_dir,
-        hard_state.current_term,
-        hard_state.commit_index,
+        core.status().term,
+        core.status().commit_index,
         applied,
         log_store.first_index(),
         log_store.last_index(),

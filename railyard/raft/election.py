@@ -11,77 +11,25 @@ the election timeout ignores vote requests of higher terms, unless they carry
 `CAMPAIGN_TRANSFER_CONTEXT` (a campaign asked for by the leader itself through
 TIMEOUT_NOW, or forced by an operator).
 
-Voting after a lost store. Raft assumes stable storage: a server's log,
-`current_term` and `voted_for` survive its restarts (Figure 2, "persistent
-state"; §5.2), and the safety argument of §5.4.3 rests on it: a committed
-entry is held by a majority, every leader is elected by a majority, so some
-voter of the winner holds the entry and, by the election restriction (§5.4.1),
-votes only for a candidate whose log has it. A node whose data directory was
-wiped has forgotten the entries it acknowledged, and its vote can complete
-such a majority anyway. Example: A and B store a committed entry e, C lags;
-B is wiped and restarts empty, A is down; C campaigns, B (empty log) finds C
-up to date and grants, and C leads without e: e is lost. etcd's answer is
-operational: a member that lost its data is removed and added back as a new
-member. The core narrows the window itself:
+Voting after a lost store: the safety argument, its costs and the holes
+that remain are in docs/ARCHITECTURE.md ("Voting after a lost store"). The
+rules the code keeps:
 
-- A core told `started_empty` (its store held no entry and no snapshot) starts
-  `awaiting_catch_up`. It then grants neither votes nor pre-votes to a
-  candidate whose log is non-empty (`last_log_index > 0`): that candidate
-  proves the cluster has a history, part of which this node may have held.
-  A candidate with an empty log is answered as usual, so a brand-new cluster,
-  whose stores all start empty, still elects its first leader. The node may
-  campaign; a voter holding any entry rejects it (§5.4.1).
-- It leaves the state for good when it wins an election (a majority found its
-  log up to date, as §5.4.1 asks) or when it has caught up with a leader L of
-  term U (`follower`): its commit index reached `catch_up_target`, the
-  `leader_commit` of the first APPEND since it started, and the entry at its
-  commit index is of its current term U, unless the target is 0 (see below).
-  Only an append sets the target: it carries L's whole commit index, while a
-  heartbeat carries min(commit, match), 0 for a follower L just found empty,
-  and a snapshot carries none (installing one only raises the commit index
-  towards the target). A leader follows an accepted snapshot with an
-  append, empty if it has nothing newer (`replication`), so a node caught
-  up by a snapshot alone still learns the target.
-- Why that suffices: (a) every entry L had counted as committed when it first
-  appended to us, those counted with our acknowledgements before the wipe
-  included, lies at or below the target, and a commit index that reached it
-  means we hold those entries as L does (Log Matching, §5.3); (b) entries
-  committed in earlier terms are in L's log (Leader Completeness) before its
-  first entry of term U, and we hold L's log up to a committed entry of term U,
-  which L commits as soon as it has a majority (§5.4.2, its no-op). Holding
-  every entry committed before the loss, the node votes as if it had never
-  lost its store, and the §5.4.3 argument applies again. The commit index is
-  the measure, not the log's end: entries past it may still be replaced.
-- A target of 0 (L had committed nothing) ends the state at once, without (b):
-  in a brand-new cluster whose first leader failed before committing its
-  no-op, every node holds some of its entries and still awaits, each would
-  refuse the others, and no leader could ever be elected. The price is (b)
-  for a leader that never learned of any commit though it holds committed
-  entries.
-- The cost: while a node awaits, a candidate with history needs a majority
-  without it. With one more node down in a 3-node cluster no leader is
-  elected until that node returns, which is the point when the node was
-  wiped, and a loss of availability when it is merely new and has not yet
-  heard from a leader.
-
-NB, holes that remain (all come from the lost store, which Raft does not
-model; the complete answer is etcd's remove-and-re-add, which needs
-membership changes):
-- An empty-log candidate is granted: a wiped node cannot tell a brand-new
-  cluster from one whose history lives only on nodes that are down. A node
-  wiped during the very first election may vote twice in one term, and a wiped
-  node with a node that never received any entry can elect an empty leader.
-- The node also forgot its `current_term` and `voted_for`: before catching up
-  it accepts appends from a deposed leader of an older term (which then counts
-  its acknowledgements), and (a) holds only if L is not such a leader; after
-  catching up with a leader of a term older than one it voted in before the
-  wipe, it may vote a second time in that term.
-- The state lives in memory: a node that crashes mid catch-up with entries
-  on disk would restart with a non-empty log and vote at once. The node
-  layer closes this with a marker file (`node/driver/catch_up.py`), created before
-  the first step and removed once `awaiting_catch_up` clears, which passes
-  `started_empty` again at every start while it exists; the driver passes it
-  again when it rebuilds the core after a full disk.
+- A core told `started_empty` (its store held no entry and no snapshot)
+  starts `awaiting_catch_up`, and while it awaits grants neither votes nor
+  pre-votes to a candidate whose log is non-empty (`last_log_index > 0`). A
+  candidate with an empty log is answered as usual (a brand-new cluster
+  must elect its first leader); the node may campaign.
+- It leaves the state for good when it wins an election, or, as a follower
+  (`follower`), when its commit index reached `catch_up_target` and the entry
+  at its commit index is of its current term. Only an APPEND sets the target
+  (the `leader_commit` of the first one since the start: a heartbeat's
+  commit is clipped, a snapshot carries none); a target of 0 ends the state
+  at once. A leader follows an accepted snapshot with an append
+  (`replication`), so a node caught up by a snapshot alone learns the target.
+- The state lives in memory: the node layer's marker file
+  (`node/driver/catch_up.py`) passes `started_empty` again at every start
+  while it exists, and the driver passes it when it rebuilds the core.
 """
 
 from __future__ import annotations

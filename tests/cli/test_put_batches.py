@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from railyard.cli.common import CliError
-from railyard.cli.records import _StdinBatches
+from railyard.cli.records import StdinBatches
 
 
 async def batches_of(
@@ -16,7 +16,7 @@ async def batches_of(
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for chunk in [*chunks, b""]:
         queue.put_nowait(chunk)
-    cutter = _StdinBatches(queue, records, nbytes)
+    cutter = StdinBatches(queue, records, nbytes)
     out = []
     while (batch := await cutter.next(record)) is not None:
         if batch:
@@ -40,7 +40,7 @@ async def test_an_oversized_line_fails_after_the_lines_before_it_are_sent() -> N
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     queue.put_nowait(b"ok\n" + b"x" * 11 + b"\nlater\n")
     queue.put_nowait(b"")
-    cutter = _StdinBatches(queue, 100, 1000)
+    cutter = StdinBatches(queue, 100, 1000)
     assert await cutter.next(10) == [b"ok"]
     with pytest.raises(CliError, match="stdin line 2: record of 11 bytes"):
         await cutter.next(10)

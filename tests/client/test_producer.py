@@ -11,8 +11,6 @@ import pytest
 
 from railyard.client import RailyardClient
 from railyard.client.producer import MAX_WINDOW, StreamProducer
-from railyard.node.api.commands import append_command_bytes
-from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.streams.limits import DEFAULT_PRODUCER_WINDOW
 from tests.support.cluster import LocalCluster
@@ -86,24 +84,3 @@ async def test_ordered_exactly_once_across_leader_kill(cluster: LocalCluster) ->
 def test_window_is_capped_at_what_the_cluster_remembers() -> None:
     assert StreamProducer(["localhost:1"], "s", window=MAX_WINDOW + 100).window == MAX_WINDOW
     assert MAX_WINDOW <= DEFAULT_PRODUCER_WINDOW  # resends stay within the remembered results
-
-
-def test_append_command_bytes_is_the_command() -> None:
-    """The leader builds an append's entry from the request's bytes: same command, same fields."""
-    request = pb.PutRecordsRequest(
-        stream="s",
-        records=[cmd.Record(data=b"x", key=b"k", has_key=True), cmd.Record(data=b"y")],
-        producer_id="p",
-        producer_sequence=7,
-    )
-    built = cmd.Command.FromString(append_command_bytes(request, 1234, True))
-    assert built == cmd.Command(
-        append_records=cmd.AppendRecordsCommand(
-            stream="s",
-            records=list(request.records),
-            producer_id="p",
-            producer_sequence=7,
-            timestamp_ms=1234,
-            create_if_missing=True,
-        )
-    )

@@ -7,18 +7,13 @@ from a forgotten term.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from railyard.node.recovery import reconcile
 from railyard.proto import railyard_pb2 as pb
-from railyard.raft import Entry, EntryKind, HardState, Index, NodeId, SnapshotMeta, Term
-from railyard.storage import SnapshotStore, SqliteLogStore
-from railyard.streams import StreamsMachine
 from tests.cluster.helpers import CALL_TIMEOUT_S, create_stream, read_all
 from tests.support.cluster import LocalCluster, node_command
 
@@ -98,43 +93,3 @@ def test_damaged_or_inconsistent_files_are_refused_in_one_line_naming_the_file(
         assert len(read_all(c, leader, "s")) == 15
     finally:
         c.stop()
-
-
-def _opened(tmp_path: Path) -> tuple[SqliteLogStore, SnapshotStore, StreamsMachine]:
-    log_store = SqliteLogStore.open(tmp_path / LOG_DB, cluster="c", node_id="n1")
-    # Entries 1..6, terms 1,1,1,2,2,2; the hard state counts 1..4 as committed.
-    log_store.save(
-        HardState(Term(2), NodeId("n1"), Index(4)),
-        [Entry(Term(1 if i <= 3 else 2), Index(i), EntryKind.NOOP) for i in range(1, 7)],
-    )
-    machine = StreamsMachine.open(tmp_path / STATE_DB)
-    return log_store, SnapshotStore(tmp_path / "snapshots"), machine
-
-
-@pytest.mark.parametrize(
-    ("index", "term", "used", "last_index"),
-    [
-        (3, 1, True, 6),  # this node's own snapshot, the log not compacted yet (a crash)
-        (8, 3, True, 8),  # installed from a leader, the log not reset yet (a crash)
-        (5, 3, True, 5),  # installed from a leader over uncommitted entries of an older term
-        (3, 0, False, 6),  # contradicts committed entry 3 (term 1): not this cluster's history
-    ],
-)
-def test_only_a_snapshot_consistent_with_the_log_is_used_at_start(
-    tmp_path: Path, index: int, term: int, used: bool, last_index: int
-) -> None:
-    """F7: a snapshot newer than the log's compaction replaces the log's prefix only if it
-    can be part of the same history."""
-    log_store, snapshots, machine = _opened(tmp_path)
-    try:
-        meta = SnapshotMeta(Index(index), Term(term), (NodeId("n1"),))
-        snapshots.create(meta, machine.snapshot_to)
-        found = reconcile(log_store, snapshots, machine, logging.getLogger("test.startup"))
-        if used:
-            assert found == meta and log_store.snapshot_meta() == meta
-        else:
-            assert found is None and log_store.snapshot_meta() is None
-        assert log_store.last_index() == last_index
-    finally:
-        machine.close()
-        log_store.close()

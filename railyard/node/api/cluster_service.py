@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from railyard.node.api.commands import stream_info_to_pb
-from railyard.node.api.context import FORWARDED_KEY, Forwarder, NodeContext
+from railyard.node.api.context import Forwarder, NodeContext
 from railyard.node.api.status_codes import ServiceError, rpc, unavailable
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
@@ -86,13 +86,13 @@ class ClusterService(pb_grpc.ClusterServicer):
         self.forwarder = forwarder
 
     async def status(self) -> pb.NodeStatus:
-        core = self.driver.core.status()
+        core = self.driver.status()
         streams = await self.driver.machine_call(self.driver.machine.list_streams)
         heartbeat_ms = self.node.heartbeat_interval_ms
         ticks = (
-            getattr(core, "ticks_since_quorum_contact", None)
+            core.ticks_since_quorum_contact
             if core.role is Role.LEADER
-            else getattr(core, "ticks_since_leader_contact", None)
+            else core.ticks_since_leader_contact
         )
         now = time.monotonic()
         status = pb.NodeStatus(
@@ -107,7 +107,7 @@ class ClusterService(pb_grpc.ClusterServicer):
             last_log_index=core.last_index,
             snapshot_index=core.snapshot_index,
             voted_for=core.voted_for or "",
-            last_contact_ms_ago=-1 if ticks is None else ticks * heartbeat_ms,
+            last_contact_ms_ago=ticks * heartbeat_ms,
             uptime_ms=int((now - self.node.started_at) * 1000),
             snapshots_taken=self.driver.stats.snapshots_taken,
             snapshots_installed=self.driver.stats.snapshots_installed,
@@ -144,9 +144,9 @@ class ClusterService(pb_grpc.ClusterServicer):
     @rpc
     async def ReadLog(self, request: pb.ReadLogRequest, context: Any) -> pb.ReadLogResponse:
         count = min(request.count or DEFAULT_READ_LOG_COUNT, MAX_READ_LOG_COUNT)
-        core = self.driver.core.status()
+        core = self.driver.status()
         lo = Index(max(core.snapshot_index + 1, core.last_index - count + 1))
-        entries = self.driver.core.log_entries(lo, Index(core.last_index + 1))
+        entries = self.driver.log_entries(lo, Index(core.last_index + 1))
         return pb.ReadLogResponse(entries=[describe_entry(e, core.commit_index) for e in entries])
 
     @rpc
@@ -164,11 +164,16 @@ class ClusterService(pb_grpc.ClusterServicer):
         if leader is None:
             raise unavailable("no leader is known; retry shortly", None)
         if leader != self.node.node_id:
-            return await self._forward(request, context, leader)
-        term = self.driver.core.status().term
+            # Our own wait plus one for the hop: every call has a deadline.
+            hop_s = (TRANSFER_TIMEOUT_ELECTIONS + 1) * self.node.election_timeout_ms / 1000
+            response: pb.TransferLeadershipResponse = await self.forwarder.forward(
+                "TransferLeadership", request, context, stub=pb_grpc.ClusterStub, timeout_s=hop_s
+            )
+            return response
+        term = self.driver.status().term
         if target == leader:
             return pb.TransferLeadershipResponse(previous_leader=leader, leader=leader, term=term)
-        await self.driver.call(lambda: self.driver.core.transfer_leadership(target))
+        await self.driver.transfer_leadership(target)
         new_leader, new_term = await self._await_new_leader(leader, context)
         if target is not None and new_leader != target:
             raise ServiceError(
@@ -186,7 +191,7 @@ class ClusterService(pb_grpc.ClusterServicer):
             timeout_s = min(timeout_s, remaining)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            core = self.driver.core.status()
+            core = self.driver.status()
             if core.leader_id is not None and core.leader_id != previous:
                 return core.leader_id, core.term
             await asyncio.sleep(self.node.heartbeat_interval_ms / 1000)
@@ -194,23 +199,3 @@ class ClusterService(pb_grpc.ClusterServicer):
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"leadership did not move from {previous} within {timeout_s:.1f}s",
         )
-
-    async def _forward(
-        self, request: pb.TransferLeadershipRequest, context: Any, leader: NodeId
-    ) -> pb.TransferLeadershipResponse:
-        if any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ()):
-            raise unavailable(f"not the leader (leader: {leader})", leader)
-        stub = pb_grpc.ClusterStub(self.forwarder.channel(leader))
-        remaining = context.time_remaining()
-        if remaining is None:
-            # Our own wait plus one for the hop: every call has a deadline.
-            remaining = (TRANSFER_TIMEOUT_ELECTIONS + 1) * self.node.election_timeout_ms / 1000
-        try:
-            response: pb.TransferLeadershipResponse = await stub.TransferLeadership(
-                request,
-                timeout=remaining,
-                metadata=((FORWARDED_KEY, self.node.node_id),),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise ServiceError(exc.code(), exc.details() or "") from exc
-        return response

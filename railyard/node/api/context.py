@@ -10,7 +10,7 @@ forwarding loops); with no leader known the answer is UNAVAILABLE.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -91,10 +91,15 @@ class Forwarder:
         method: str,
         request: Any,
         context: Any,
+        *,
+        stub: Callable[[grpc.aio.Channel], Any] = pb_grpc.StreamsStub,
+        timeout_s: float | None = None,
         extra_metadata: tuple[tuple[str, str], ...] = (),
     ) -> Any:
-        """Send the request to the leader; its answer (or its error) is ours.
+        """Send the request to the leader's `method` of `stub`; its answer (or its error) is ours.
 
+        The call gets the caller's remaining time (`timeout_s` when the
+        caller set no deadline, else the default request timeout).
         `extra_metadata` travels with the request besides the forwarded mark.
         """
         leader = self.node.leader()
@@ -103,11 +108,13 @@ class Forwarder:
         forwarded = any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ())
         if forwarded:
             raise unavailable(f"not the leader (leader: {leader})", leader)
-        stub = pb_grpc.StreamsStub(self.channel(leader))
+        remaining = context.time_remaining()
+        if remaining is None and timeout_s is not None:
+            remaining = timeout_s
         try:
-            response = await getattr(stub, method)(
+            response = await getattr(stub(self.channel(leader)), method)(
                 request,
-                timeout=request_timeout(context),
+                timeout=request_timeout(context) if remaining is None else max(0.0, remaining),
                 metadata=((FORWARDED_KEY, self.node.node_id), *extra_metadata),
             )
             # A forwarded write costs a second hop: name the leader, so a

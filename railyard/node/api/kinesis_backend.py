@@ -210,7 +210,7 @@ class NodeKinesisBackend:
         async def attempt(call: _Call) -> AppendResult:
             if not self.node.is_leader():
                 response = await self.streams.forwarder.forward(
-                    "PutRecords", batch, call, ((NO_CREATE_KEY, "1"),)
+                    "PutRecords", batch, call, extra_metadata=((NO_CREATE_KEY, "1"),)
                 )
                 return AppendResult(
                     response.sequences[0], len(response.sequences), response.timestamp_ms

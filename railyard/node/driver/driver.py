@@ -72,6 +72,7 @@ from railyard.node.driver.reads import PendingReads
 from railyard.node.driver.snapshotting import Snapshotter
 from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
 from railyard.raft import (
+    CoreStatus,
     Entry,
     Index,
     Message,
@@ -190,6 +191,18 @@ class Driver:
         result = await self.inbox.propose(data)
         assert result is not None, "a command's entry always has a result"
         return result
+
+    def status(self) -> CoreStatus:
+        """The core's state now (a copy: handlers may read it between steps)."""
+        return self.core.status()
+
+    def log_entries(self, lo: Index, hi: Index) -> tuple[Entry, ...]:
+        """The entries [lo, hi) the core still holds in memory, for display."""
+        return self.core.log_entries(lo, hi)
+
+    async def transfer_leadership(self, to: NodeId | None) -> None:
+        """Ask the core to hand leadership to `to` (None: the most up-to-date follower)."""
+        await self.call(lambda: self.core.transfer_leadership(to))
 
     def check_writable(self, size: int = 0) -> None:
         """Raise DiskFull unless the disk has room for a write of `size` bytes and the reserve."""

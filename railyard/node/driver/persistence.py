@@ -3,7 +3,8 @@
 The driver owns one `LogWriter`: `start_save` hands a Ready's entries and
 hard state to the log thread, `finish_save` waits for the fsync, and after a
 save that met a full disk `rebuild_core` builds a core from what is durable,
-as a restart would.
+as a restart would (`build_core`, the one place a core is built: start-up
+uses it too).
 
 Invariants:
 - Entries and hard state go in ONE `LogStore.save` (one fsync), on the
@@ -24,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from railyard.node.driver.disk_space import is_disk_full
 from railyard.node.driver.fatal import FatalError
-from railyard.raft import Entry, HardState, Index, RaftCore, SnapshotMeta
+from railyard.raft import Entry, HardState, Index, RaftConfig, RaftCore
 from railyard.storage import LogStore
 
 # Core restarts after a save that met a full disk, in a row (no successful
@@ -135,23 +138,41 @@ class LogWriter:
             raise FatalError(f"{failure} ({MAX_RESTARTS_ON_FULL_DISK} times in a row)") from failure
         self.log.error("%s; restarting the core from what is on disk", failure)
         loop = asyncio.get_running_loop()
-        hard_state, snapshot, entries = await loop.run_in_executor(self.io, self._durable_state)
-        if hard_state.commit_index < applied:
-            hard_state = replace(hard_state, commit_index=applied)
-        core = RaftCore(
-            old.config,
-            old.rng,
-            hard_state=hard_state,
-            snapshot=snapshot,
-            entries=entries,
-            applied=applied,
-            started_empty=started_empty,
+        rebuild = functools.partial(build_core, started_empty=started_empty)
+        core = await loop.run_in_executor(
+            self.io, rebuild, self.log_store, old.config, old.rng, applied
         )
         self._saved_hard_state = self.log_store.hard_state()
         self._unsaved_hard_state = None
         return core
 
-    def _durable_state(self) -> tuple[HardState, SnapshotMeta | None, list[Entry]]:
-        store = self.log_store
-        entries = store.entries(store.first_index(), Index(store.last_index() + 1))
-        return store.hard_state(), store.snapshot_meta(), entries
+
+def build_core(
+    store: LogStore,
+    config: RaftConfig,
+    rng: random.Random,
+    applied: Index,
+    *,
+    started_empty: bool,
+) -> RaftCore:
+    """The core of a node whose log store holds what is durable (blocking: reads the store).
+
+    Built from the hard state, the snapshot metadata, the entries after it
+    and the state machine's `applied` index: entries between `applied` and
+    the commit index are applied again. The one place a core is built, at
+    start-up and after a save met a full disk.
+    """
+    hard_state = store.hard_state()
+    if hard_state.commit_index < applied:
+        # Applied entries are committed by definition (a snapshot installed
+        # just before a crash can be ahead of the stored commit index).
+        hard_state = replace(hard_state, commit_index=applied)
+    return RaftCore(
+        config,
+        rng,
+        hard_state=hard_state,
+        snapshot=store.snapshot_meta(),
+        entries=store.entries(store.first_index(), Index(store.last_index() + 1)),
+        applied=applied,
+        started_empty=started_empty,
+    )
