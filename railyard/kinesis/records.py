@@ -306,6 +306,9 @@ class RecordOperations:
         except b.Unavailable as exc:
             raise unavailable(str(exc), retry_is_safe=True) from None
         records = [_record(it.shard_index, r) for r in batch.records]
+        # Kinesis' "how far behind the tip": 0 once nothing is left to read;
+        # otherwise the age of the last record returned, the read's position
+        # in time (the tip's own timestamp would cost another query).
         behind_ms = 0
         if batch.behind_latest and batch.records:
             behind_ms = max(0, now - batch.records[-1].timestamp_ms)

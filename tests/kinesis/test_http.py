@@ -281,6 +281,44 @@ async def test_roles_limit_what_a_signed_key_may_do() -> None:
         assert (status, answer["__type"]) == (400, "MissingAuthenticationTokenException")
 
 
+async def test_an_unfinished_create_shows_creating_and_is_completed_by_repeating_it(
+    endpoint: Endpoint,
+) -> None:
+    k = endpoint.client()
+    await endpoint.backend.create_stream("half.shard-1-of-3", 24 * 3_600_000)
+    d = (await call(k.describe_stream, StreamName="half"))["StreamDescription"]
+    assert d["StreamStatus"] == "CREATING"
+    assert (await error_of(k.put_record, StreamName="half", Data=b"d", PartitionKey="k"))[0] == (
+        "ResourceNotFoundException"
+    )
+    assert (await error_of(k.create_stream, StreamName="half", ShardCount=2))[0] == (
+        "ResourceInUseException"
+    )
+    await call(k.create_stream, StreamName="half", ShardCount=3)
+    d = (await call(k.describe_stream, StreamName="half"))["StreamDescription"]
+    assert d["StreamStatus"] == "ACTIVE" and len(d["Shards"]) == 3
+
+
+async def test_put_records_bounds(endpoint: Endpoint) -> None:
+    k = endpoint.client()
+    await call(k.create_stream, StreamName="s", ShardCount=1)
+    record = {"Data": b"x", "PartitionKey": "k"}
+    status, _, answer = await endpoint.raw(
+        b'{"StreamName": "s", "Records": []}', "Kinesis_20131202.PutRecords"
+    )
+    assert (status, answer["__type"]) == (400, "ValidationException")
+    assert await error_of(k.put_records, StreamName="s", Records=[record] * 501) == (
+        "ValidationException",
+        400,
+    )
+    six_mib = [{"Data": b"x" * 900_000, "PartitionKey": str(i)} for i in range(7)]
+    assert await error_of(k.put_records, StreamName="s", Records=six_mib) == (
+        "InvalidArgumentException",
+        400,
+    )
+    assert sum(len(s.records) for s in endpoint.backend.streams.values()) == 0
+
+
 async def test_retention_moves_within_kinesis_bounds(endpoint: Endpoint) -> None:
     k = endpoint.client()
     await call(k.create_stream, StreamName="s", ShardCount=2)
