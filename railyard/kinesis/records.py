@@ -36,6 +36,7 @@ from railyard.kinesis.errors import (
 )
 from railyard.kinesis.fields import HASH_KEY, MAX_PARTITION_KEY_CHARS, Fields
 from railyard.kinesis.positions import (
+    SEQUENCE_NUMBER,
     ShardIterator,
     parse_sequence_number,
     sequence_number,
@@ -156,7 +157,8 @@ class RecordOperations:
     async def put_record(self, f: Fields, ctx: CallContext) -> dict[str, Any]:
         name = f.stream_name()
         assert name is not None
-        f.string("SequenceNumberForOrdering", pattern=re.compile(r"0|[1-9]\d{0,128}"))
+        # Accepted and checked; a shard's records are in arrival order anyway.
+        f.string("SequenceNumberForOrdering", pattern=SEQUENCE_NUMBER)
         entry = self._entry(f)
         if entry.error is not None:
             raise validation(f"Value at 'data' failed to satisfy constraint: {entry.error}")
