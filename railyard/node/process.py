@@ -77,20 +77,6 @@ def configure_logging(node_id: str, level: str) -> logging.Logger:
     return log
 
 
-async def _tick(driver: Driver, interval_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    next_at = loop.time()
-    while True:
-        next_at += interval_s
-        delay = next_at - loop.time()
-        if delay < -interval_s:
-            # The loop stalled: do not fire a burst of ticks (a spurious election).
-            next_at = loop.time()
-            delay = 0.0
-        await asyncio.sleep(max(0.0, delay))
-        driver.post(driver.core.tick)
-
-
 class _Stop(Exception):
     """Raised inside the TaskGroup to end every task on a signal."""
 
@@ -265,7 +251,8 @@ async def _run(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(driver.run())
             tg.create_task(transport.run())
-            tg.create_task(_tick(driver, config.heartbeat_interval_ms / 1000))
+            tick_s = config.heartbeat_interval_ms / 1000
+            tg.create_task(driver.ticker.run(driver.post, lambda: driver.core.tick(), tick_s))
             tg.create_task(
                 clear_when_caught_up(
                     config.node_data_dir(driver.node_id),

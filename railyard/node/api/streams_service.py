@@ -171,34 +171,43 @@ class StreamsService(pb_grpc.StreamsServicer):
             producer_id=request.producer_id,
             producer_sequence=request.producer_sequence,
         )
-        _raise_invalid(batch, self.node.limits)
-        if not self.node.is_leader():
-            response: pb.PutRecordResponse = await self.forwarder.forward(
-                "PutRecord", request, context
+
+        def respond(appended: Appended) -> pb.PutRecordResponse:
+            return pb.PutRecordResponse(
+                sequence=appended.sequences[0], timestamp_ms=appended.timestamp_ms
             )
-            return response
-        appended = await self.propose_append(batch, request_timeout(context))
-        return pb.PutRecordResponse(
-            sequence=appended.sequences[0], timestamp_ms=appended.timestamp_ms
-        )
+
+        return await self._put(batch, request, context, respond)
 
     @rpc
     async def PutRecords(
         self, request: pb.PutRecordsRequest, context: Any
     ) -> pb.PutRecordsResponse:
-        _raise_invalid(request, self.node.limits)
-        if not self.node.is_leader():
-            forwarded: pb.PutRecordsResponse = await self.forwarder.forward(
-                "PutRecords", request, context
+        def respond(appended: Appended) -> pb.PutRecordsResponse:
+            return pb.PutRecordsResponse(
+                sequences=list(appended.sequences), timestamp_ms=appended.timestamp_ms
             )
+
+        return await self._put(request, request, context, respond)
+
+    async def _put(
+        self,
+        batch: pb.PutRecordsRequest,
+        request: Any,
+        context: Any,
+        respond: Callable[[Appended], Resp],
+    ) -> Resp:
+        """A unary put: check `batch`, forward `request` from a follower, else propose it."""
+        _raise_invalid(batch, self.node.limits)
+        if not self.node.is_leader():
+            method = type(request).__name__.removesuffix("Request")
+            forwarded: Resp = await self.forwarder.forward(method, request, context)
             return forwarded
         no_create = any(key == NO_CREATE_KEY for key, _ in context.invocation_metadata() or ())
         appended = await self.propose_append(
-            request, request_timeout(context), create_if_missing=not no_create
+            batch, request_timeout(context), create_if_missing=not no_create
         )
-        return pb.PutRecordsResponse(
-            sequences=list(appended.sequences), timestamp_ms=appended.timestamp_ms
-        )
+        return respond(appended)
 
     async def propose_append(
         self, batch: pb.PutRecordsRequest, timeout_s: float, *, create_if_missing: bool = True

@@ -29,8 +29,10 @@ invariants, and calls them at fixed points of the loop:
 `snapshotting.Snapshotter` (steps 1 and 7, and refused snapshots at the end
 of each round), `persistence.LogWriter` (step 3, and the core's rebuild
 after a save met a full disk), `applying.Applier` (step 5),
-`waiters.ProposalWaiters` and `reads.PendingReads` (step 6), and
-`disk_space.DiskGuard` (free space, checked before writes and appends).
+`waiters.ProposalWaiters` and `reads.PendingReads` (step 6),
+`disk_space.DiskGuard` (free space, checked before writes and appends),
+`threads.Threads` (the log and reads threads) and `timing.Ticker` (ticks,
+and a dead leader's lease cut short).
 
 Invariants:
 - Only this task calls a mutating method of the core. Request handlers may
@@ -54,8 +56,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -63,14 +63,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from railyard.node.driver.applying import Applier
-from railyard.node.driver.catch_up import marker_path
 from railyard.node.driver.disk_space import DiskGuard
-from railyard.node.driver.fatal import FatalError
 from railyard.node.driver.inbox import Inbox, Proposal, Round
 from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
 from railyard.node.driver.reads import PendingReads
 from railyard.node.driver.snapshotting import Snapshotter
-from railyard.node.driver.waiters import LeadershipLost, ProposalWaiters
+from railyard.node.driver.threads import Threads
+from railyard.node.driver.timing import Ticker
+from railyard.node.driver.waiters import ProposalWaiters
 from railyard.raft import (
     CoreStatus,
     Entry,
@@ -88,23 +88,9 @@ from railyard.raft import (
     Term,
 )
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
-from railyard.streams import ApplyResult, CorruptState, StreamsMachine
-
-# FatalError is what `Driver.run` ends with, LeadershipLost what `propose` may
-# raise; callers import them with the Driver.
-__all__ = ["Driver", "FatalError", "LeadershipLost", "NodeStopped", "Outbox"]
+from railyard.streams import ApplyResult, StreamsMachine
 
 T = TypeVar("T")
-
-# Message types not worth a debug line each.
-_ROUTINE = frozenset(
-    {
-        MessageType.APPEND,
-        MessageType.APPEND_RESPONSE,
-        MessageType.HEARTBEAT,
-        MessageType.HEARTBEAT_RESPONSE,
-    }
-)
 
 
 class NodeStopped(Exception):
@@ -143,17 +129,15 @@ class Driver:
         self.log_store = log_store
         self.machine = machine
         self.outbox = outbox
-        self.election_ticks = election_ticks
-        self._skipped_timeout_for: tuple[NodeId, Term] | None = None
+        self.ticker = Ticker(election_ticks, log)
         self.log = log
         self.inbox = Inbox(log)
-        self.log_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-log")
-        self.sm_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streams")
+        self.threads = Threads(self.inbox, log)
         self.applier = Applier(machine)
         self.applied = applied
         self.applied_term = applied_term
         self.soft_state = SoftState()
-        self.writer = LogWriter(log_store, self.log_io, log)
+        self.writer = LogWriter(log_store, self.threads.log_io, log)
         self.waiters = ProposalWaiters()
         self.reads = PendingReads()
         self._tg: asyncio.TaskGroup | None = None
@@ -223,26 +207,12 @@ class Driver:
         self.inbox.post(fn)
 
     async def machine_call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a state-machine query (or a restore) on the reads thread.
-
-        A state found damaged (a record failing its checksum) stops the node:
-        a replica must not serve, nor snapshot to others, a state that differs
-        from the log. At the next start `verify` refuses the file, naming it.
-        """
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.sm_io, fn, *args)
-        except CorruptState as exc:
-            self.log.error("%s; stopping the node", exc)
-            # Queued even when the inbox is full (waiting for room): a stop
-            # dropped here would leave the node serving a damaged state.
-            await self.inbox.queue_call(
-                functools.partial(_stop_on, FatalError(f"damaged state: {exc}"))
-            )
-            raise
+        """Run a state-machine query (or a restore) on the reads thread (`Threads`)."""
+        return await self.threads.machine_call(fn, *args)
 
     async def log_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a log-store call on its worker thread, after queued writes."""
-        return await asyncio.get_running_loop().run_in_executor(self.log_io, fn, *args)
+        return await self.threads.log_call(fn, *args)
 
     async def deliver_snapshot(self, message: Message, receiver: SnapshotReceiver) -> None:
         """Step a SNAPSHOT message whose bytes `receiver` has staged.
@@ -262,29 +232,12 @@ class Driver:
         await self.inbox.queue_call(step)
 
     def leader_refuses_connections(self, peer: NodeId) -> None:
-        """Called in the driver when connecting to `peer` was refused: its process is gone.
-
-        A follower of that leader skips the fixed part of its election timeout
-        (`election_ticks` ticks at once), keeping the randomized part, so the
-        followers of a crashed leader still campaign at staggered times, and
-        no sooner than Raft would let them win a (pre-)vote: every follower
-        of the dead leader sees the refusal and leaves its lease too. Safety
-        never depends on timing; a false alarm costs at most an election.
-        """
-        status = self.core.status()
-        if status.role is not Role.FOLLOWER or status.leader_id != peer:
-            return
-        if self._skipped_timeout_for == (peer, status.term):
-            return  # once per leader and term, or the randomization would be lost
-        self._skipped_timeout_for = (peer, status.term)
-        self.log.info("leader %s refuses connections; not waiting out its lease", peer)
-        for _ in range(self.election_ticks):
-            self.core.tick()
+        """Connecting to `peer` was refused: see `Ticker.leader_refuses_connections`."""
+        self.post(lambda: self.ticker.leader_refuses_connections(self.core, peer))
 
     def shutdown_workers(self) -> None:
         """Wait for the write or apply in progress to finish (called at exit)."""
-        self.log_io.shutdown(wait=True, cancel_futures=True)
-        self.sm_io.shutdown(wait=True, cancel_futures=True)
+        self.threads.shutdown()
         self.snapshotter.shutdown()
         self.applier.shutdown()
 
@@ -322,14 +275,6 @@ class Driver:
     def _step(self, message: Message) -> None:
         if message.type is MessageType.APPEND and not self.disk.follower_has_room(message):
             return  # unanswered: the leader sends it again later
-        if self.log.isEnabledFor(logging.DEBUG) and message.type not in _ROUTINE:
-            self.log.debug(
-                "step %s from %s term=%d granted=%s",
-                message.type.value,
-                message.sender,
-                message.term,
-                message.vote_granted,
-            )
         self.core.step(message)
 
     def _submit(self, collected: Round) -> None:
@@ -429,14 +374,8 @@ class Driver:
         starts as a follower that knows no leader, so everything waiting on
         the old one learns that its outcome is unknown.
         """
-        # Still catching up if the old core was, or if what caught it up was
-        # in the save that failed: the marker outlives both until it is durable.
-        data_dir = self.disk.data_dir
-        started_empty = self.core.status().awaiting_catch_up or (
-            data_dir is not None and marker_path(data_dir).exists()
-        )
         self.core = await self.writer.rebuild_core(
-            failure, self.core, self.applied, started_empty=started_empty
+            failure, self.core, self.applied, self.disk.data_dir
         )
         self._on_soft_state(SoftState())  # what a fresh core starts from
         # Outcome unknown: an entry proposed here may still commit elsewhere.
@@ -456,7 +395,3 @@ class Driver:
         self.waiters.fail_through(meta.index, self.soft_state.leader_id)
         self.applied = meta.index
         self.applied_term = meta.term
-
-
-def _stop_on(error: FatalError) -> None:
-    raise error

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from railyard.raft import Message
+from railyard.raft import Message, MessageType
 from railyard.streams import ApplyResult
 
 T = TypeVar("T")
@@ -43,6 +43,15 @@ MAX_EVENTS_PER_ROUND = 4096
 # Bounded inbox: a peer or client that floods the node waits (gRPC flow
 # control pushes back) instead of growing memory without limit.
 INBOX_SIZE = 65536
+# Message types not worth a debug line each.
+_ROUTINE = frozenset(
+    {
+        MessageType.APPEND,
+        MessageType.APPEND_RESPONSE,
+        MessageType.HEARTBEAT,
+        MessageType.HEARTBEAT_RESPONSE,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -145,6 +154,14 @@ class Inbox:
         collected: Round,
     ) -> None:
         if isinstance(event, Message):
+            if self.log.isEnabledFor(logging.DEBUG) and event.type not in _ROUTINE:
+                self.log.debug(
+                    "step %s from %s term=%d granted=%s",
+                    event.type.value,
+                    event.sender,
+                    event.term,
+                    event.vote_granted,
+                )
             step(event)
         elif isinstance(event, Proposal):
             collected.proposals.append(event)

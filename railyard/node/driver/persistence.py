@@ -31,7 +31,9 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+from railyard.node.driver.catch_up import marker_path
 from railyard.node.driver.disk_space import is_disk_full
 from railyard.node.driver.fatal import FatalError
 from railyard.raft import Entry, HardState, Index, RaftConfig, RaftCore
@@ -116,7 +118,7 @@ class LogWriter:
             )
 
     async def rebuild_core(
-        self, failure: SaveFailedDiskFull, old: RaftCore, applied: Index, *, started_empty: bool
+        self, failure: SaveFailedDiskFull, old: RaftCore, applied: Index, data_dir: Path | None
     ) -> RaftCore:
         """After a save met a full disk: a core rebuilt from what is durable.
 
@@ -129,14 +131,19 @@ class LogWriter:
         and writes resume when space returns. Exiting instead would also be
         safe, but would take reads away from a node whose only fault is a
         full disk. A disk that stays full after many restarts in a row is
-        fatal. `started_empty`: the node has not durably caught up since it
-        started with an empty store (see `catch_up.py`); the rebuilt core
-        keeps refusing votes for candidates with a log.
+        fatal. A node that has not durably caught up since it started with an
+        empty store (see `catch_up.py`) keeps refusing votes for candidates
+        with a log.
         """
         self._restarts_on_full_disk += 1
         if self._restarts_on_full_disk > MAX_RESTARTS_ON_FULL_DISK:
             raise FatalError(f"{failure} ({MAX_RESTARTS_ON_FULL_DISK} times in a row)") from failure
         self.log.error("%s; restarting the core from what is on disk", failure)
+        # Still catching up if the old core was, or if what caught it up was
+        # in the save that failed: the marker outlives both until it is durable.
+        started_empty = old.status().awaiting_catch_up or (
+            data_dir is not None and marker_path(data_dir).exists()
+        )
         loop = asyncio.get_running_loop()
         rebuild = functools.partial(build_core, started_empty=started_empty)
         core = await loop.run_in_executor(
