@@ -17,6 +17,8 @@ A cluster file names the cluster, its timings and its nodes::
     address = "127.0.0.1:50051"       # clients and the named RPCs (gRPC)
     peer_address = "127.0.0.1:51051"  # optional: Raft traffic from peers (TCP)
     metrics_address = "127.0.0.1:52051"  # optional: /metrics, /health, /ready (HTTP)
+    kinesis_address = "127.0.0.1:4567"   # optional: a Kinesis-compatible endpoint (HTTP,
+                                         # HTTPS with [tls])
 
     [tls]                                   # optional: mutual TLS everywhere
     ca_file = "certs/ca.pem"                # relative to this file
@@ -25,27 +27,35 @@ A cluster file names the cluster, its timings and its nodes::
     client_cert_file = "certs/client.pem"   # what the CLI and `top` present
     client_key_file = "certs/client.key"
 
+    [kinesis.credentials]              # optional: require SigV4 with these keys (required
+                                       # with [tls] if any node has a kinesis_address)
+    AKIDEXAMPLE = { secret_access_key = "...", role = "writer" }  # reader | writer | admin
+
 A node with a ``peer_address`` receives its peers' Raft messages as
 length-prefixed frames over plain TCP there, which costs a fraction of a
 gRPC stream message; a node without one receives them over gRPC (`Pipe`)
 on ``address``. Snapshots always travel over gRPC. A node with a
 ``metrics_address`` serves Prometheus metrics and health checks there over
-HTTP; ``[cluster] metrics_max_streams`` bounds its per-stream gauges.
+HTTP; ``[cluster] metrics_max_streams`` bounds its per-stream gauges. A
+node with a ``kinesis_address`` serves the Kinesis protocol there (HTTPS
+with the node's certificate under ``[tls]``), answering only requests
+signed by a key of ``[kinesis.credentials]`` when there are any.
 
 Invariants of a loaded `ClusterConfig`:
 
 - `data_dir` is absolute (a relative path is resolved against the file's
   directory; for the built-in default, which is configs/local.toml, against
   ./configs, so both put their data in ./data).
-- Node ids are unique, and so are all addresses and peer addresses taken
-  together; every address is ``host:port`` with a port in 1..65535; there
+- Node ids are unique, and so are all addresses, peer, metrics and Kinesis
+  addresses taken together; every address is ``host:port`` with a port in 1..65535; there
   is at least one node.
 - With ``[tls]``: every path is absolute (relative ones are resolved
   against the file's directory), ``cert_file`` and ``key_file`` name each
   node's own files through ``{id}`` (no other placeholder) when there is
   more than one node, and the client's certificate and key come together.
   Whether the files exist is checked by whoever uses them: `railyard cert
-  init` reads a file whose certificates do not exist yet.
+  init` reads a file whose certificates do not exist yet. A node with a
+  ``kinesis_address`` then needs ``[kinesis.credentials]``.
 - ``2 * heartbeat_interval_ms <= election_timeout_ms``: a follower whose
   timeout is drawn from ``[t, 2t)`` then hears at least one heartbeat before
   its shortest possible timeout even when the previous one was lost, so a
@@ -72,6 +82,7 @@ __all__ = [
     "DEFAULT_CLUSTER_TOML",
     "ClusterConfig",
     "ConfigError",
+    "KinesisKey",
     "NodeConfig",
     "TlsConfig",
     "default_config",
@@ -128,16 +139,19 @@ DEFAULT_CLUSTER_TOML = (
     'address = "127.0.0.1:50051"\n'
     'peer_address = "127.0.0.1:51051"\n'
     'metrics_address = "127.0.0.1:52051"\n'
+    'kinesis_address = "127.0.0.1:4567"\n'
     "[[nodes]]\n"
     'id = "n2"\n'
     'address = "127.0.0.1:50052"\n'
     'peer_address = "127.0.0.1:51052"\n'
     'metrics_address = "127.0.0.1:52052"\n'
+    'kinesis_address = "127.0.0.1:4568"\n'
     "[[nodes]]\n"
     'id = "n3"\n'
     'address = "127.0.0.1:50053"\n'
     'peer_address = "127.0.0.1:51053"\n'
     'metrics_address = "127.0.0.1:52053"\n'
+    'kinesis_address = "127.0.0.1:4569"\n'
 )
 
 
@@ -155,6 +169,7 @@ class NodeConfig:
     address: str
     peer_address: str | None = None
     metrics_address: str | None = None
+    kinesis_address: str | None = None
 
     @property
     def host(self) -> str:
@@ -163,6 +178,18 @@ class NodeConfig:
     @property
     def port(self) -> int:
         return split_address(self.address)[1]
+
+
+KINESIS_ROLES = ("reader", "writer", "admin")
+
+
+@dataclass(frozen=True)
+class KinesisKey:
+    """An access key the Kinesis endpoint accepts SigV4 signatures from, and its role."""
+
+    access_key_id: str
+    secret_access_key: str
+    role: str
 
 
 @dataclass(frozen=True)
@@ -208,10 +235,16 @@ class ClusterConfig:
     def exposed_addresses(self, node_id: str) -> list[str]:
         """Node `node_id`'s addresses that are not loopback (reachable from elsewhere)."""
         node = self.node(node_id)
-        addresses = [node.address, *([node.peer_address] if node.peer_address else [])]
+        addresses = [
+            node.address,
+            *([node.peer_address] if node.peer_address else []),
+            *([node.kinesis_address] if node.kinesis_address else []),
+        ]
         return [a for a in addresses if not is_loopback_host(split_address(a)[0])]
 
     metrics_max_streams: int = DEFAULT_METRICS_MAX_STREAMS
+    # Empty: the Kinesis endpoints serve every request without checking signatures.
+    kinesis_credentials: tuple[KinesisKey, ...] = ()
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -287,7 +320,7 @@ class _Validator:
         return ConfigError(f"{self.where}: {key}: {expected}")
 
     def cluster_config(self, doc: Mapping[str, Any], source: Path | None) -> ClusterConfig:
-        self.reject_unknown(doc, "", {"cluster", "nodes", "tls"})
+        self.reject_unknown(doc, "", {"cluster", "nodes", "tls", "kinesis"})
         cluster = doc.get("cluster", {})
         if not isinstance(cluster, dict):
             raise self.fail("cluster", "expected a [cluster] table")
@@ -314,6 +347,17 @@ class _Validator:
             )
         nodes = self.nodes(doc.get("nodes"))
         tls = self.tls(doc["tls"], len(nodes)) if "tls" in doc else None
+        credentials = self.kinesis_credentials(doc.get("kinesis", {}))
+        if tls is not None and not credentials:
+            serving = [n.id for n in nodes if n.kinesis_address is not None]
+            if serving:
+                # Without keys the endpoint would serve anyone, around the
+                # certificates' roles.
+                raise self.fail(
+                    "kinesis.credentials",
+                    "expected at least one access key: with [tls] the Kinesis endpoint of "
+                    f"{', '.join(serving)} accepts only SigV4-signed requests",
+                )
         return ClusterConfig(
             name=name,
             data_dir=(self.base_dir / data_dir).resolve(),
@@ -342,6 +386,7 @@ class _Validator:
             metrics_max_streams=self.integer(
                 cluster, "cluster.metrics_max_streams", DEFAULT_METRICS_MAX_STREAMS, 0
             ),
+            kinesis_credentials=credentials,
         )
 
     def tls(self, table: object, node_count: int) -> TlsConfig:
@@ -383,6 +428,32 @@ class _Validator:
             client_key_file=Path(client_key) if client_key else None,
         )
 
+    def kinesis_credentials(self, kinesis: object) -> tuple[KinesisKey, ...]:
+        if not isinstance(kinesis, dict):
+            raise self.fail("kinesis", "expected a [kinesis] table")
+        self.reject_unknown(kinesis, "kinesis.", {"credentials"})
+        credentials = kinesis.get("credentials", {})
+        if not isinstance(credentials, dict):
+            raise self.fail("kinesis.credentials", "expected a [kinesis.credentials] table")
+        keys = []
+        for key_id, entry in credentials.items():
+            key = f"kinesis.credentials.{key_id}"
+            if not isinstance(entry, dict):
+                raise self.fail(
+                    key, 'expected { secret_access_key = "...", role = "reader|writer|admin" }'
+                )
+            self.reject_unknown(entry, f"{key}.", {"secret_access_key", "role"})
+            secret = self.string(entry, f"{key}.secret_access_key", None)
+            if not secret:
+                raise self.fail(f"{key}.secret_access_key", "expected a non-empty string")
+            role = self.string(entry, f"{key}.role", None)
+            if role not in KINESIS_ROLES:
+                raise self.fail(
+                    f"{key}.role", f"expected one of {', '.join(KINESIS_ROLES)} (got {role!r})"
+                )
+            keys.append(KinesisKey(key_id, secret, role))
+        return tuple(keys)
+
     def nodes(self, raw: object) -> tuple[NodeConfig, ...]:
         if raw is None or raw == []:
             raise self.fail(
@@ -396,7 +467,9 @@ class _Validator:
         for i, table in enumerate(raw):
             key = f"nodes[{i}]"
             self.reject_unknown(
-                table, f"{key}.", {"id", "address", "peer_address", "metrics_address"}
+                table,
+                f"{key}.",
+                {"id", "address", "peer_address", "metrics_address", "kinesis_address"},
             )
             node_id = self.string(table, f"{key}.id", None)
             if not NODE_ID_PATTERN.match(node_id):
@@ -417,6 +490,11 @@ class _Validator:
                 if "metrics_address" in table
                 else None
             )
+            kinesis_address = (
+                self.address(table, f"{key}.kinesis_address", addresses, node_id)
+                if "kinesis_address" in table
+                else None
+            )
             ids.add(node_id)
             nodes.append(
                 NodeConfig(
@@ -424,6 +502,7 @@ class _Validator:
                     address=address,
                     peer_address=peer_address,
                     metrics_address=metrics_address,
+                    kinesis_address=kinesis_address,
                 )
             )
         if len(nodes) % 2 == 0:
@@ -446,7 +525,8 @@ class _Validator:
             raise self.fail(
                 key,
                 f"duplicate address {address!r} (also used by node {taken[host_port]!r}); "
-                "each address, peer_address and metrics_address needs its own host:port",
+                "each address, peer_address, metrics_address and kinesis_address needs its "
+                "own host:port",
             )
         taken[host_port] = node_id
         return address

@@ -51,9 +51,9 @@ def test_local_toml_is_the_issue_file_and_loads() -> None:
     assert cfg.snapshot_every == 10000
     assert cfg.auto_create_streams is True
     assert cfg.nodes == (
-        NodeConfig("n1", "127.0.0.1:50051", "127.0.0.1:51051", "127.0.0.1:52051"),
-        NodeConfig("n2", "127.0.0.1:50052", "127.0.0.1:51052", "127.0.0.1:52052"),
-        NodeConfig("n3", "127.0.0.1:50053", "127.0.0.1:51053", "127.0.0.1:52053"),
+        NodeConfig("n1", "127.0.0.1:50051", "127.0.0.1:51051", "127.0.0.1:52051", "127.0.0.1:4567"),
+        NodeConfig("n2", "127.0.0.1:50052", "127.0.0.1:51052", "127.0.0.1:52052", "127.0.0.1:4568"),
+        NodeConfig("n3", "127.0.0.1:50053", "127.0.0.1:51053", "127.0.0.1:52053", "127.0.0.1:4569"),
     )
     assert cfg.warnings == ()
     # Relative data_dir is relative to the file, and absolute once loaded:
@@ -205,7 +205,8 @@ def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
                 '"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:7003"'
             ),
             "nodes[2].address",
-            "each address, peer_address and metrics_address needs its own host:port",
+            "each address, peer_address, metrics_address and kinesis_address needs its own "
+            "host:port",
         ),
         (
             NODES_3.replace(
@@ -339,3 +340,72 @@ def test_exposed_addresses_are_the_non_loopback_ones(tmp_path: Path) -> None:
     assert cfg.exposed_addresses("a") == ["10.0.0.1:8001"]
     assert cfg.exposed_addresses("b") == []
     assert cfg.exposed_addresses("c") == ["db-3:7003"]
+
+
+KINESIS_NODE = """
+[[nodes]]
+id = "n1"
+address = "127.0.0.1:7001"
+kinesis_address = "127.0.0.1:7101"
+"""
+
+
+def test_kinesis_address_and_credentials_load(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path,
+        KINESIS_NODE
+        + """
+[kinesis.credentials]
+AKIDREAD = { secret_access_key = "r", role = "reader" }
+"AKID.ADMIN" = { secret_access_key = "a", role = "admin" }
+""",
+    )
+    assert cfg.nodes[0].kinesis_address == "127.0.0.1:7101"
+    assert [(k.access_key_id, k.secret_access_key, k.role) for k in cfg.kinesis_credentials] == [
+        ("AKIDREAD", "r", "reader"),
+        ("AKID.ADMIN", "a", "admin"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "expected"),
+    [
+        (
+            '[kinesis.credentials]\nK = { secret_access_key = "s", role = "root" }',
+            "K.role",
+            "one of reader, writer, admin",
+        ),
+        (
+            '[kinesis.credentials]\nK = { secret_access_key = "", role = "reader" }',
+            "K.secret_access_key",
+            "non-empty",
+        ),
+        ('[kinesis.credentials]\nK = "secret"', "kinesis.credentials.K", "secret_access_key"),
+        ("[kinesis]\nsigv4 = true", "kinesis.sigv4", "unknown key"),
+    ],
+)
+def test_bad_kinesis_settings_name_the_key(
+    tmp_path: Path, extra: str, key: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, KINESIS_NODE + extra)
+    assert key in str(err.value) and expected in str(err.value)
+
+
+def test_a_kinesis_address_counts_as_exposed(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, KINESIS_NODE.replace("127.0.0.1:7101", "10.0.0.1:7101"))
+    assert cfg.exposed_addresses("n1") == ["10.0.0.1:7101"]
+
+
+def test_with_tls_a_kinesis_endpoint_needs_credentials(tmp_path: Path) -> None:
+    # Unsigned requests would otherwise get around the certificates' roles.
+    with pytest.raises(
+        ConfigError, match=r"kinesis\.credentials: expected at least one access key"
+    ):
+        load_text(tmp_path, KINESIS_NODE + TLS)
+    keyed = (
+        KINESIS_NODE
+        + TLS
+        + '[kinesis.credentials]\nK = { secret_access_key = "s", role = "admin" }\n'
+    )
+    assert load_text(tmp_path, keyed).kinesis_credentials[0].role == "admin"

@@ -6,13 +6,16 @@
    (`recovery.py`);
 2. serve Raft, Streams, Cluster, health and reflection on the node's
    address, /metrics, /health and /ready on its `metrics_address` (if it
-   has one; `monitoring.py`), and run the driver, the peer links and the
-   ticker in one TaskGroup;
+   has one; `monitoring.py`), the Kinesis protocol on its `kinesis_address`
+   (if it has one, on the same loop), and run the driver, the peer links and
+   the ticker in one TaskGroup;
 3. with ``[tls]`` in the file, serve every address over mutual TLS,
    authorize each client call by its certificate's role
    (`api/authorization.py`) and reload the certificate files on SIGHUP; a
    node that would serve a non-loopback address in plaintext refuses to
-   start unless the file says ``insecure = true``;
+   start unless the file says ``insecure = true``; the Kinesis endpoint
+   then speaks HTTPS with the node's certificate (its callers sign with
+   `[kinesis.credentials]` keys instead of presenting certificates);
 4. on SIGTERM/SIGINT stop accepting calls, let the write in progress
    finish, close the stores, release the lock and return 0. A storage error
    stops the node with a non-zero exit code instead, logging one line per
@@ -32,6 +35,7 @@ import signal
 import socket
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -41,6 +45,7 @@ from railyard.config import ClusterConfig, ConfigError, NodeConfig, split_addres
 from railyard.node.api.authorization import AuthorizationInterceptor
 from railyard.node.api.cluster_service import ClusterService
 from railyard.node.api.context import NodeContext
+from railyard.node.api.kinesis_backend import start_kinesis_endpoint
 from railyard.node.api.streams_service import StreamsService
 from railyard.node.driver import Driver, FatalError
 from railyard.node.driver.catch_up import (
@@ -291,6 +296,7 @@ async def serve(
         )
     )
     exit_code = EXIT_OK
+    kinesis: web.AppRunner | None = None
     try:
         try:
             if tls is None:
@@ -325,14 +331,33 @@ async def serve(
                 )
                 return EXIT_FAILED
         await server.start()
+        if me.kinesis_address is not None:
+            try:
+                kinesis = await start_kinesis_endpoint(
+                    me.kinesis_address,
+                    node,
+                    streams_service,
+                    config.kinesis_credentials,
+                    tls.https_context() if tls is not None else None,
+                )
+            except OSError as exc:
+                log.error(
+                    "cannot listen on kinesis_address %s (%s)",
+                    me.kinesis_address,
+                    exc.strerror or exc,
+                )
+                return EXIT_FAILED
         for name in ["", *service_names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         monitor.serving.set()
         log.info(
-            "serving on %s%s%s (cluster %s, peers %s, %s)",
+            "serving on %s%s%s%s (cluster %s, peers %s, %s)",
             me.address,
             "" if me.peer_address is None else f", peers to {me.peer_address}",
             "" if endpoint is None else f", metrics on http://{me.metrics_address}/metrics",
+            ""
+            if me.kinesis_address is None
+            else f", Kinesis on {'http' if tls is None else 'https'}://{me.kinesis_address}",
             config.name,
             ", ".join(peers),
             "mutual TLS" if tls is not None else "plaintext",
@@ -340,6 +365,8 @@ async def serve(
         exit_code = await _run(driver, transport, server, config, log, tls, monitor)
     finally:
         monitor.stopping.set()
+        if kinesis is not None:
+            await kinesis.cleanup()
         if endpoint is not None:
             await asyncio.to_thread(endpoint.close)
         if listener is not None:

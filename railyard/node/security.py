@@ -81,6 +81,7 @@ class NodeTls:
         self._material = self._read(generation=1)
         self._served_generation = 0
         self._contexts: dict[tuple[int, bool], ssl.SSLContext] = {}
+        self._https: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------ loading
 
@@ -124,6 +125,12 @@ class NodeTls:
         with self._lock:
             self._material = material
             self._contexts.clear()
+            if self._https is not None:
+                # The HTTPS server holds this context: new handshakes get the new files.
+                self._https.load_cert_chain(
+                    self.config.node_cert_file(self.node_id),
+                    self.config.node_key_file(self.node_id),
+                )
         self.log.info(
             "certificates reloaded from %s (expires in %d days)",
             self.config.node_cert_file(self.node_id),
@@ -184,6 +191,23 @@ class NodeTls:
     def client_context(self) -> ssl.SSLContext:
         """For dialling a peer over TCP; the caller checks the node id it presents."""
         return self._context(server=False)
+
+    def https_context(self) -> ssl.SSLContext:
+        """For the Kinesis endpoint: this node's certificate, no client certificate asked.
+
+        Its callers prove who they are by SigV4 signatures, not certificates;
+        they verify the node with the cluster CA. `reload` updates it in place.
+        """
+        with self._lock:
+            if self._https is None:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                ctx.load_cert_chain(
+                    self.config.node_cert_file(self.node_id),
+                    self.config.node_key_file(self.node_id),
+                )
+                self._https = ctx
+            return self._https
 
     def _context(self, *, server: bool) -> ssl.SSLContext:
         with self._lock:

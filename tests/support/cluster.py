@@ -117,14 +117,17 @@ def render_config(
     nodes: list[tuple[str, str]],
     peer_addresses: Mapping[str, str] | None = None,
     metrics_addresses: Mapping[str, str] | None = None,
+    kinesis_addresses: Mapping[str, str] | None = None,
 ) -> str:
     """The cluster file text: a [cluster] table and one [[nodes]] per node.
 
     `nodes` lists (id, address); a node named in `peer_addresses` also gets
-    that `peer_address`, one named in `metrics_addresses` that `metrics_address`.
+    that `peer_address`, one named in `metrics_addresses` that `metrics_address`,
+    and one in `kinesis_addresses` that `kinesis_address`.
     """
     peers = peer_addresses or {}
     metrics = metrics_addresses or {}
+    kinesis = kinesis_addresses or {}
     lines = ["[cluster]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in cluster.items()]
     for node_id, address in nodes:
@@ -134,6 +137,8 @@ def render_config(
             lines.append(f"peer_address = {_toml_value(peers[node_id])}")
         if node_id in metrics:
             lines.append(f"metrics_address = {_toml_value(metrics[node_id])}")
+        if node_id in kinesis:
+            lines.append(f"kinesis_address = {_toml_value(kinesis[node_id])}")
     return "\n".join(lines) + "\n"
 
 
@@ -149,6 +154,8 @@ class LocalCluster:
     channels then present the admin client certificate it made.
     `metrics=True` gives every node a `metrics_address` (`metrics_addresses`).
     `log_format` is passed to every node's `--log-format` when set.
+    `kinesis=True` gives every node a `kinesis_address` (`kinesis_url(node)`);
+    `kinesis_keys` (access key id -> (secret, role)) become `[kinesis.credentials]`.
     """
 
     def __init__(
@@ -168,18 +175,21 @@ class LocalCluster:
         tls: bool = False,
         metrics: bool = False,
         log_format: str | None = None,
+        kinesis: bool = False,
+        kinesis_keys: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.root = Path(tmp_path)
         self.tls = tls
+        self.kinesis_keys = dict(kinesis_keys or {})
         self.certs_dir = self.root / "certs"
         self.node_ids = [f"n{i + 1}" for i in range(n)]
-        ports = free_ports((2 * n if peer_tcp else n) + (n if metrics else 0))
-        self.metrics_addresses: dict[str, str] = {}
-        if metrics:
-            self.metrics_addresses = {
-                nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[-n:], strict=True)
-            }
-            ports = ports[:-n]
+        all_ports = free_ports(n * (1 + peer_tcp + metrics + kinesis))
+        ports = all_ports[: 2 * n if peer_tcp else n]
+        metrics_ports = all_ports[len(ports) : len(ports) + (n if metrics else 0)]
+        kinesis_ports = all_ports[len(ports) + len(metrics_ports) :]
+        self.metrics_addresses: dict[str, str] = {
+            nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, metrics_ports, strict=False)
+        }
         self.addresses = {
             nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[:n], strict=True)
         }
@@ -187,6 +197,11 @@ class LocalCluster:
         self.peer_addresses: dict[str, str] = {
             nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, ports[n:], strict=False)
         }
+        self.kinesis_addresses: dict[str, str] = (
+            {nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, kinesis_ports, strict=True)}
+            if kinesis
+            else {}
+        )
         self.endpoints = [self.addresses[nid] for nid in self.node_ids]
         self.config_path = self.root / f"{name}.toml"
         self.log_dir = self.root / "logs"
@@ -227,8 +242,24 @@ class LocalCluster:
 
     def write_config(self) -> None:
         nodes = [(nid, self.addresses[nid]) for nid in self.node_ids]
-        text = render_config(self.cluster_table, nodes, self.peer_addresses, self.metrics_addresses)
+        text = render_config(
+            self.cluster_table,
+            nodes,
+            self.peer_addresses,
+            self.metrics_addresses,
+            self.kinesis_addresses,
+        )
+        if self.kinesis_keys:
+            text += "\n[kinesis.credentials]\n" + "".join(
+                f"{_toml_value(key)} = {{ secret_access_key = {_toml_value(secret)}, "
+                f"role = {_toml_value(role)} }}\n"
+                for key, (secret, role) in self.kinesis_keys.items()
+            )
         self.config_path.write_text(text + (TLS_TABLE if self.tls else ""))
+
+    def kinesis_url(self, node_id: str) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.kinesis_addresses[node_id]}"
 
     def data_dir(self, node_id: str) -> Path:
         return Path(self.cluster_table["data_dir"]) / node_id

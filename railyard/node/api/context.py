@@ -32,6 +32,10 @@ from railyard.streams import Limits
 # Metadata that marks a request forwarded by a follower: the receiver serves
 # it or refuses it, never forwards it again (no forwarding loops).
 FORWARDED_KEY = "railyard-forwarded"
+# Metadata of a put that must not create its stream even where the cluster's
+# `auto_create_streams` would (a Kinesis shard's stream exists only through
+# CreateStream: a put racing a DeleteStream must not bring one shard back).
+NO_CREATE_KEY = "railyard-no-create"
 # A request without a deadline still gets one (every call is bounded).
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 
@@ -101,11 +105,13 @@ class Forwarder:
         *,
         stub: Callable[[grpc.aio.Channel], Any] = pb_grpc.StreamsStub,
         timeout_s: float | None = None,
+        extra_metadata: tuple[tuple[str, str], ...] = (),
     ) -> Any:
         """Send the request to the leader's `method` of `stub`; its answer (or its error) is ours.
 
         The call gets the caller's remaining time (`timeout_s` when the
         caller set no deadline, else the default request timeout).
+        `extra_metadata` travels with the request besides the forwarded mark.
         """
         leader = self.node.leader()
         if leader is None:
@@ -120,7 +126,7 @@ class Forwarder:
             response = await getattr(stub(self.channel(leader)), method)(
                 request,
                 timeout=request_timeout(context) if remaining is None else max(0.0, remaining),
-                metadata=((FORWARDED_KEY, self.node.node_id),),
+                metadata=((FORWARDED_KEY, self.node.node_id), *extra_metadata),
             )
             # A forwarded write costs a second hop: name the leader, so a
             # client that reads trailing metadata can go there directly.

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from railyard.node.api.commands import append_command_bytes, now_ms, stream_info_to_pb
-from railyard.node.api.context import Forwarder, NodeContext, request_timeout
+from railyard.node.api.context import NO_CREATE_KEY, Forwarder, NodeContext, request_timeout
 from railyard.node.api.status_codes import (
     AlreadyApplied,
     ServiceError,
@@ -203,16 +203,26 @@ class StreamsService(pb_grpc.StreamsServicer):
             method = type(request).__name__.removesuffix("Request")
             forwarded: Resp = await self.forwarder.forward(method, request, context)
             return forwarded
-        return respond(await self.propose_append(batch, request_timeout(context)))
+        no_create = any(key == NO_CREATE_KEY for key, _ in context.invocation_metadata() or ())
+        appended = await self.propose_append(
+            batch, request_timeout(context), create_if_missing=not no_create
+        )
+        return respond(appended)
 
-    async def propose_append(self, batch: pb.PutRecordsRequest, timeout_s: float) -> Appended:
+    async def propose_append(
+        self, batch: pb.PutRecordsRequest, timeout_s: float, *, create_if_missing: bool = True
+    ) -> Appended:
         """The one path of every put on the leader: stamp, propose, wait, map the result.
 
-        `batch` was validated. Raises the `ServiceError` its result stands
-        for (`AlreadyApplied` for a producer sequence older than the
-        remembered window), or what `Driver.propose` raises.
+        `batch` was validated. A missing stream is created if the cluster's
+        `auto_create_streams` and `create_if_missing` both allow it. Raises
+        the `ServiceError` its result stands for (`AlreadyApplied` for a
+        producer sequence older than the remembered window), or what
+        `Driver.propose` raises.
         """
-        data = append_command_bytes(batch, now_ms(), self.node.auto_create_streams)
+        data = append_command_bytes(
+            batch, now_ms(), self.node.auto_create_streams and create_if_missing
+        )
         # asyncio.timeout, not wait_for: no extra task per request on the hot path.
         async with asyncio.timeout(timeout_s):
             result = await self.driver.propose(data)
