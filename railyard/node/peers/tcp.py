@@ -354,10 +354,15 @@ async def _say_and_close(
     """Send the refusal and end our side, then discard what the dialler still sends.
 
     Closing with its bytes unread would reset the connection, and a reset
-    can reach the dialler before the refusal does.
+    can reach the dialler before the refusal does. TLS has no half-close:
+    there the refusal is flushed, and the dialler sees the end when the
+    linger is over (or it closes first, as `PeerConnection` does).
     """
     writer.write(frame(refusal.encode()[:MAX_REFUSAL_BYTES]))
-    writer.write_eof()
+    if writer.can_write_eof():
+        writer.write_eof()
+    else:
+        await writer.drain()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(REFUSAL_LINGER_S):
             while await reader.read(READ_CHUNK_BYTES):
