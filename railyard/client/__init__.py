@@ -6,7 +6,12 @@
 Talks to nodes over gRPC only (imports nothing of railyard but the protocol).
 """
 
-from railyard.client.client import DEFAULT_TIMEOUT_S, START_POSITIONS, RailyardClient
+from railyard.client.client import (
+    DEFAULT_TIMEOUT_S,
+    START_POSITIONS,
+    BackupSink,
+    RailyardClient,
+)
 from railyard.client.errors import (
     AlreadyApplied,
     AlreadyExists,
@@ -28,6 +33,7 @@ __all__ = [
     "START_POSITIONS",
     "AlreadyApplied",
     "AlreadyExists",
+    "BackupSink",
     "ClientTls",
     "DeadlineExceeded",
     "FailedPrecondition",

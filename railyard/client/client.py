@@ -46,7 +46,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -128,6 +128,18 @@ class _Lane:
 
     producer_id: str
     next_sequence: int = 1
+
+
+class BackupSink(Protocol):
+    """Where `RailyardClient.save_snapshot` puts a backup as it arrives.
+
+    `start` may come again after chunks (an attempt failed and the backup is
+    taken again): what was written since the last `start` is to be dropped.
+    """
+
+    def start(self, header: pb.BackupHeader) -> None: ...
+
+    def write(self, chunk: bytes) -> None: ...
 
 
 class RailyardClient:
@@ -677,6 +689,30 @@ class RailyardClient:
         # The leader moved: forget the old one rather than be bounced once.
         self._leader_address = None
         return response
+
+    async def save_snapshot(self, sink: BackupSink, chunk_bytes: int = 0) -> pb.BackupHeader:
+        """Take a backup of the streams state through the leader into `sink`; its header.
+
+        One attempt may take the whole deadline (`timeout_s`): a large
+        state takes a while to copy and send.
+        """
+        request = pb.SaveSnapshotRequest(chunk_bytes=chunk_bytes)
+
+        async def call(endpoint: str, timeout: float) -> pb.BackupHeader:
+            header: pb.BackupHeader | None = None
+            async for part in self._cluster(endpoint).SaveSnapshot(request, timeout=timeout):
+                if part.HasField("header"):
+                    header = part.header
+                    sink.start(header)
+                elif header is None:
+                    raise RailyardError(f"{endpoint}: backup data arrived before its header")
+                else:
+                    sink.write(part.chunk)
+            if header is None:
+                raise RailyardError(f"{endpoint}: the backup ended before its header")
+            return header
+
+        return await self._call("snapshot save", call, attempt_timeout_s=self.timeout_s)
 
 
 class _MaybeApplied:

@@ -763,6 +763,11 @@ class ClusterStub:
                 request_serializer=railyard_dot_proto_dot_railyard__pb2.ReadLogRequest.SerializeToString,
                 response_deserializer=railyard_dot_proto_dot_railyard__pb2.ReadLogResponse.FromString,
                 _registered_method=True)
+        self.SaveSnapshot = channel.unary_stream(
+                '/railyard.v1.Cluster/SaveSnapshot',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -792,6 +797,12 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -814,6 +825,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.ReadLog,
                     request_deserializer=railyard_dot_proto_dot_railyard__pb2.ReadLogRequest.FromString,
                     response_serializer=railyard_dot_proto_dot_railyard__pb2.ReadLogResponse.SerializeToString,
+            ),
+            'SaveSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveSnapshot,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -924,6 +940,33 @@ class Cluster:
             '/railyard.v1.Cluster/ReadLog',
             railyard_dot_proto_dot_railyard__pb2.ReadLogRequest.SerializeToString,
             railyard_dot_proto_dot_railyard__pb2.ReadLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/railyard.v1.Cluster/SaveSnapshot',
+            railyard_dot_proto_dot_railyard__pb2.SaveSnapshotRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.SaveSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -224,6 +224,7 @@ class ClusterStub:
     WatchStatus: _grpc.UnaryStreamMultiCallable[_railyard_pb2.WatchStatusRequest, _railyard_pb2.NodeStatus]
     TransferLeadership: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.TransferLeadershipRequest, _railyard_pb2.TransferLeadershipResponse]
     ReadLog: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.ReadLogRequest, _railyard_pb2.ReadLogResponse]
+    SaveSnapshot: _grpc.UnaryStreamMultiCallable[_railyard_pb2.SaveSnapshotRequest, _railyard_pb2.SaveSnapshotResponse]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
@@ -232,6 +233,7 @@ class ClusterAsyncStub(ClusterStub):
     WatchStatus: _aio.UnaryStreamMultiCallable[_railyard_pb2.WatchStatusRequest, _railyard_pb2.NodeStatus]  # type: ignore[assignment]
     TransferLeadership: _aio.UnaryUnaryMultiCallable[_railyard_pb2.TransferLeadershipRequest, _railyard_pb2.TransferLeadershipResponse]  # type: ignore[assignment]
     ReadLog: _aio.UnaryUnaryMultiCallable[_railyard_pb2.ReadLogRequest, _railyard_pb2.ReadLogResponse]  # type: ignore[assignment]
+    SaveSnapshot: _aio.UnaryStreamMultiCallable[_railyard_pb2.SaveSnapshotRequest, _railyard_pb2.SaveSnapshotResponse]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -261,5 +263,12 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         request: _railyard_pb2.ReadLogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_railyard_pb2.ReadLogResponse, _abc.Awaitable[_railyard_pb2.ReadLogResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SaveSnapshot(
+        self,
+        request: _railyard_pb2.SaveSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_railyard_pb2.SaveSnapshotResponse], _abc.AsyncIterator[_railyard_pb2.SaveSnapshotResponse]]: ...
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

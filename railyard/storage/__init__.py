@@ -4,6 +4,7 @@ Everything here does blocking file I/O and knows nothing of the network or
 of what the entries mean. It imports only `railyard.raft` value types.
 """
 
+from railyard.storage.backup import BackupHeader, BackupWriter, extract_state, read_backup
 from railyard.storage.errors import (
     CorruptSnapshot,
     CorruptStore,
@@ -20,11 +21,14 @@ from railyard.storage.snapshots import (
     SnapshotReceiver,
     SnapshotStore,
     fsync_directory,
+    sha256_file,
     sqlite_problem,
 )
 from railyard.storage.sqlite_log import SqliteLogStore
 
 __all__ = [
+    "BackupHeader",
+    "BackupWriter",
     "CorruptSnapshot",
     "CorruptStore",
     "DataDirLock",
@@ -39,6 +43,9 @@ __all__ = [
     "StorageError",
     "StoreIOError",
     "StoreMismatch",
+    "extract_state",
     "fsync_directory",
+    "read_backup",
+    "sha256_file",
     "sqlite_problem",
 ]

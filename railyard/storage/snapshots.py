@@ -145,6 +145,11 @@ class SnapshotStore:
         if actual != recorded:
             raise CorruptSnapshot(path, f"sha256 {actual} but {recorded} was recorded")
 
+    def scratch_path(self) -> Path:
+        """A new temporary name in this directory, for a copy the caller deletes
+        (one a crash leaves behind is removed when the store is next opened)."""
+        return self._temp_path()
+
     def _temp_path(self) -> Path:
         return self.directory / f"{_TEMP_PREFIX}{os.getpid()}-{next(self._temp_names)}"
 

@@ -12,6 +12,7 @@ from railyard.streams.machine import (
     FrozenState,
     StreamsMachine,
     snapshot_problem,
+    state_summary,
 )
 from railyard.streams.queries import (
     AFTER_SEQUENCE,
@@ -71,6 +72,7 @@ __all__ = [
     "StreamsMachine",
     "record_size",
     "snapshot_problem",
+    "state_summary",
     "validate",
     "validate_append",
 ]

@@ -596,10 +596,22 @@ def snapshot_problem(path: Path, index: int) -> str | None:
     return None
 
 
+def state_summary(path: Path) -> tuple[int, int]:
+    """How many streams and records the state database at `path` holds (read-only)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        (streams,) = conn.execute("SELECT COUNT(*) FROM streams").fetchone()
+        (records,) = conn.execute("SELECT COUNT(*) FROM records").fetchone()
+    finally:
+        conn.close()
+    return int(streams), int(records)
+
+
 __all__ = [
     "AGE_SWEEP_INTERVAL_MS",
     "CorruptState",
     "FrozenState",
     "StreamsMachine",
     "snapshot_problem",
+    "state_summary",
 ]

@@ -6,7 +6,8 @@ Every RPC needs a role, the least that may make it (`REQUIRED_ROLES`):
   WatchStatus: `railyard top`), stream list/describe, health, reflection;
 - ``writer``: and put (PutRecord, PutRecords, PutRecordStream), stream create;
 - ``admin``: and stream delete, force-election (TransferLeadership), ReadLog,
-  and any method not listed (what is added later is closed until named);
+  snapshot save (SaveSnapshot), and any method not listed (what is added
+  later is closed until named);
 - a member node: everything, and it alone may call the Raft service (a
   follower forwards its clients' calls, already checked, with its own
   certificate; inbound.py then checks the node against each envelope).
@@ -54,6 +55,8 @@ REQUIRED_ROLES: dict[str, str] = {
     f"/{STREAMS}/UpdateStream": ADMIN,
     f"/{CLUSTER}/TransferLeadership": ADMIN,
     f"/{CLUSTER}/ReadLog": ADMIN,
+    # A backup holds every record of every stream.
+    f"/{CLUSTER}/SaveSnapshot": ADMIN,
 }
 READER_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 NODE_PREFIX = f"/{RAFT}/"

@@ -14,18 +14,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from railyard.node.api.commands import stream_info_to_pb
-from railyard.node.api.context import Forwarder, NodeContext
-from railyard.node.api.status_codes import ServiceError, rpc, unavailable
+from railyard.node.api.context import FORWARDED_KEY, Forwarder, NodeContext
+from railyard.node.api.status_codes import (
+    ServiceError,
+    abort,
+    exception_error,
+    rpc,
+    unavailable,
+)
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
-from railyard.raft import Entry, EntryKind, Index, NodeId, Role
+from railyard.raft import Entry, EntryKind, Index, NodeId, Role, Term
+from railyard.storage import sha256_file
+from railyard.streams import FrozenState, state_summary
 
 # The dashboard may ask often, but a status every 50 ms is plenty.
 MIN_WATCH_INTERVAL_MS = 50
@@ -35,6 +44,11 @@ MAX_READ_LOG_COUNT = 10_000
 # A transfer normally completes within one election timeout (the target
 # campaigns at once); after this many the answer is DEADLINE_EXCEEDED.
 TRANSFER_TIMEOUT_ELECTIONS = 3
+# Most bytes in one SaveSnapshot chunk: well under gRPC's 4 MiB message limit,
+# large enough that per-message costs vanish.
+MAX_BACKUP_CHUNK_BYTES = 1 << 20
+# A backup without a deadline of its own still ends: an hour copies many GiB.
+DEFAULT_BACKUP_TIMEOUT_S = 3600.0
 # A figure not measured yet (no fsync, no answered heartbeat, no disk).
 UNKNOWN = -1
 
@@ -219,3 +233,92 @@ class ClusterService(pb_grpc.ClusterServicer):
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"leadership did not move from {previous} within {timeout_s:.1f}s",
         )
+
+    # ------------------------------------------------------------ backups
+
+    async def SaveSnapshot(
+        self, request: pb.SaveSnapshotRequest, context: Any
+    ) -> AsyncIterator[pb.SaveSnapshotResponse]:
+        try:
+            leader = self.node.leader()
+            if leader is None:
+                raise unavailable("no leader is known; retry shortly", None)
+            parts = (
+                self._save_snapshot(request)
+                if leader == self.node.node_id
+                else self._relay_save_snapshot(leader, request, context)
+            )
+            async for part in parts:
+                yield part
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            error = exception_error(exc)
+            if error is None:
+                raise
+            await abort(context, error, self.addresses)
+
+    async def _save_snapshot(
+        self, request: pb.SaveSnapshotRequest
+    ) -> AsyncIterator[pb.SaveSnapshotResponse]:
+        chunk_bytes = min(request.chunk_bytes or MAX_BACKUP_CHUNK_BYTES, MAX_BACKUP_CHUNK_BYTES)
+        # Linearizable: every write committed before the call is applied.
+        await self.driver.read_barrier()
+        frozen, index, term = await self.driver.call(self._freeze)
+        copy = self.driver.snapshotter.snapshots.scratch_path()
+        try:
+            # Its own thread: the reads thread serves queries meanwhile, and
+            # applying goes on (the frozen state is a read transaction).
+            await asyncio.to_thread(_copy_frozen, frozen, copy)
+            streams, records = await asyncio.to_thread(state_summary, copy)
+            checksum = await asyncio.to_thread(sha256_file, copy)
+            header = pb.BackupHeader(
+                index=index,
+                term=term,
+                streams=streams,
+                records=records,
+                bytes=copy.stat().st_size,
+                sha256=checksum,
+                cluster=self.node.cluster,
+                node_id=self.node.node_id,
+            )
+            yield pb.SaveSnapshotResponse(header=header)
+            with copy.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, chunk_bytes):
+                    yield pb.SaveSnapshotResponse(chunk=chunk)
+        finally:
+            copy.unlink(missing_ok=True)
+
+    def _freeze(self) -> tuple[FrozenState, Index, Term]:
+        """The state as of the last apply, its index and term (runs inside the driver)."""
+        frozen = self.driver.machine.freeze()
+        return frozen, Index(frozen.applied), self.driver.applied_term
+
+    async def _relay_save_snapshot(
+        self, leader: NodeId, request: pb.SaveSnapshotRequest, context: Any
+    ) -> AsyncIterator[pb.SaveSnapshotResponse]:
+        """The leader's answer, relayed (a client that can reach only this node still gets one)."""
+        if any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ()):
+            raise unavailable(f"not the leader (leader: {leader})", leader)
+        remaining = context.time_remaining()
+        call = pb_grpc.ClusterStub(self.forwarder.channel(leader)).SaveSnapshot(
+            request,
+            timeout=DEFAULT_BACKUP_TIMEOUT_S if remaining is None else max(0.0, remaining),
+            metadata=((FORWARDED_KEY, self.node.node_id),),
+        )
+        try:
+            async for part in call:
+                yield part
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                raise unavailable(
+                    f"leader {leader} did not answer ({exc.details()})", None
+                ) from exc
+            raise ServiceError(exc.code(), exc.details() or "") from exc
+
+
+def _copy_frozen(frozen: FrozenState, path: Path) -> None:
+    try:
+        frozen.write_to(path)
+    finally:
+        frozen.close()
