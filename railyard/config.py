@@ -19,6 +19,8 @@ A cluster file names the cluster, its timings and its nodes::
     metrics_address = "127.0.0.1:52051"  # optional: /metrics, /health, /ready (HTTP)
     kinesis_address = "127.0.0.1:4567"   # optional: a Kinesis-compatible endpoint (HTTP,
                                          # HTTPS with [tls])
+    listen_address = "0.0.0.0:50051"     # optional: what the node binds for `address`
+    peer_listen_address = "0.0.0.0:51051"  # optional: what it binds for `peer_address`
 
     [tls]                                   # optional: mutual TLS everywhere
     ca_file = "certs/ca.pem"                # relative to this file
@@ -30,6 +32,14 @@ A cluster file names the cluster, its timings and its nodes::
     [kinesis.credentials]              # optional: require SigV4 with these keys (required
                                        # with [tls] if any node has a kinesis_address)
     AKIDEXAMPLE = { secret_access_key = "...", role = "writer" }  # reader | writer | admin
+
+``address`` and ``peer_address`` are what others dial (advertised: a
+host name or an IP they can reach); ``listen_address`` and
+``peer_listen_address``, when set, are what the node binds instead (e.g.
+``0.0.0.0:50051`` behind NAT or in a container), as etcd's listen and
+advertise URLs. Host names are resolved at each connect (gRPC's resolver,
+``asyncio.open_connection`` for peer TCP), so a node that comes back on a
+new IP under the same name is found again.
 
 A node with a ``peer_address`` receives its peers' Raft messages as
 length-prefixed frames over plain TCP there, which costs a fraction of a
@@ -48,7 +58,10 @@ Invariants of a loaded `ClusterConfig`:
   ./configs, so both put their data in ./data).
 - Node ids are unique, and so are all addresses, peer, metrics and Kinesis
   addresses taken together; every address is ``host:port`` with a port in 1..65535; there
-  is at least one node.
+  is at least one node. Listen addresses are not in that set (nodes on
+  different machines may all bind ``0.0.0.0:50051``), but a node's own
+  addresses it binds differ from each other, and ``peer_listen_address``
+  needs a ``peer_address``.
 - With ``[tls]``: every path is absolute (relative ones are resolved
   against the file's directory), ``cert_file`` and ``key_file`` name each
   node's own files through ``{id}`` (no other placeholder) when there is
@@ -170,6 +183,19 @@ class NodeConfig:
     peer_address: str | None = None
     metrics_address: str | None = None
     kinesis_address: str | None = None
+    # What the node binds, when it differs from what others dial.
+    listen_address: str | None = None
+    peer_listen_address: str | None = None
+
+    @property
+    def bind_address(self) -> str:
+        """What the node listens on for gRPC: `listen_address`, else `address`."""
+        return self.listen_address or self.address
+
+    @property
+    def peer_bind_address(self) -> str | None:
+        """What it listens on for peer TCP: `peer_listen_address`, else `peer_address`."""
+        return self.peer_listen_address or self.peer_address
 
     @property
     def host(self) -> str:
@@ -233,12 +259,15 @@ class ClusterConfig:
     insecure: bool = False
 
     def exposed_addresses(self, node_id: str) -> list[str]:
-        """Node `node_id`'s addresses that are not loopback (reachable from elsewhere)."""
+        """Node `node_id`'s addresses, advertised or bound, that are not loopback
+        (reachable from elsewhere: binding 0.0.0.0 serves every interface)."""
         node = self.node(node_id)
         addresses = [
             node.address,
             *([node.peer_address] if node.peer_address else []),
             *([node.kinesis_address] if node.kinesis_address else []),
+            *([node.listen_address] if node.listen_address else []),
+            *([node.peer_listen_address] if node.peer_listen_address else []),
         ]
         return [a for a in addresses if not is_loopback_host(split_address(a)[0])]
 
@@ -469,7 +498,15 @@ class _Validator:
             self.reject_unknown(
                 table,
                 f"{key}.",
-                {"id", "address", "peer_address", "metrics_address", "kinesis_address"},
+                {
+                    "id",
+                    "address",
+                    "peer_address",
+                    "metrics_address",
+                    "kinesis_address",
+                    "listen_address",
+                    "peer_listen_address",
+                },
             )
             node_id = self.string(table, f"{key}.id", None)
             if not NODE_ID_PATTERN.match(node_id):
@@ -495,6 +532,13 @@ class _Validator:
                 if "kinesis_address" in table
                 else None
             )
+            listen_address, peer_listen_address = self.listen_addresses(
+                table,
+                key,
+                address,
+                peer_address,
+                {"metrics_address": metrics_address, "kinesis_address": kinesis_address},
+            )
             ids.add(node_id)
             nodes.append(
                 NodeConfig(
@@ -503,6 +547,8 @@ class _Validator:
                     peer_address=peer_address,
                     metrics_address=metrics_address,
                     kinesis_address=kinesis_address,
+                    listen_address=listen_address,
+                    peer_listen_address=peer_listen_address,
                 )
             )
         if len(nodes) % 2 == 0:
@@ -511,6 +557,60 @@ class _Validator:
                 f"{len(nodes) - 1}; an odd number of nodes is recommended"
             )
         return tuple(nodes)
+
+    def listen_addresses(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        address: str,
+        peer_address: str | None,
+        others: Mapping[str, str | None],
+    ) -> tuple[str | None, str | None]:
+        """The node's listen_address and peer_listen_address (None where not set).
+
+        Only one node's own binds are compared: nodes on other machines may
+        all listen on ``0.0.0.0:50051``. `others` are its other bound
+        addresses by key (metrics, Kinesis).
+        """
+        listen = self.optional_address(table, f"{key}.listen_address")
+        peer_listen = self.optional_address(table, f"{key}.peer_listen_address")
+        if peer_listen is not None and peer_address is None:
+            raise self.fail(
+                f"{key}.peer_listen_address",
+                "expected only beside a peer_address (the address peers dial)",
+            )
+        binds = {
+            "listen_address" if listen else "address": listen or address,
+            "peer_listen_address" if peer_listen else "peer_address": peer_listen or peer_address,
+            **others,
+        }
+        seen: dict[tuple[str, int], str] = {}
+        for name, bound in binds.items():
+            if bound is None:
+                continue
+            host_port = split_address(bound)
+            if host_port in seen:
+                # The advertised ones are unique already: one of the two is a listen address.
+                blamed = name if "listen" in name else seen[host_port]
+                other = seen[host_port] if blamed == name else name
+                raise self.fail(
+                    f"{key}.{blamed}",
+                    f"{bound!r} is also what this node binds for {other}; "
+                    "each needs its own host:port",
+                )
+            seen[host_port] = name
+        return listen, peer_listen
+
+    def optional_address(self, table: Mapping[str, Any], key: str) -> str | None:
+        """A ``host:port`` at `key` if the table has it, else None."""
+        if key.rsplit(".", 1)[-1] not in table:
+            return None
+        address = self.string(table, key, None)
+        try:
+            split_address(address)
+        except ValueError as e:
+            raise self.fail(key, str(e)) from None
+        return address
 
     def address(
         self, table: Mapping[str, Any], key: str, taken: dict[tuple[str, int], str], node_id: str

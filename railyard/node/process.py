@@ -146,7 +146,7 @@ def port_taken(address: str) -> OSError | None:
 
 def ports_free(me: NodeConfig, log: logging.Logger) -> bool:
     """False, after one line naming the address, when the node cannot listen on one."""
-    for where, address in (("", me.address), ("peer_address ", me.peer_address)):
+    for where, address in (("", me.bind_address), ("peer_address ", me.peer_bind_address)):
         taken = None if address is None else port_taken(address)
         if taken is not None:
             hint = "; is the port in use?" if taken.errno == errno.EADDRINUSE else ""
@@ -273,9 +273,9 @@ async def serve(
     )
     listener = (
         None
-        if me.peer_address is None
+        if me.peer_bind_address is None
         else PeerListener(
-            address=me.peer_address,
+            address=me.peer_bind_address,
             sink=raft_service,
             log=log,
             tls=tls.server_context if tls is not None else None,
@@ -300,11 +300,11 @@ async def serve(
     try:
         try:
             if tls is None:
-                server.add_insecure_port(me.address)
+                server.add_insecure_port(me.bind_address)
             else:
-                server.add_secure_port(me.address, tls.server_credentials())
+                server.add_secure_port(me.bind_address, tls.server_credentials())
         except RuntimeError as exc:
-            log.error("cannot listen on %s (%s); is the port in use?", me.address, exc)
+            log.error("cannot listen on %s (%s); is the port in use?", me.bind_address, exc)
             return EXIT_FAILED
         if listener is not None:
             try:
@@ -313,7 +313,7 @@ async def serve(
                 hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
                 log.error(
                     "cannot listen on peer_address %s (%s)%s",
-                    me.peer_address,
+                    me.peer_bind_address,
                     exc.strerror or exc,
                     hint,
                 )
@@ -352,8 +352,10 @@ async def serve(
         monitor.serving.set()
         log.info(
             "serving on %s%s%s%s (cluster %s, peers %s, %s)",
-            me.address,
-            "" if me.peer_address is None else f", peers to {me.peer_address}",
+            me.address
+            if me.listen_address is None
+            else f"{me.listen_address} (advertised {me.address})",
+            "" if me.peer_address is None else f", peers to {me.peer_bind_address}",
             "" if endpoint is None else f", metrics on http://{me.metrics_address}/metrics",
             ""
             if me.kinesis_address is None
