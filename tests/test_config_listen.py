@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from railyard.config import ConfigError, load_config
+from railyard.config import ClusterConfig, ConfigError, load_config
 from railyard.node.process import refuse_plaintext
 
 
-def load_text(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+def load_text(tmp_path: Path, text: str) -> ClusterConfig:
     path = tmp_path / "cluster.toml"
     path.write_text(text)
     return load_config(path)
