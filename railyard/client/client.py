@@ -107,6 +107,9 @@ CHANNEL_OPTIONS = (
     # Reconnect quickly when a restarted node comes back.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # A node back on a new IP under the same name is found within a second
+    # (gRPC waits 30 s between DNS resolutions by default).
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
 )
 
 # The two ways a TLS handshake fails, as `_handshake_failure` tells them.

@@ -21,6 +21,10 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # A lost connection makes the channel resolve its host name again; gRPC
+    # waits 30 s between resolutions by default, so a peer that came back
+    # on a new IP under the same name would be missed that long.
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
 ]
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
