@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from railyard.client import RailyardClient
+from railyard.proto import commands_pb2 as cmd
+from railyard.proto import railyard_pb2 as pb
 from railyard.storage import BackupHeader, BackupWriter, read_backup
 from tests.support.cluster import LocalCluster
 
@@ -220,3 +222,73 @@ def test_restore_refuses_bytes_that_match_their_checksum_but_are_no_state(
     assert len(lines) == 1, result.stderr
     assert "cannot restore" in lines[0] and "SQLite" in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+# A state larger than the CLI's progress threshold (8 MiB).
+BIG_BATCHES = 10
+BIG_RECORDS_PER_BATCH = 100
+BIG_RECORD_BYTES = 10_000
+
+
+def test_on_a_tls_cluster_an_admin_saves_through_a_follower_with_progress_and_a_reader_cannot(
+    tmp_path: Path,
+) -> None:
+    cluster = LocalCluster(tmp_path, name="secure", tls=True)
+    made = railyard("cert", "client", "alice", "--role", "reader", "-c", str(cluster.config_path))
+    assert made.returncode == 0, made.stderr
+    with cluster:
+        leader = cluster.wait_for_leader()
+        follower = next(n for n in cluster.node_ids if n != leader)
+        stub = cluster.streams_stub(leader)
+        for batch in range(BIG_BATCHES):
+            stub.PutRecords(
+                pb.PutRecordsRequest(
+                    stream="big",
+                    records=[
+                        cmd.Record(data=bytes([batch]) * BIG_RECORD_BYTES)
+                        for _ in range(BIG_RECORDS_PER_BATCH)
+                    ],
+                ),
+                timeout=CLI_TIMEOUT_S,
+            )
+        path = tmp_path / "big.ryb"
+        certs = cluster.certs_dir
+        # `cert init` made the admin client; only a follower is named.
+        saved = railyard(
+            "snapshot",
+            "save",
+            str(path),
+            "--endpoints",
+            cluster.addresses[follower],
+            "--cacert",
+            str(certs / "ca.pem"),
+            "--cert",
+            str(certs / "client.pem"),
+            "--key",
+            str(certs / "client.key"),
+            "-o",
+            "json",
+        )
+        assert saved.returncode == 0, saved.stderr
+        summary = json.loads(saved.stdout)
+        assert summary["records"] == BIG_BATCHES * BIG_RECORDS_PER_BATCH
+        assert summary["bytes"] > 8 << 20
+        assert "snapshot save: " in saved.stderr and "MiB (100%)" in saved.stderr
+        assert read_backup(path).sha256 == summary["sha256"]
+        refused = railyard(
+            "snapshot",
+            "save",
+            str(tmp_path / "reader.ryb"),
+            "--endpoints",
+            ",".join(cluster.endpoints),
+            "--cacert",
+            str(certs / "ca.pem"),
+            "--cert",
+            str(certs / "alice.pem"),
+            "--key",
+            str(certs / "alice.key"),
+        )
+        assert refused.returncode == 1
+        assert "needs the admin role" in refused.stderr, refused.stderr
+        assert not (tmp_path / "reader.ryb").exists()
+        assert not (tmp_path / "reader.ryb.tmp").exists()
