@@ -152,6 +152,8 @@ def save(
     async def go() -> dict[str, Any]:
         if file.is_dir():
             fail(f"{file}: is a directory; expected the path of the backup file to write")
+        if not file.parent.is_dir():
+            fail(f"{file.parent}: no such directory; create it or write the backup elsewhere")
         target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         with BackupWriter(file) as writer:
             async with target.client(timeout_s=timeout_s) as client:
