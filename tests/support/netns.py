@@ -82,6 +82,7 @@ class NetnsCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.hosts: dict[str, str] = {}  # node id -> its namespace's address
         self.namespaces: dict[str, str] = {}  # node id -> namespace name
+        self.links: dict[str, str] = {}  # node id -> its veth's end on the bridge
         self._next_host = FIRST_HOST
         self._links = itertools.count()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -110,6 +111,7 @@ class NetnsCluster:
         _ip("netns", "add", namespace)
         self.namespaces[node_id] = namespace
         _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        self.links[node_id] = outer
         _ip("link", "set", inner, "netns", namespace)
         _ip("link", "set", outer, "master", self.bridge)
         _ip("link", "set", outer, "up")
@@ -122,6 +124,11 @@ class NetnsCluster:
     def remove_host(self, node_id: str) -> None:
         """Delete the node's namespace (its veth goes with it): the machine is gone."""
         namespace = self.namespaces.pop(node_id)
+        # The pair goes with the namespace, but only once the kernel has
+        # cleaned it up, later: delete it now so nothing outlives the test.
+        outer = self.links.pop(node_id, None)
+        if outer is not None:
+            _ip("link", "del", outer, check=False)
         _ip("netns", "del", namespace, check=False)
 
     # ------------------------------------------------------------ config
