@@ -234,6 +234,7 @@ async def serve(
         election_timeout_ms=config.election_timeout_ms,
         tls=tls,
         insecure=tls is None and config.insecure,
+        resource_limits=config.limits,
     )
     raft_service = RaftService(
         cluster=config.name,

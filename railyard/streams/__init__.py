@@ -37,6 +37,7 @@ from railyard.streams.results import (
     StreamInfo,
     StreamNotFound,
     StreamUpdated,
+    TooManyStreams,
 )
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "StreamUpdated",
     "StreamsError",
     "StreamsMachine",
+    "TooManyStreams",
     "record_size",
     "snapshot_problem",
     "validate",

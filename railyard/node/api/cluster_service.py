@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from railyard.node.api.commands import stream_info_to_pb
 from railyard.node.api.context import Forwarder, NodeContext
-from railyard.node.api.status_codes import ServiceError, rpc, unavailable
+from railyard.node.api.status_codes import ServiceError, abort, rpc, unavailable
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -157,9 +157,13 @@ class ClusterService(pb_grpc.ClusterServicer):
         self, request: pb.WatchStatusRequest, context: Any
     ) -> AsyncIterator[pb.NodeStatus]:
         interval_ms = max(request.interval_ms or DEFAULT_WATCH_INTERVAL_MS, MIN_WATCH_INTERVAL_MS)
-        while True:
-            yield await self.status()
-            await asyncio.sleep(interval_ms / 1000)
+        try:
+            with self.node.admission.watcher():
+                while True:
+                    yield await self.status()
+                    await asyncio.sleep(interval_ms / 1000)
+        except ServiceError as refused:
+            await abort(context, refused, self.addresses)
 
     @rpc
     async def ReadLog(self, request: pb.ReadLogRequest, context: Any) -> pb.ReadLogResponse:
