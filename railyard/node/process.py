@@ -44,7 +44,7 @@ from grpc_reflection.v1alpha import reflection
 from railyard.certs import CertError
 from railyard.config import ClusterConfig, ConfigError, NodeConfig, split_address
 from railyard.node.api.authorization import AuthorizationInterceptor
-from railyard.node.api.cluster_service import ClusterService
+from railyard.node.api.cluster_service import WATCH_STATUS_METHOD, ClusterService
 from railyard.node.api.context import NodeContext
 from railyard.node.api.decoding import TolerantRegistration
 from railyard.node.api.kinesis_backend import start_kinesis_endpoint
@@ -260,7 +260,7 @@ async def serve(
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     pb_grpc.add_RaftServicer_to_server(raft_service, server)
     # Malformed requests are INVALID_ARGUMENT, not UNKNOWN or a hang (decoding.py).
-    clients = cast(grpc.aio.Server, TolerantRegistration(server))
+    clients = cast(grpc.aio.Server, TolerantRegistration(server, [WATCH_STATUS_METHOD]))
     pb_grpc.add_StreamsServicer_to_server(streams_service, clients)
     pb_grpc.add_ClusterServicer_to_server(cluster_service, clients)
     health_servicer = health_aio.HealthServicer()

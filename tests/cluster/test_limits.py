@@ -6,6 +6,7 @@ Each test starts its own small cluster with the limits it exercises set low.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import subprocess
 import sys
@@ -269,3 +270,89 @@ def test_streaming_calls_beyond_max_client_streams_are_refused(tmp_path: Path) -
             finally:
                 for stream in held:
                     stream.close()
+
+
+# ------------------------------------------------------------ WatchStatus
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# Fifty stalled watchers hold at most a status each (tens of kilobytes here):
+# far less than this, which a queue per watcher would pass in seconds.
+RSS_GROWTH_BOUND = 64 << 20
+WATCHERS = 50
+STREAMS = 300
+WATCH_SECONDS = 4.0
+# The node's CPU while they are open, puts included, as a share of the time:
+# measured 0.18 with one shared status per round, 0.69 with a status built
+# for each watcher every 50 ms.
+CPU_SHARE_BOUND = 0.4
+
+
+def test_watchers_that_never_read_are_bounded_and_the_51st_refused(tmp_path: Path) -> None:
+    with limited_cluster(tmp_path, max_watch_subscribers=WATCHERS) as cluster:
+        node = cluster.node_ids[0]
+        address = cluster.addresses[node]
+        pid = cluster.pid(node)
+        assert pid is not None
+        with_retries(cluster, lambda n: put(cluster.streams_stub(n), "s", b"first"))
+        # Many streams make every status large (each lists them all).
+        channel, streams, _ = stubs(address)
+        with channel:
+            records = [cmd.Record(data=b"x")]
+            made = [
+                streams.PutRecords.future(
+                    pb.PutRecordsRequest(stream=f"stream-{i:04d}", records=records), timeout=30
+                )
+                for i in range(STREAMS)
+            ]
+            for future in made:
+                future.result()
+        before = rss_bytes(pid)
+        cpu_before = cpu_seconds(pid)
+        channels = [grpc.insecure_channel(address) for _ in range(WATCHERS + 1)]
+        try:
+            # Opened and never read: each call's answers pile up at the node's door.
+            watches = [
+                pb_grpc.ClusterStub(ch).WatchStatus(
+                    pb.WatchStatusRequest(interval_ms=50), timeout=60
+                )
+                for ch in channels[:WATCHERS]
+            ]
+            channel, streams, _ = stubs(address)
+            with channel:
+                put_times = []
+                deadline = time.monotonic() + WATCH_SECONDS
+                while time.monotonic() < deadline:
+                    started = time.monotonic()
+                    assert put(streams, "s", b"meanwhile").sequences
+                    put_times.append(time.monotonic() - started)
+                    time.sleep(0.02)
+                after = rss_bytes(pid)
+                cpu_share = (cpu_seconds(pid) - cpu_before) / WATCH_SECONDS
+                with pytest.raises(grpc.RpcError) as refused:
+                    next(
+                        pb_grpc.ClusterStub(channels[WATCHERS]).WatchStatus(
+                            pb.WatchStatusRequest(interval_ms=50), timeout=CALL_TIMEOUT_S
+                        )
+                    )
+                assert exhausted(refused.value, "max_watch_subscribers", WATCHERS), refused.value
+                assert put(streams, "s", b"still").sequences
+            assert all(watch.running() or not watch.done() for watch in watches)
+        finally:
+            for ch in channels:
+                ch.close()
+        assert len(put_times) >= 10 and max(put_times) < CALL_TIMEOUT_S, put_times
+        assert after - before < RSS_GROWTH_BOUND, (before, after)
+        assert cpu_share < CPU_SHARE_BOUND, cpu_share
