@@ -15,8 +15,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import grpc
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
@@ -31,9 +34,11 @@ CLI = (sys.executable, "-m", "railyard")
 
 
 @contextlib.contextmanager
-def limited_cluster(tmp_path: Path, n: int = 1, **limits: int) -> Iterator[LocalCluster]:
+def limited_cluster(
+    tmp_path: Path, n: int = 1, *, kinesis: bool = False, **limits: int
+) -> Iterator[LocalCluster]:
     """A started cluster of `n` nodes whose cluster file has `limits` as its [limits] table."""
-    cluster = LocalCluster(tmp_path, n, name="limits")
+    cluster = LocalCluster(tmp_path, n, name="limits", kinesis=kinesis)
     table = "".join(f"{key} = {value}\n" for key, value in limits.items())
     cluster.config_path.write_text(cluster.config_path.read_text() + "\n[limits]\n" + table)
     try:
@@ -134,6 +139,25 @@ def test_a_flood_of_creations_stops_at_max_streams_while_puts_go_on(tmp_path: Pa
         assert made.returncode == 1, made
         lines = made.stderr.strip().splitlines()
         assert len(lines) == 1 and "max_streams" in lines[0] and "the limit is 5" in lines[0]
+
+
+def test_kinesis_create_stream_beyond_max_streams_is_limit_exceeded(tmp_path: Path) -> None:
+    with limited_cluster(tmp_path, kinesis=True, max_streams=2) as cluster:
+        kinesis = boto3.client(
+            "kinesis",
+            endpoint_url=cluster.kinesis_url(cluster.node_ids[0]),
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            # LimitExceededException is one botocore retries: answer the first.
+            config=Config(retries={"max_attempts": 1}),
+        )
+        kinesis.create_stream(StreamName="fits", ShardCount=2)
+        with pytest.raises(ClientError) as refused:
+            kinesis.create_stream(StreamName="too-many", ShardCount=1)
+        error = refused.value.response["Error"]
+        assert error["Code"] == "LimitExceededException", error
+        assert "[limits] max_streams" in error["Message"]
 
 
 # ------------------------------------------------------------ GetRecords bytes
