@@ -11,7 +11,10 @@ being served and the node's memory stays bounded:
 - ``max_inflight_per_connection``: unary puts under way per client
   connection (a PutRecordStream counts its own window, see the Streams
   service). A put forwarded by a follower is counted by that follower, where
-  its client is connected, and not again by the leader.
+  its client is connected, and not again by the leader. NB: without TLS
+  any caller may mark its calls forwarded and so escape the count, as a
+  plaintext node trusts its network for everything else; under TLS only a
+  member node's certificate is exempt.
 
 Counters only, changed on the event loop (every handler runs there), so no
 lock. It knows nothing of the services that call it.

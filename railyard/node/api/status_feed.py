@@ -58,7 +58,6 @@ class StatusFeed:
         self._task: asyncio.Future[None] | None = None
         self._latest: bytes | None = None
         self._latest_at = 0.0
-        self.builds = 0
 
     @contextlib.contextmanager
     def subscribe(self, interval_ms: int) -> Iterator[Subscriber]:
@@ -111,6 +110,5 @@ class StatusFeed:
         if self._latest is not None and time.monotonic() - self._latest_at < REUSE_MS / 1000:
             return self._latest
         status = await self._build()
-        self.builds += 1
         self._latest, self._latest_at = status, time.monotonic()
         return status

@@ -365,6 +365,8 @@ class StreamsService(pb_grpc.StreamsServicer):
                 outcome.add_done_callback(seen)
                 window.unanswered += 1
                 window.batches.put_nowait(outcome)
+                if outcome.done():  # refused at once: no later batch is proposed
+                    break
         finally:
             # Also when reading failed (a malformed message aborted the call):
             # the answering loop must not wait for batches that never come.
