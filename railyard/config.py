@@ -29,6 +29,13 @@ A cluster file names the cluster, its timings and its nodes::
     client_cert_file = "certs/client.pem"   # what the CLI and `top` present
     client_key_file = "certs/client.key"
 
+    [limits]                       # optional: what one node (or the cluster) serves at most
+    max_client_streams = 1024      # concurrent PutRecordStream + WatchStatus calls per node
+    max_inflight_per_connection = 256  # puts proposed, not yet answered, per client connection
+    max_get_records_bytes = 3145728    # bytes of records in one GetRecords answer (clipped)
+    max_watch_subscribers = 64     # concurrent WatchStatus calls per node
+    max_streams = 10000            # streams in the cluster (CreateStream and auto-create)
+
     [kinesis.credentials]              # optional: require SigV4 with these keys (required
                                        # with [tls] if any node has a kinesis_address)
     AKIDEXAMPLE = { secret_access_key = "...", role = "writer" }  # reader | writer | admin
@@ -50,6 +57,14 @@ HTTP; ``[cluster] metrics_max_streams`` bounds its per-stream gauges. A
 node with a ``kinesis_address`` serves the Kinesis protocol there (HTTPS
 with the node's certificate under ``[tls]``), answering only requests
 signed by a key of ``[kinesis.credentials]`` when there are any.
+
+A client beyond a ``[limits]`` value is refused with RESOURCE_EXHAUSTED
+naming the key, and other clients go on being served. A GetRecords request
+asking for more bytes than ``max_get_records_bytes`` is answered with at
+most that many (plus at least one record, however large), its
+``next_sequence`` saying where to go on. ``max_streams`` is checked by the
+leader and again when the command is applied, against the value the leader
+wrote into the command, so every replica reaches the same verdict.
 
 Invariants of a loaded `ClusterConfig`:
 
@@ -96,6 +111,7 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "KinesisKey",
+    "LimitsConfig",
     "NodeConfig",
     "TlsConfig",
     "default_config",
@@ -120,6 +136,22 @@ DEFAULT_MAX_BATCH_BYTES = 5 << 20
 # Per-stream gauges for the first 100 streams by name: a scrape stays small
 # (two series a stream) however many streams a cluster holds.
 DEFAULT_METRICS_MAX_STREAMS = 100
+
+# [limits] defaults: generous for real clients, small enough that one client
+# cannot take a node's memory or CPU. A node serves about this many producers
+# and dashboards at once; each holds a call and a little state.
+DEFAULT_MAX_CLIENT_STREAMS = 1024
+# Four times the client's largest streaming window (producer.MAX_WINDOW, 64).
+DEFAULT_MAX_INFLIGHT_PER_CONNECTION = 256
+# Three 1 MiB records, well under gRPC's 4 MiB default a client receives.
+DEFAULT_MAX_GET_RECORDS_BYTES = 3 << 20
+# A dashboard per operator and a few monitors; each is one shared status.
+DEFAULT_MAX_WATCH_SUBSCRIBERS = 64
+# Every status lists every stream: with 20,000 of them, 50 watchers took a
+# leader to 96 % CPU.
+DEFAULT_MAX_STREAMS = 10_000
+# A GetRecords answer must fit a gRPC message (64 MiB) with room to spare.
+MAX_GET_RECORDS_BYTES_CEILING = 32 << 20
 
 # Below 1 ms, timers in an asyncio loop stop meaning anything.
 MIN_INTERVAL_MS = 1
@@ -240,6 +272,17 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """The ``[limits]`` table: what a node serves at once, and the cluster's streams."""
+
+    max_client_streams: int = DEFAULT_MAX_CLIENT_STREAMS
+    max_inflight_per_connection: int = DEFAULT_MAX_INFLIGHT_PER_CONNECTION
+    max_get_records_bytes: int = DEFAULT_MAX_GET_RECORDS_BYTES
+    max_watch_subscribers: int = DEFAULT_MAX_WATCH_SUBSCRIBERS
+    max_streams: int = DEFAULT_MAX_STREAMS
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A validated cluster file (see the module docstring for the invariants)."""
 
@@ -274,6 +317,7 @@ class ClusterConfig:
     metrics_max_streams: int = DEFAULT_METRICS_MAX_STREAMS
     # Empty: the Kinesis endpoints serve every request without checking signatures.
     kinesis_credentials: tuple[KinesisKey, ...] = ()
+    limits: LimitsConfig = LimitsConfig()
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -349,7 +393,7 @@ class _Validator:
         return ConfigError(f"{self.where}: {key}: {expected}")
 
     def cluster_config(self, doc: Mapping[str, Any], source: Path | None) -> ClusterConfig:
-        self.reject_unknown(doc, "", {"cluster", "nodes", "tls", "kinesis"})
+        self.reject_unknown(doc, "", {"cluster", "nodes", "tls", "kinesis", "limits"})
         cluster = doc.get("cluster", {})
         if not isinstance(cluster, dict):
             raise self.fail("cluster", "expected a [cluster] table")
@@ -416,6 +460,37 @@ class _Validator:
                 cluster, "cluster.metrics_max_streams", DEFAULT_METRICS_MAX_STREAMS, 0
             ),
             kinesis_credentials=credentials,
+            limits=self.limits(doc.get("limits", {})),
+        )
+
+    def limits(self, table: object) -> LimitsConfig:
+        if not isinstance(table, dict):
+            raise self.fail("limits", "expected a [limits] table")
+        self.reject_unknown(table, "limits.", _LIMITS_KEYS)
+        read_bytes = self.integer(
+            table, "limits.max_get_records_bytes", DEFAULT_MAX_GET_RECORDS_BYTES, 1
+        )
+        if read_bytes > MAX_GET_RECORDS_BYTES_CEILING:
+            raise self.fail(
+                "limits.max_get_records_bytes",
+                f"expected at most {MAX_GET_RECORDS_BYTES_CEILING} bytes, so an answer fits "
+                f"a gRPC message (got {read_bytes})",
+            )
+        return LimitsConfig(
+            max_client_streams=self.integer(
+                table, "limits.max_client_streams", DEFAULT_MAX_CLIENT_STREAMS, 1
+            ),
+            max_inflight_per_connection=self.integer(
+                table,
+                "limits.max_inflight_per_connection",
+                DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+                1,
+            ),
+            max_get_records_bytes=read_bytes,
+            max_watch_subscribers=self.integer(
+                table, "limits.max_watch_subscribers", DEFAULT_MAX_WATCH_SUBSCRIBERS, 1
+            ),
+            max_streams=self.integer(table, "limits.max_streams", DEFAULT_MAX_STREAMS, 1),
         )
 
     def tls(self, table: object, node_count: int) -> TlsConfig:
@@ -672,6 +747,13 @@ _CLUSTER_KEYS = {
     "max_batch_bytes",
     "insecure",
     "metrics_max_streams",
+}
+_LIMITS_KEYS = {
+    "max_client_streams",
+    "max_inflight_per_connection",
+    "max_get_records_bytes",
+    "max_watch_subscribers",
+    "max_streams",
 }
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "client_cert_file", "client_key_file"}
 

@@ -89,6 +89,10 @@ class Rejected(BackendError):
     """The request broke one of railyard's limits; nothing was changed."""
 
 
+class LimitExceeded(Rejected):
+    """One of the cluster's limits (its number of streams, a full disk) refused the request."""
+
+
 class Unavailable(BackendError):
     """No answer in time (no leader, a leader change): the outcome of a write is unknown."""
 

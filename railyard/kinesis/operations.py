@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from railyard.kinesis.backend import Backend, StreamConflict, StreamMissing
+from railyard.kinesis.backend import Backend, LimitExceeded, StreamConflict, StreamMissing
 from railyard.kinesis.catalog import Catalog, KinesisStream
 from railyard.kinesis.errors import (
     KinesisError,
@@ -190,6 +190,8 @@ class KinesisApi:
             )
         except StreamConflict:
             raise in_use(f"Stream {name} under account {self.account_id} already exists.") from None
+        except LimitExceeded as exc:
+            raise KinesisError("LimitExceededException", str(exc)) from None
         return {}
 
     async def delete_stream(self, f: Fields, ctx: CallContext) -> dict[str, Any]:

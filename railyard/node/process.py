@@ -33,6 +33,7 @@ import errno
 import logging
 import signal
 import socket
+from typing import cast
 
 import grpc
 from aiohttp import web
@@ -43,8 +44,9 @@ from grpc_reflection.v1alpha import reflection
 from railyard.certs import CertError
 from railyard.config import ClusterConfig, ConfigError, NodeConfig, split_address
 from railyard.node.api.authorization import AuthorizationInterceptor
-from railyard.node.api.cluster_service import ClusterService
+from railyard.node.api.cluster_service import WATCH_STATUS_METHOD, ClusterService
 from railyard.node.api.context import NodeContext
+from railyard.node.api.decoding import TolerantRegistration
 from railyard.node.api.kinesis_backend import start_kinesis_endpoint
 from railyard.node.api.streams_service import StreamsService
 from railyard.node.driver import Driver, FatalError
@@ -234,6 +236,7 @@ async def serve(
         election_timeout_ms=config.election_timeout_ms,
         tls=tls,
         insecure=tls is None and config.insecure,
+        resource_limits=config.limits,
     )
     raft_service = RaftService(
         cluster=config.name,
@@ -256,8 +259,10 @@ async def serve(
         interceptors.append(GrpcMetricsInterceptor(metrics))
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     pb_grpc.add_RaftServicer_to_server(raft_service, server)
-    pb_grpc.add_StreamsServicer_to_server(streams_service, server)
-    pb_grpc.add_ClusterServicer_to_server(cluster_service, server)
+    # Malformed requests are INVALID_ARGUMENT, not UNKNOWN or a hang (decoding.py).
+    clients = cast(grpc.aio.Server, TolerantRegistration(server, [WATCH_STATUS_METHOD]))
+    pb_grpc.add_StreamsServicer_to_server(streams_service, clients)
+    pb_grpc.add_ClusterServicer_to_server(cluster_service, clients)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drailyard/proto/commands.proto\x12\x0brailyard.v1\"G\n\tRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x03\x12\x13\n\x0bmax_records\x18\x02 \x01(\x03\x12\x11\n\tmax_bytes\x18\x03 \x01(\x03\"d\n\x13\x43reateStreamCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\tretention\x18\x02 \x01(\x0b\x32\x16.railyard.v1.Retention\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"#\n\x13\x44\x65leteStreamCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x06Record\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0f\n\x07has_key\x18\x03 \x01(\x08\"\xad\x01\n\x14\x41ppendRecordsCommand\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12$\n\x07records\x18\x02 \x03(\x0b\x32\x13.railyard.v1.Record\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x19\n\x11producer_sequence\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x19\n\x11\x63reate_if_missing\x18\x06 \x01(\x08\"d\n\x13UpdateStreamCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\tretention\x18\x02 \x01(\x0b\x32\x16.railyard.v1.Retention\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"\x82\x02\n\x07\x43ommand\x12\x39\n\rcreate_stream\x18\x01 \x01(\x0b\x32 .railyard.v1.CreateStreamCommandH\x00\x12\x39\n\rdelete_stream\x18\x02 \x01(\x0b\x32 .railyard.v1.DeleteStreamCommandH\x00\x12;\n\x0e\x61ppend_records\x18\x03 \x01(\x0b\x32!.railyard.v1.AppendRecordsCommandH\x00\x12\x39\n\rupdate_stream\x18\x14 \x01(\x0b\x32 .railyard.v1.UpdateStreamCommandH\x00\x42\t\n\x07\x63ommandb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drailyard/proto/commands.proto\x12\x0brailyard.v1\"G\n\tRetention\x12\x12\n\nmax_age_ms\x18\x01 \x01(\x03\x12\x13\n\x0bmax_records\x18\x02 \x01(\x03\x12\x11\n\tmax_bytes\x18\x03 \x01(\x03\"y\n\x13\x43reateStreamCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\tretention\x18\x02 \x01(\x0b\x32\x16.railyard.v1.Retention\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x13\n\x0bmax_streams\x18< \x01(\x03\"#\n\x13\x44\x65leteStreamCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x06Record\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0f\n\x07has_key\x18\x03 \x01(\x08\"\xc2\x01\n\x14\x41ppendRecordsCommand\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12$\n\x07records\x18\x02 \x03(\x0b\x32\x13.railyard.v1.Record\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x19\n\x11producer_sequence\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x19\n\x11\x63reate_if_missing\x18\x06 \x01(\x08\x12\x13\n\x0bmax_streams\x18< \x01(\x03\"d\n\x13UpdateStreamCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\tretention\x18\x02 \x01(\x0b\x32\x16.railyard.v1.Retention\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"\x82\x02\n\x07\x43ommand\x12\x39\n\rcreate_stream\x18\x01 \x01(\x0b\x32 .railyard.v1.CreateStreamCommandH\x00\x12\x39\n\rdelete_stream\x18\x02 \x01(\x0b\x32 .railyard.v1.DeleteStreamCommandH\x00\x12;\n\x0e\x61ppend_records\x18\x03 \x01(\x0b\x32!.railyard.v1.AppendRecordsCommandH\x00\x12\x39\n\rupdate_stream\x18\x14 \x01(\x0b\x32 .railyard.v1.UpdateStreamCommandH\x00\x42\t\n\x07\x63ommandb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETENTION']._serialized_start=46
   _globals['_RETENTION']._serialized_end=117
   _globals['_CREATESTREAMCOMMAND']._serialized_start=119
-  _globals['_CREATESTREAMCOMMAND']._serialized_end=219
-  _globals['_DELETESTREAMCOMMAND']._serialized_start=221
-  _globals['_DELETESTREAMCOMMAND']._serialized_end=256
-  _globals['_RECORD']._serialized_start=258
-  _globals['_RECORD']._serialized_end=310
-  _globals['_APPENDRECORDSCOMMAND']._serialized_start=313
-  _globals['_APPENDRECORDSCOMMAND']._serialized_end=486
-  _globals['_UPDATESTREAMCOMMAND']._serialized_start=488
-  _globals['_UPDATESTREAMCOMMAND']._serialized_end=588
-  _globals['_COMMAND']._serialized_start=591
-  _globals['_COMMAND']._serialized_end=849
+  _globals['_CREATESTREAMCOMMAND']._serialized_end=240
+  _globals['_DELETESTREAMCOMMAND']._serialized_start=242
+  _globals['_DELETESTREAMCOMMAND']._serialized_end=277
+  _globals['_RECORD']._serialized_start=279
+  _globals['_RECORD']._serialized_end=331
+  _globals['_APPENDRECORDSCOMMAND']._serialized_start=334
+  _globals['_APPENDRECORDSCOMMAND']._serialized_end=528
+  _globals['_UPDATESTREAMCOMMAND']._serialized_start=530
+  _globals['_UPDATESTREAMCOMMAND']._serialized_end=630
+  _globals['_COMMAND']._serialized_start=633
+  _globals['_COMMAND']._serialized_end=891
 # @@protoc_insertion_point(module_scope)

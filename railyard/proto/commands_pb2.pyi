@@ -54,8 +54,13 @@ class CreateStreamCommand(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     RETENTION_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    MAX_STREAMS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     timestamp_ms: _builtins.int
+    max_streams: _builtins.int
+    """The cluster's [limits] max_streams, written by the leader so every
+    replica refuses a new stream beyond it alike; 0 means no limit.
+    """
     @_builtins.property
     def retention(self) -> Global___Retention: ...
     def __init__(
@@ -64,10 +69,11 @@ class CreateStreamCommand(_message.Message):
         name: _builtins.str = ...,
         retention: Global___Retention | None = ...,
         timestamp_ms: _builtins.int = ...,
+        max_streams: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "retention", b"retention", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_streams", b"max_streams", "name", b"name", "retention", b"retention", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -128,6 +134,7 @@ class AppendRecordsCommand(_message.Message):
     PRODUCER_SEQUENCE_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
     CREATE_IF_MISSING_FIELD_NUMBER: _builtins.int
+    MAX_STREAMS_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     producer_id: _builtins.str
     """Exactly-once appends (Raft dissertation §6.3): a retry carries the
@@ -137,6 +144,8 @@ class AppendRecordsCommand(_message.Message):
     timestamp_ms: _builtins.int
     create_if_missing: _builtins.bool
     """Create the stream with default retention if it does not exist."""
+    max_streams: _builtins.int
+    """As CreateStreamCommand.max_streams, for the stream created if missing."""
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     def __init__(
@@ -148,10 +157,11 @@ class AppendRecordsCommand(_message.Message):
         producer_sequence: _builtins.int = ...,
         timestamp_ms: _builtins.int = ...,
         create_if_missing: _builtins.bool = ...,
+        max_streams: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_if_missing", b"create_if_missing", "producer_id", b"producer_id", "producer_sequence", b"producer_sequence", "records", b"records", "stream", b"stream", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_if_missing", b"create_if_missing", "max_streams", b"max_streams", "producer_id", b"producer_id", "producer_sequence", b"producer_sequence", "records", b"records", "stream", b"stream", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,6 +38,7 @@ from railyard.streams.results import (
     StreamInfo,
     StreamNotFound,
     StreamUpdated,
+    TooManyStreams,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "StreamUpdated",
     "StreamsError",
     "StreamsMachine",
+    "TooManyStreams",
     "record_size",
     "snapshot_problem",
     "state_summary",

@@ -73,6 +73,7 @@ from railyard.streams.results import (
     StreamInfo,
     StreamNotFound,
     StreamUpdated,
+    TooManyStreams,
 )
 from railyard.streams.retention import corroborated_clock, trim
 from railyard.streams.rows import (
@@ -120,6 +121,7 @@ class StreamsMachine:
         self._retention_clock_ms = 0
         self._last_sweep_ms = 0
         self._next_stream_id = 1
+        self._stream_count = 0
         # Stream rows read or changed by the current `apply`, written back before it commits.
         self._rows: dict[str, StreamRow] = {}
         self._producers: ProducerTable
@@ -154,6 +156,7 @@ class StreamsMachine:
             self._next_stream_id,
         ) = fields
         self._producers = ProducerTable(self._conn, self.limits.producer_window)
+        (self._stream_count,) = self._conn.execute("SELECT COUNT(*) FROM streams").fetchone()
 
     def _state_fields(self) -> tuple[int, int, int, int, int, int]:
         return (
@@ -168,6 +171,11 @@ class StreamsMachine:
     @property
     def last_applied(self) -> int:
         return self._last_applied
+
+    @property
+    def stream_count(self) -> int:
+        """Streams held as of the last `apply` (an int read: safe from any thread)."""
+        return self._stream_count
 
     @property
     def clock_ms(self) -> int:
@@ -278,6 +286,8 @@ class StreamsMachine:
             if existing.retention != retention:
                 return StreamExists(cmd.name)
             return StreamCreated(existing.info())
+        if 0 < cmd.max_streams <= self._stream_count:
+            return TooManyStreams(cmd.name, cmd.max_streams)
         return StreamCreated(self._insert_stream(cmd.name, retention).info())
 
     def _insert_stream(self, name: str, retention: Retention) -> StreamRow:
@@ -285,6 +295,7 @@ class StreamsMachine:
             raise StreamsError(f"stream ids exhausted ({MAX_STREAM_ID} streams created)")
         row = StreamRow(self._next_stream_id, name, retention, self._clock_ms, 1, 0, 0)
         self._next_stream_id += 1
+        self._stream_count += 1
         insert_stream(self._conn, row)
         self._rows[name] = row
         return row
@@ -317,6 +328,7 @@ class StreamsMachine:
             (record_id(row.id, 0), record_id(row.id + 1, 0)),
         )
         self._conn.execute("DELETE FROM streams WHERE id = ?", (row.id,))
+        self._stream_count -= 1
         return StreamDeleted(cmd.name)
 
     def _append(self, index: int, cmd: commands_pb2.AppendRecordsCommand) -> ApplyResult:
@@ -335,6 +347,8 @@ class StreamsMachine:
             invalid = validate_new_name(cmd.stream, "stream", self.limits)
             if invalid:
                 return invalid
+            if 0 < cmd.max_streams <= self._stream_count:
+                return TooManyStreams(cmd.stream, cmd.max_streams)
             row = self._insert_stream(cmd.stream, Retention())
         first = row.last_seq + 1
         base = record_id(row.id, 0)

@@ -124,6 +124,14 @@ class StreamExists:
 
 
 @dataclass(frozen=True, slots=True)
+class TooManyStreams:
+    """Stream `name` would be one more than the cluster's `limit` of streams; not created."""
+
+    name: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class StaleProducerSequence:
     """This sequence is older than the window of results remembered for its producer.
 
@@ -151,4 +159,5 @@ ApplyResult = (
     | StreamNotFound
     | StreamExists
     | StaleProducerSequence
+    | TooManyStreams
 )

@@ -1,7 +1,10 @@
 """The Cluster service: what operators and the dashboard ask a node.
 
 `Status` is this node's own view (role, term, indexes, peers' progress when
-leader, streams); `WatchStatus` repeats it at an interval. `ReadLog` shows
+leader, streams); `WatchStatus` repeats it at an interval, from one status
+built and encoded per round for all subscribers (`status_feed.py`), each
+answer sent as those bytes (`WATCH_STATUS_METHOD` is registered to pass
+them through), at most `[limits] max_watch_subscribers` at once. `ReadLog` shows
 the most recent entries of this node's log, decoded enough to display.
 `TransferLeadership` moves leadership (Raft §3.10): the leader asks the core
 to transfer; a follower forwards the request to the leader; either way the
@@ -29,6 +32,7 @@ from railyard.node.api.status_codes import (
     rpc,
     unavailable,
 )
+from railyard.node.api.status_feed import StatusFeed
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -49,6 +53,8 @@ TRANSFER_TIMEOUT_ELECTIONS = 3
 MAX_BACKUP_CHUNK_BYTES = 1 << 20
 # A backup without a deadline of its own still ends: an hour copies many GiB.
 DEFAULT_BACKUP_TIMEOUT_S = 3600.0
+# Answers already encoded as NodeStatus bytes: one encoding shared by every watcher.
+WATCH_STATUS_METHOD = f"/{pb.DESCRIPTOR.services_by_name['Cluster'].full_name}/WatchStatus"
 # A figure not measured yet (no fsync, no answered heartbeat, no disk).
 UNKNOWN = -1
 
@@ -100,6 +106,7 @@ class ClusterService(pb_grpc.ClusterServicer):
         self.driver = node.driver
         self.addresses = node.addresses
         self.forwarder = forwarder
+        self.feed = StatusFeed(self._encoded_status)
 
     async def status(self) -> pb.NodeStatus:
         core = self.driver.status()
@@ -167,13 +174,22 @@ class ClusterService(pb_grpc.ClusterServicer):
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.NodeStatus:
         return await self.status()
 
-    async def WatchStatus(
+    async def _encoded_status(self) -> bytes:
+        return (await self.status()).SerializeToString()
+
+    async def WatchStatus(  # type: ignore[override]  # answers NodeStatus bytes, see above
         self, request: pb.WatchStatusRequest, context: Any
-    ) -> AsyncIterator[pb.NodeStatus]:
+    ) -> AsyncIterator[bytes]:
         interval_ms = max(request.interval_ms or DEFAULT_WATCH_INTERVAL_MS, MIN_WATCH_INTERVAL_MS)
-        while True:
-            yield await self.status()
-            await asyncio.sleep(interval_ms / 1000)
+        try:
+            with self.node.admission.watcher(), self.feed.subscribe(interval_ms) as subscriber:
+                while True:
+                    yield await subscriber.next()
+        except Exception as exc:
+            error = exception_error(exc)
+            if error is None:
+                raise
+            await abort(context, error, self.addresses)
 
     @rpc
     async def ReadLog(self, request: pb.ReadLogRequest, context: Any) -> pb.ReadLogResponse:

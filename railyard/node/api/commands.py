@@ -54,16 +54,19 @@ def _varint(n: int) -> bytes:
 
 
 def append_command_bytes(
-    request: pb.PutRecordsRequest, timestamp_ms: int, create_if_missing: bool
+    request: pb.PutRecordsRequest, timestamp_ms: int, create_if_missing: bool, max_streams: int = 0
 ) -> bytes:
     """The serialized `Command` appending `request`'s records, stamped by the leader.
 
     The leader's fields come last: on the wire the last value of a field
     wins, so nothing in the request can override them; fields unknown to
-    this version are dropped first.
+    this version are dropped first. `max_streams` (0: none) bounds the
+    streams a missing stream may be created beside.
     """
     stamp = cmd.AppendRecordsCommand(
-        timestamp_ms=timestamp_ms, create_if_missing=create_if_missing
+        timestamp_ms=timestamp_ms,
+        create_if_missing=create_if_missing,
+        max_streams=max_streams if create_if_missing else 0,
     ).SerializeToString()
     if not _APPEND_BY_CONCATENATION:
         command = cmd.Command(
@@ -79,6 +82,17 @@ def append_command_bytes(
     request.DiscardUnknownFields()
     body = request.SerializeToString() + stamp
     return _APPEND_RECORDS_TAG + _varint(len(body)) + body
+
+
+def create_stream_command(
+    name: str, retention: cmd.Retention, timestamp_ms: int, max_streams: int
+) -> cmd.Command:
+    """A CreateStream as the leader proposes it: stamped with its time and the stream limit."""
+    return cmd.Command(
+        create_stream=cmd.CreateStreamCommand(
+            name=name, retention=retention, timestamp_ms=timestamp_ms, max_streams=max_streams
+        )
+    )
 
 
 def stream_info_to_pb(info: StreamInfo) -> pb.StreamInfo:

@@ -16,6 +16,8 @@ from typing import Any, cast
 
 import grpc
 
+from railyard.config import LimitsConfig
+from railyard.node.api.admission import Admission
 from railyard.node.api.status_codes import (
     LEADER_ADDRESS_KEY,
     LEADER_ID_KEY,
@@ -61,9 +63,15 @@ class NodeContext:
     # This node's TLS (None: plaintext), and whether the file allowed that off loopback.
     tls: NodeTls | None = None
     insecure: bool = False
+    # The cluster file's [limits]: what clients may take from this node.
+    resource_limits: LimitsConfig = field(default_factory=LimitsConfig)
     started_at: float = field(default_factory=time.monotonic)
     # Monotonic time of the last message from each peer (kept by the transport).
     last_heard: dict[str, float] = field(default_factory=dict)
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.resource_limits, self.node_id)
 
     def leader(self) -> NodeId | None:
         return self.driver.soft_state.leader_id

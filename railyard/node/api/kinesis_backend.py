@@ -32,6 +32,7 @@ from railyard.kinesis import (
     Credential,
     KinesisApi,
     KinesisHttp,
+    LimitExceeded,
     ReadBatch,
     Rejected,
     StoredRecord,
@@ -41,7 +42,7 @@ from railyard.kinesis import (
     Unavailable,
     start_server,
 )
-from railyard.node.api.commands import now_ms
+from railyard.node.api.commands import create_stream_command, now_ms
 from railyard.node.api.context import NO_CREATE_KEY, NodeContext
 from railyard.node.api.status_codes import ServiceError, exception_error, result_error
 from railyard.node.api.streams_service import READ_TIMEOUT_ELECTIONS, StreamsService
@@ -149,10 +150,8 @@ class NodeKinesisBackend:
             if not self.node.is_leader():
                 response = await self.streams.forwarder.forward("CreateStream", request, call)
                 return _state(response.stream)
-            command = cmd.Command(
-                create_stream=cmd.CreateStreamCommand(
-                    name=name, retention=request.retention, timestamp_ms=now_ms()
-                )
+            command = create_stream_command(
+                name, request.retention, now_ms(), self.node.resource_limits.max_streams
             )
             result = await self._propose(command, call)
             if isinstance(result, StreamCreated):
@@ -277,11 +276,9 @@ def _backend_error(name: str, error: ServiceError) -> Exception:
         return StreamMissing(name)
     if error.code is grpc.StatusCode.ALREADY_EXISTS:
         return StreamConflict(name)
-    if error.code in (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    ):
+    if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return LimitExceeded(error.message)
+    if error.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
         return Rejected(error.message)
     return error
 

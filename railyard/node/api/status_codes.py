@@ -16,6 +16,8 @@ The mapping, once:
   node stops, see `Driver.machine_call`);
 - the leader's disk is full (nothing was proposed) -> RESOURCE_EXHAUSTED,
   naming the node and its data directory;
+- a `[limits]` value reached (streams in the cluster, calls or puts at once)
+  -> RESOURCE_EXHAUSTED naming the limit, its value and the key to raise;
 - a producer sequence older than the producer's last -> FAILED_PRECONDITION
   (the request was applied before; its result is no longer remembered).
 """
@@ -45,6 +47,7 @@ from railyard.streams import (
     StreamExists,
     StreamNotFound,
     StreamUpdated,
+    TooManyStreams,
 )
 
 LEADER_ID_KEY = "railyard-leader"
@@ -109,6 +112,12 @@ def result_error(result: object) -> ServiceError | None:
             grpc.StatusCode.ALREADY_EXISTS,
             f"stream {result.name!r} already exists with other retention settings",
         )
+    if isinstance(result, TooManyStreams):
+        return over_limit(
+            f"stream {result.name!r} not created: the cluster holds its maximum of streams",
+            "max_streams",
+            result.limit,
+        )
     if isinstance(result, StaleProducerSequence):
         return AlreadyApplied(
             grpc.StatusCode.FAILED_PRECONDITION,
@@ -119,6 +128,14 @@ def result_error(result: object) -> ServiceError | None:
             trailing=((LAST_PRODUCER_SEQUENCE_KEY, str(result.last_sequence)),),
         )
     raise TypeError(f"unexpected apply result {result!r}")
+
+
+def over_limit(what: str, key: str, value: int) -> ServiceError:
+    """RESOURCE_EXHAUSTED for `what` beyond ``[limits] key = value``, saying how to raise it."""
+    return ServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"{what}: the limit is {value} (raise [limits] {key} in the cluster file)",
+    )
 
 
 def unavailable(message: str, leader: NodeId | None) -> ServiceError:

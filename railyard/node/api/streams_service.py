@@ -8,6 +8,13 @@ with no leader known it answers UNAVAILABLE. The leader stamps the command's
 timestamp, proposes it (requests arriving together share one fsync, see the
 driver) and answers with the state machine's result for its entry.
 
+The node's `[limits]` hold here too (`admission.py`): a client beyond one is
+refused with RESOURCE_EXHAUSTED. The cluster's `max_streams` travels in each
+command that may create a stream and is enforced when it is applied; the
+leader refuses a new stream at once when the limit is already reached.
+A GetRecords answer holds at most `max_get_records_bytes` of records (a
+request asking for more is clipped, not refused).
+
 Reads are linearizable by default: a ReadIndex round (`Driver.read_barrier`)
 makes sure this node has applied every write acknowledged before the read
 began, on followers too. `stale=True` skips the round and reads what this
@@ -19,13 +26,25 @@ Failures are mapped to status codes in `status_codes.py`, nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
 import grpc
 
-from railyard.node.api.commands import append_command_bytes, now_ms, stream_info_to_pb
-from railyard.node.api.context import NO_CREATE_KEY, Forwarder, NodeContext, request_timeout
+from railyard.node.api.commands import (
+    append_command_bytes,
+    create_stream_command,
+    now_ms,
+    stream_info_to_pb,
+)
+from railyard.node.api.context import (
+    FORWARDED_KEY,
+    NO_CREATE_KEY,
+    Forwarder,
+    NodeContext,
+    request_timeout,
+)
 from railyard.node.api.status_codes import (
     AlreadyApplied,
     ServiceError,
@@ -35,6 +54,7 @@ from railyard.node.api.status_codes import (
     rpc,
     unavailable,
 )
+from railyard.node.security import identity_of
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
@@ -44,6 +64,7 @@ from railyard.streams import (
     StreamCreated,
     StreamNotFound,
     StreamUpdated,
+    TooManyStreams,
     validate,
     validate_append,
 )
@@ -54,15 +75,10 @@ Resp = TypeVar("Resp")
 # in this many election timeouts the leader is gone and the client should retry.
 READ_TIMEOUT_ELECTIONS = 2
 # GetRecords defaults and caps: enough records per call to amortise a round
-# trip, and responses well under gRPC's 4 MiB default message limit.
+# trip; the bytes are capped by [limits] max_get_records_bytes.
 DEFAULT_READ_LIMIT = 1000
 MAX_READ_LIMIT = 10_000
 DEFAULT_READ_MAX_BYTES = 1 << 20
-MAX_READ_MAX_BYTES = 3 << 20
-# Batches of one PutRecordStream proposed and not yet answered. Beyond this
-# the server stops reading the stream and gRPC flow control holds the
-# producer back; a producer's own window is normally smaller.
-STREAM_WINDOW_BATCHES = 256
 
 _POSITIONS: dict[int, str] = {
     pb.TRIM_HORIZON: "TRIM_HORIZON",
@@ -79,6 +95,8 @@ class StreamsService(pb_grpc.StreamsServicer):
         self.driver = node.driver
         self.addresses = node.addresses
         self.forwarder = Forwarder(node)
+        self.admission = node.admission
+        self.limits = node.resource_limits
 
     # ------------------------------------------------------------ helpers
 
@@ -128,16 +146,29 @@ class StreamsService(pb_grpc.StreamsServicer):
     async def CreateStream(
         self, request: pb.CreateStreamRequest, context: Any
     ) -> pb.CreateStreamResponse:
-        command = cmd.Command(
-            create_stream=cmd.CreateStreamCommand(
-                name=request.name, retention=request.retention, timestamp_ms=now_ms()
-            )
+        command = create_stream_command(
+            request.name, request.retention, now_ms(), self.limits.max_streams
         )
+        if self.node.is_leader():
+            await self._refuse_beyond_max_streams(request.name)
 
         def respond(result: StreamCreated) -> pb.CreateStreamResponse:
             return pb.CreateStreamResponse(stream=stream_info_to_pb(result.info))
 
         return await self._write(command, request, context, respond)
+
+    async def _refuse_beyond_max_streams(self, name: str) -> None:
+        """At the limit already, a new stream is refused without a trip through the log.
+
+        Only a shortcut: `apply` refuses it anyway, on every replica alike.
+        """
+        limit = self.limits.max_streams
+        machine = self.driver.machine
+        if machine.stream_count < limit:
+            return
+        found = await self.driver.machine_call(machine.describe, name)
+        if isinstance(found, StreamNotFound):
+            raise result_error(TooManyStreams(name, limit)) or AssertionError(name)
 
     @rpc
     async def UpdateStream(
@@ -197,17 +228,35 @@ class StreamsService(pb_grpc.StreamsServicer):
         context: Any,
         respond: Callable[[Appended], Resp],
     ) -> Resp:
-        """A unary put: check `batch`, forward `request` from a follower, else propose it."""
+        """A unary put: check `batch`, forward `request` from a follower, else propose it.
+
+        Counted against its connection's `max_inflight_per_connection`,
+        unless a follower forwarded it (counted there, by its client's
+        connection).
+        """
         _raise_invalid(batch, self.node.limits)
-        if not self.node.is_leader():
-            method = type(request).__name__.removesuffix("Request")
-            forwarded: Resp = await self.forwarder.forward(method, request, context)
-            return forwarded
-        no_create = any(key == NO_CREATE_KEY for key, _ in context.invocation_metadata() or ())
-        appended = await self.propose_append(
-            batch, request_timeout(context), create_if_missing=not no_create
+        keys = [key for key, _ in context.invocation_metadata() or ()]
+        held = (
+            contextlib.nullcontext()
+            if FORWARDED_KEY in keys and self._from_a_node(context)
+            else self.admission.put(context.peer())
         )
-        return respond(appended)
+        with held:
+            if not self.node.is_leader():
+                method = type(request).__name__.removesuffix("Request")
+                forwarded: Resp = await self.forwarder.forward(method, request, context)
+                return forwarded
+            appended = await self.propose_append(
+                batch, request_timeout(context), create_if_missing=NO_CREATE_KEY not in keys
+            )
+            return respond(appended)
+
+    def _from_a_node(self, context: Any) -> bool:
+        """Whether a call comes from a member node: any caller without TLS, which checks no one."""
+        if self.node.tls is None:
+            return True
+        identity = identity_of(context)
+        return identity is not None and identity.node
 
     async def propose_append(
         self, batch: pb.PutRecordsRequest, timeout_s: float, *, create_if_missing: bool = True
@@ -221,7 +270,10 @@ class StreamsService(pb_grpc.StreamsServicer):
         `Driver.propose` raises.
         """
         data = append_command_bytes(
-            batch, now_ms(), self.node.auto_create_streams and create_if_missing
+            batch,
+            now_ms(),
+            self.node.auto_create_streams and create_if_missing,
+            self.limits.max_streams,
         )
         # asyncio.timeout, not wait_for: no extra task per request on the hot path.
         async with asyncio.timeout(timeout_s):
@@ -247,6 +299,11 @@ class StreamsService(pb_grpc.StreamsServicer):
         flight. Only a batch older than that window (a producer with a
         larger window, or another client reusing the id) is acknowledged
         without sequences: applied before, positions no longer known.
+
+        The call holds one of the node's `max_client_streams`; a batch that
+        arrives while `max_inflight_per_connection` of this call's batches
+        are unanswered fails with RESOURCE_EXHAUSTED (a producer's window
+        is smaller, so only a client that ignores its answers meets it).
         """
         if not self.node.is_leader():
             leader = self.node.leader()
@@ -256,12 +313,21 @@ class StreamsService(pb_grpc.StreamsServicer):
                 self.addresses,
             )
             return
-        window: asyncio.Queue[asyncio.Future[pb.PutRecordsResponse] | None] = asyncio.Queue(
-            STREAM_WINDOW_BATCHES
-        )
+        try:
+            with self.admission.client_stream():
+                async for response in self._answer_batches(requests, context):
+                    yield response
+        except ServiceError as refused:
+            await abort(context, refused, self.addresses)
+
+    async def _answer_batches(
+        self, requests: AsyncIterator[pb.PutRecordsRequest], context: Any
+    ) -> AsyncIterator[pb.PutRecordsResponse]:
+        """Answer the call's batches in order; the first failure aborts the call."""
+        window = _Window()
         reader = asyncio.ensure_future(self._start_batches(requests, context, window))
         try:
-            while (pending := await window.get()) is not None:
+            while (pending := await window.batches.get()) is not None:
                 try:
                     response = await pending
                 except Exception as exc:
@@ -270,20 +336,18 @@ class StreamsService(pb_grpc.StreamsServicer):
                         raise
                     await abort(context, error, self.addresses)
                     return
+                window.unanswered -= 1
                 yield response
             await reader
         finally:
             reader.cancel()
-            while not window.empty():
-                left = window.get_nowait()
+            while not window.batches.empty():
+                left = window.batches.get_nowait()
                 if left is not None:
                     left.cancel()
 
     async def _start_batches(
-        self,
-        requests: AsyncIterator[pb.PutRecordsRequest],
-        context: Any,
-        window: asyncio.Queue[asyncio.Future[pb.PutRecordsResponse] | None],
+        self, requests: AsyncIterator[pb.PutRecordsRequest], context: Any, window: _Window
     ) -> None:
         """Propose each incoming batch at once (in arrival order); stop at the first failure."""
         broken = asyncio.Event()
@@ -293,18 +357,27 @@ class StreamsService(pb_grpc.StreamsServicer):
             if not outcome.cancelled() and outcome.exception() is not None:
                 broken.set()
 
-        async for request in requests:
-            if broken.is_set():
-                break
-            outcome = self._start_batch(request, context)
-            outcome.add_done_callback(seen)
-            await window.put(outcome)
-        await window.put(None)
+        try:
+            async for request in requests:
+                if broken.is_set():
+                    break
+                outcome = self._start_batch(request, context, window.unanswered)
+                outcome.add_done_callback(seen)
+                window.unanswered += 1
+                window.batches.put_nowait(outcome)
+                if outcome.done():  # refused at once: no later batch is proposed
+                    break
+        finally:
+            # Also when reading failed (a malformed message aborted the call):
+            # the answering loop must not wait for batches that never come.
+            window.batches.put_nowait(None)
 
     def _start_batch(
-        self, request: pb.PutRecordsRequest, context: Any
+        self, request: pb.PutRecordsRequest, context: Any, unanswered: int
     ) -> asyncio.Future[pb.PutRecordsResponse]:
         error = _validate_put(request, self.node.limits)
+        if error is None and unanswered >= self.limits.max_inflight_per_connection:
+            error = self.admission.too_many_puts(unanswered)
         if error is None and not self.node.is_leader():
             leader = self.node.leader()
             error = unavailable(f"not the leader (leader: {leader or 'unknown'})", leader)
@@ -379,7 +452,9 @@ class StreamsService(pb_grpc.StreamsServicer):
         self, request: pb.GetRecordsRequest, context: Any
     ) -> pb.GetRecordsResponse:
         limit = min(request.limit or DEFAULT_READ_LIMIT, MAX_READ_LIMIT)
-        max_bytes = min(request.max_bytes or DEFAULT_READ_MAX_BYTES, MAX_READ_MAX_BYTES)
+        max_bytes = min(
+            request.max_bytes or DEFAULT_READ_MAX_BYTES, self.limits.max_get_records_bytes
+        )
         response = pb.GetRecordsResponse()
         add = response.records.add
 
@@ -404,6 +479,15 @@ class StreamsService(pb_grpc.StreamsServicer):
         response.next_sequence, response.behind_latest = result
         self.driver.metrics.records_read(len(response.records))
         return response
+
+
+class _Window:
+    """One PutRecordStream's batches in arrival order (None ends them), and how many are
+    proposed but not yet answered."""
+
+    def __init__(self) -> None:
+        self.batches: asyncio.Queue[asyncio.Future[pb.PutRecordsResponse] | None] = asyncio.Queue()
+        self.unanswered = 0
 
 
 def _raise_invalid(request: pb.PutRecordsRequest, limits: Limits) -> None:
