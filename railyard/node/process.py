@@ -33,7 +33,6 @@ import errno
 import logging
 import signal
 import socket
-import sys
 
 import grpc
 from aiohttp import web
@@ -83,8 +82,6 @@ MAX_CAUSES = 4
 EXPIRY_CHECK_INTERVAL_S = 24 * 3600
 # In-flight calls get this long to finish when the node stops.
 STOP_GRACE_S = 0.5
-# How long a thread holding the GIL may run before a waiting one gets it.
-GIL_SWITCH_INTERVAL_S = 0.0005
 EXIT_OK = 0
 EXIT_FAILED = 1
 
@@ -486,9 +483,6 @@ def run_node(
         return EXIT_FAILED
     if tls is not None:
         tls.warn_if_expiring()
-    # The log and apply threads hand results back to the loop; by default a
-    # thread waiting for the GIL waits 5 ms before asking the loop for it.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         return asyncio.run(serve(config, NodeId(node_id), log, tls))
     except (StorageError, StreamsError, FatalError, LogBehindState, RaftError) as exc:
