@@ -153,7 +153,7 @@ class Cluster:
                     with contextlib.suppress(ValueError):
                         taken = json.loads(line)["fields"]
         files = sorted(
-            (p for p in (self.root / "data" / node_id / "snapshots").glob("*") if p.is_file()),
+            (self.root / "data" / node_id / "snapshots").glob("snapshot-*.db"),
             key=lambda p: p.stat().st_mtime,
         )
         return {
