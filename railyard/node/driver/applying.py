@@ -54,15 +54,11 @@ class Applier:
         self._checkpointing: concurrent.futures.Future[None] | None = None
         self._since_checkpoint = 0
 
-    def on_thread(self, size: int) -> bool:
-        """Whether a batch holding `size` bytes of data is applied on the apply thread."""
-        return size > APPLY_INLINE_MAX_BYTES
-
     async def apply(self, entries: Sequence[Entry], size: int) -> list[ApplyResult | None]:
         """Apply `entries` (holding `size` bytes of data); their results, in order."""
         batch = [(e.index, e.data if e.kind is EntryKind.NORMAL else None) for e in entries]
         try:
-            if not self.on_thread(size):
+            if size <= APPLY_INLINE_MAX_BYTES:
                 results = self.machine.apply(batch)
             else:
                 results = await asyncio.get_running_loop().run_in_executor(

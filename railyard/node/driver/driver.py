@@ -69,7 +69,7 @@ from typing import Any, Protocol, TypeVar
 from railyard.node.driver.applying import Applier
 from railyard.node.driver.disk_space import DiskGuard
 from railyard.node.driver.inbox import Inbox, Proposal, Round
-from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull, Saving
+from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
 from railyard.node.driver.reads import PendingReads
 from railyard.node.driver.reporting import Reporter
 from railyard.node.driver.snapshotting import Snapshotter
@@ -341,29 +341,23 @@ class Driver:
             # entries a Ready both writes and commits): durable here first.
             await self.writer.finish_save(saving)
             saving = None
-        persisted_messages = ready.persisted_messages
         if committed:
             # Otherwise the committed entries were persisted by earlier Readys
             # and are applied while this Ready's save runs on the log thread:
             # disk and apply overlap (Raft dissertation §10.2.1), and the
             # order of effects others can see is unchanged.
-            size = sum(len(e.data) for e in committed)
-            if saving is not None and persisted_messages and self.applier.on_thread(size):
-                await self._apply_while_saving(committed, size, saving, persisted_messages)
-                saving, persisted_messages = None, ()
-            else:
-                try:
-                    await self._apply(committed, size)
-                except BaseException:
-                    # The save runs to its end before the failure is raised, so
-                    # nothing is left writing behind a stopping node.
-                    if saving is not None:
-                        await asyncio.wait([saving.future])
-                    raise
+            try:
+                await self._apply(committed)
+            except BaseException:
+                # The save runs to its end before the failure is raised, so
+                # nothing is left writing behind a stopping node.
+                if saving is not None:
+                    await asyncio.wait([saving.future])
+                raise
         if saving is not None:
             await self.writer.finish_save(saving)
-        if persisted_messages:
-            self.outbox.send(persisted_messages)
+        if ready.persisted_messages:
+            self.outbox.send(ready.persisted_messages)
         self.reads.on_read_states(ready.read_states)
         self.reads.serve(self.applied)
         self.snapshotter.maybe_snapshot(self._tg, self.applied, self.applied_term)
@@ -383,30 +377,9 @@ class Driver:
             # Read contexts in flight were addressed to the old leader.
             self.reads.drop_in_flight(soft.leader_id)
 
-    async def _apply_while_saving(
-        self,
-        committed: Sequence[Entry],
-        size: int,
-        saving: Saving,
-        persisted_messages: Sequence[Message],
-    ) -> None:
-        """Apply on the apply thread; send `persisted_messages` once the save is durable.
-
-        A follower's acknowledgement says only that its log holds the
-        entries: it leaves when the save is done, not after an apply of
-        earlier entries that may take longer. The apply still ends before
-        the Ready does (and before a failed save's error is raised).
-        """
-        applying = asyncio.ensure_future(self._apply(committed, size))
-        try:
-            await self.writer.finish_save(saving)
-            self.outbox.send(persisted_messages)
-        finally:
-            await asyncio.wait([applying])
-        applying.result()  # the apply's own failure, if any
-
-    async def _apply(self, entries: Sequence[Entry], size: int) -> None:
+    async def _apply(self, entries: Sequence[Entry]) -> None:
         started = time.perf_counter()
+        size = sum(len(e.data) for e in entries)
         results = await self.applier.apply(entries, size)
         self.report.applied(len(entries), results, time.perf_counter() - started)
         self.waiters.resolve(entries, results, self.soft_state.leader_id)
