@@ -483,6 +483,7 @@ def markdown(results: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Parts: " + ", ".join(PARTS) + ". See the module docstring for what each measures.",
     )
     parser.add_argument("--records", type=int, default=10_000_000, help="records in the big stream")
