@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -289,11 +290,13 @@ class Nodes:
         self.config = config
         self.node_ids = node_ids
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # What runs `railyard` for a node (a profiler may wrap it).
+        self.command: Callable[[str], list[str]] = lambda _node_id: RAILYARD
 
     def start(self, node_id: str) -> None:
         with (self.root / f"{node_id}.log").open("ab") as log:
             self.procs[node_id] = subprocess.Popen(
-                [*RAILYARD, "node", "start", "-c", str(self.config), "--id", node_id],
+                [*self.command(node_id), "node", "start", "-c", str(self.config), "--id", node_id],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -336,8 +336,12 @@ class StreamsMachine:
         invalid = validate_append(cmd, self.limits)
         if invalid:
             return invalid
+        last_sequence = None
         if cmd.producer_id:
-            repeat = self._producers.check(index, cmd.producer_id, cmd.producer_sequence)
+            last_sequence = self._producers.last_sequence(cmd.producer_id)
+            repeat = self._producers.check(
+                index, cmd.producer_id, cmd.producer_sequence, last_sequence
+            )
             if repeat is not None:
                 return repeat
         row = self._stream(cmd.stream)
@@ -361,7 +365,12 @@ class StreamsMachine:
         result = Appended(row.name, range(first, row.last_seq + 1), ts)
         if cmd.producer_id:
             self._producers.remember(
-                index, cmd.producer_id, cmd.producer_sequence, result, self.limits.max_producers
+                index,
+                cmd.producer_id,
+                cmd.producer_sequence,
+                result,
+                self.limits.max_producers,
+                last_sequence,
             )
         return result
 

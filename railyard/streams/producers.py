@@ -64,9 +64,14 @@ class ProducerTable:
         count: int = self._conn.execute("SELECT count(*) FROM producer_results").fetchone()[0]
         return count
 
-    def check(self, index: int, producer_id: str, producer_sequence: int) -> ApplyResult | None:
-        """The answer to a repeated or stale producer sequence; None for one to apply."""
-        last_sequence = self._last_sequence(producer_id)
+    def check(
+        self, index: int, producer_id: str, producer_sequence: int, last_sequence: int | None
+    ) -> ApplyResult | None:
+        """The answer to a repeated or stale producer sequence; None for one to apply.
+
+        `last_sequence` is `last_sequence(producer_id)`, read once per append:
+        `remember` takes it too.
+        """
         if last_sequence is None or producer_sequence > last_sequence:
             return None
         if producer_sequence <= last_sequence - self.window:
@@ -92,13 +97,14 @@ class ProducerTable:
         producer_sequence: int,
         result: Appended,
         max_producers: int,
+        last_sequence: int | None,
     ) -> None:
         """Record a producer's applied append, evicting the least recently used if full.
 
-        Called only for a sequence `check` let through, so no result is
-        remembered for it yet and it is above `last_sequence - window`.
+        Called only for a sequence `check` let through, with the same
+        `last_sequence`, so no result is remembered for it yet and it is
+        above `last_sequence - window`.
         """
-        last_sequence = self._last_sequence(producer_id)
         if last_sequence is None:
             if self.count >= max_producers:
                 self._evict_least_recently_used()
@@ -125,7 +131,8 @@ class ProducerTable:
             (*fields, fields_crc(*fields)),
         )
 
-    def _last_sequence(self, producer_id: str) -> int | None:
+    def last_sequence(self, producer_id: str) -> int | None:
+        """The highest sequence applied for `producer_id`; None for a producer not remembered."""
         found = self._conn.execute(
             f"SELECT {_PRODUCER_COLUMNS}, crc FROM producers WHERE producer_id = ?",
             (producer_id,),
