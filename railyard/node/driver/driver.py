@@ -69,6 +69,7 @@ from typing import Any, Protocol, TypeVar
 from railyard.node.driver.applying import Applier
 from railyard.node.driver.disk_space import DiskGuard
 from railyard.node.driver.inbox import Inbox, Proposal, Round
+from railyard.node.driver.keepalive import Keepalive
 from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
 from railyard.node.driver.reads import PendingReads
 from railyard.node.driver.reporting import Reporter
@@ -142,6 +143,8 @@ class Driver:
         self.metrics = metrics or NodeMetrics(peers=(), enabled=False)
         self.report = Reporter(log, self.metrics, core.status().term)
         self.inbox = Inbox(log)
+        # Looked up at each call: `_restart_core` may have replaced the core.
+        self.keepalive = Keepalive(lambda: self.core, outbox)
         self.threads = Threads(self.inbox, log)
         self.applier = Applier(machine)
         self.applied = applied
@@ -176,6 +179,7 @@ class Driver:
 
     async def deliver(self, message: Message) -> None:
         """Queue a message from a peer (waits while the inbox is full)."""
+        self.keepalive.answer(message)
         await self.inbox.deliver(message)
 
     async def propose(self, data: bytes) -> ApplyResult:
@@ -278,12 +282,13 @@ class Driver:
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            tg.create_task(self.keepalive.run(lambda: self.ticker.interval_s))
             while True:
                 self._submit(await self.inbox.take_round(self._step))
                 while self.core.has_ready():
                     ready = self.core.ready()
                     try:
-                        await self._handle_ready(ready)
+                        await self._handle_ready_held(ready)
                     except SaveFailedDiskFull as exc:
                         await self._restart_core(exc)
                         continue
@@ -321,6 +326,14 @@ class Driver:
         self.waiters.add(first, self.core.status().term, [p.future for p in proposals])
 
     # ------------------------------------------------------------ Ready
+
+    async def _handle_ready_held(self, ready: Ready) -> None:
+        """`_handle_ready`, with heartbeats kept going while it waits (`keepalive.py`)."""
+        self.keepalive.busy_since = time.monotonic()
+        try:
+            await self._handle_ready(ready)
+        finally:
+            self.keepalive.busy_since = None
 
     async def _handle_ready(self, ready: Ready) -> None:
         if ready.hard_state is not None:

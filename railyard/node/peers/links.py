@@ -19,7 +19,6 @@ The inbound side is `inbound.py`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,6 +31,7 @@ from railyard.node.grpc_options import CHANNEL_OPTIONS
 from railyard.node.observability import NodeMetrics, event
 from railyard.node.peers import tcp
 from railyard.node.peers.codec import envelope, message_to_pb
+from railyard.node.peers.flow import SendQueue
 from railyard.node.peers.proxy import Proxy, proxy_for
 from railyard.node.security import NodeTls
 from railyard.proto import railyard_pb2 as pb
@@ -39,8 +39,8 @@ from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import Message, MessageType, NodeId
 from railyard.storage import SnapshotStore
 
-# Messages queued per peer before new ones are dropped: a few heartbeat
-# rounds of a busy leader; beyond that the peer is not keeping up.
+# Messages queued per peer and lane (`flow.py`) before new ones are dropped: a
+# few heartbeat rounds of a busy leader; beyond that the peer is not keeping up.
 SEND_QUEUE_SIZE = 4096
 # Messages and entry bytes per envelope: amortises gRPC's per-message cost
 # while keeping one envelope well under the message size limit.
@@ -73,10 +73,6 @@ class PipeClosed(Exception):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details or ""
-
-
-def _entry_bytes(m: pb.RaftMessage) -> int:
-    return sum(len(e.data) for e in m.entries)
 
 
 class PeerLink:
@@ -126,8 +122,9 @@ class PeerLink:
             )
         )
         self.stub = pb_grpc.RaftStub(self.channel)
-        # None wakes a sender waiting for messages: its connection ended.
-        self.queue: asyncio.Queue[pb.RaftMessage | None] = asyncio.Queue(SEND_QUEUE_SIZE)
+        # Control messages before appends; a wake-up (None) tells a waiting
+        # sender its connection ended.
+        self.queue = SendQueue(SEND_QUEUE_SIZE)
         self._snapshot_request: Message | None = None
         self._snapshot_wanted = asyncio.Event()
         self._reported_at = 0.0
@@ -141,9 +138,7 @@ class PeerLink:
             return
         if message.type is MessageType.HEARTBEAT:
             self.metrics.heartbeat_sent(self.peer_id, time.monotonic())
-        try:
-            self.queue.put_nowait(message_to_pb(message))
-        except asyncio.QueueFull:
+        if not self.queue.put(message_to_pb(message)):
             self.instruments.send_failures.inc()
             self._unreachable()
 
@@ -331,28 +326,13 @@ class PeerLink:
                 return m
 
     def _wake(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):  # full: the sender is not waiting
-            self.queue.put_nowait(None)
+        self.queue.wake()
 
     def _drain(self, first: pb.RaftMessage) -> list[pb.RaftMessage]:
-        batch = [first]
-        size = _entry_bytes(first)
-        while len(batch) < MAX_MESSAGES_PER_ENVELOPE and size < MAX_ENVELOPE_BYTES:
-            try:
-                m = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if m is None:
-                continue
-            batch.append(m)
-            size += _entry_bytes(m)
-        return batch
+        return self.queue.take(first, MAX_MESSAGES_PER_ENVELOPE, MAX_ENVELOPE_BYTES)
 
     def _drop_queued(self) -> None:
-        dropped = 0
-        while not self.queue.empty():
-            if self.queue.get_nowait() is not None:  # not a wake-up
-                dropped += 1
+        dropped = self.queue.clear()
         if dropped:
             self.instruments.send_failures.inc(dropped)
             self._unreachable()
