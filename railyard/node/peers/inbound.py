@@ -8,10 +8,11 @@ long-lived stream per peer, read until the peer closes it; peers with a
 their envelopes to the same checks (`refusal`, `deliver`, `pipe_ended`). The unary RPCs
 (RequestVote, AppendEntries, TimeoutNow) step their messages and reply with
 an empty envelope: the answers travel over our own pipe to the sender, like
-all others. `InstallSnapshot` writes the chunks through a
-`SnapshotReceiver`, checks the checksum, stages the file and hands it with
-the SNAPSHOT message to the driver, which installs it only if the core
-accepts the message. Malformed input is refused with INVALID_ARGUMENT.
+all others. `InstallSnapshot` (and `receive_snapshot`, the same over peer
+TCP, `tcp.PeerListener`) writes the chunks through a `SnapshotReceiver`,
+checks the checksum, stages the file and hands it with the SNAPSHOT message
+to the driver, which installs it only if the core accepts the message.
+Malformed input is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -236,7 +237,35 @@ class RaftService(pb_grpc.RaftServicer):
         request_iterator: AsyncIterator[pb.SnapshotChunk],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.RaftEnvelope:
-        """Receive a leader's snapshot; malformed input is INVALID_ARGUMENT, never UNKNOWN.
+        """Receive a leader's snapshot; malformed input is INVALID_ARGUMENT, never UNKNOWN."""
+
+        async def check(sender: pb.Peer) -> None:
+            await self._check(sender, context)
+
+        try:
+            await self._receive_snapshot(request_iterator, check)
+        except SnapshotRefused as exc:
+            await context.abort(exc.code, exc.reason)
+        return envelope(self.local, [])
+
+    async def receive_snapshot(self, chunks: AsyncIterator[pb.SnapshotChunk]) -> str | None:
+        """A snapshot over peer TCP, every chunk's sender checked: why not, or None."""
+
+        async def checked(sender: pb.Peer) -> None:
+            pass
+
+        try:
+            await self._receive_snapshot(chunks, checked)
+        except SnapshotRefused as exc:
+            return exc.reason
+        return None
+
+    async def _receive_snapshot(
+        self,
+        chunks: AsyncIterator[pb.SnapshotChunk],
+        check: Callable[[pb.Peer], Awaitable[None]],
+    ) -> None:
+        """Write the chunks through a `SnapshotReceiver`, stage, hand to the driver.
 
         The bytes are staged (their checksum, SQLite's integrity check and the
         state they hold against the metadata verified, fsync'd under a
@@ -244,15 +273,17 @@ class RaftService(pb_grpc.RaftServicer):
         not installed: the driver makes them the node's latest snapshot only
         if the core accepts the SNAPSHOT message, and deletes them otherwise
         (a stale or forged message must not replace the node's own snapshot).
+        `check` refuses the first chunk's sender (by raising). Raises
+        `SnapshotRefused` for anything wrong, after discarding what was written.
         """
         receiver: SnapshotReceiver | None = None
         message: Message | None = None
         try:
-            async for chunk in request_iterator:
+            async for chunk in chunks:
                 if receiver is None:
                     sender = envelope_sender(chunk)
-                    await self._check(sender, context)
-                    message = await self._snapshot_message(chunk, sender, context)
+                    await check(sender)
+                    message = _snapshot_message(chunk, sender, self.node_id)
                     assert message.snapshot is not None
                     receiver = await asyncio.to_thread(self.snapshots.receiver, message.snapshot)
                 self.received(sender.node_id, len(chunk.data))
@@ -265,7 +296,7 @@ class RaftService(pb_grpc.RaftServicer):
                         )
                     except CorruptSnapshot as exc:
                         self.log.warning("refused a snapshot from %s: %s", message.sender, exc)
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                        raise SnapshotRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
                     staged, receiver = receiver, None
                     await self.driver.deliver_snapshot(message, staged)
                     self.log.info(
@@ -274,41 +305,51 @@ class RaftService(pb_grpc.RaftServicer):
                         message.snapshot.term,
                         message.sender,
                     )
-                    return envelope(self.local, [])
+                    return
         except OSError as exc:  # this node's disk, not the sender's fault
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED
                 if exc.errno == errno.ENOSPC
                 else grpc.StatusCode.INTERNAL
             )
-            await context.abort(code, f"node {self.node_id} cannot store the snapshot: {exc}")
+            raise SnapshotRefused(
+                code, f"node {self.node_id} cannot store the snapshot: {exc}"
+            ) from None
         finally:
             if receiver is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(receiver.abort)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "snapshot ended without a last chunk")
-        raise AssertionError("unreachable")
+        raise SnapshotRefused(
+            grpc.StatusCode.INVALID_ARGUMENT, "snapshot ended without a last chunk"
+        )
 
-    async def _snapshot_message(
-        self,
-        chunk: pb.SnapshotChunk,
-        sender: pb.Peer,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
-    ) -> Message:
-        """The first chunk's SNAPSHOT message, checked; aborts the call otherwise."""
-        if not chunk.HasField("message"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: missing")
-        try:
-            message = message_from_pb(chunk.message)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message: {exc}")
-            raise AssertionError("unreachable") from exc
-        if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: expected a SNAPSHOT")
-        if message.to != self.node_id or message.sender != sender.node_id:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"message: from {message.sender!r} to {message.to!r} on a link from "
-                f"{sender.node_id!r} to {self.node_id!r}",
-            )
-        return message
+
+class SnapshotRefused(Exception):
+    """A received snapshot is refused: the status a gRPC call ends with, and why."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _snapshot_message(chunk: pb.SnapshotChunk, sender: pb.Peer, node_id: str) -> Message:
+    """The first chunk's SNAPSHOT message, checked; `SnapshotRefused` otherwise."""
+
+    def refused(reason: str) -> SnapshotRefused:
+        return SnapshotRefused(grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+    if not chunk.HasField("message"):
+        raise refused("message: missing")
+    try:
+        message = message_from_pb(chunk.message)
+    except ValueError as exc:
+        raise refused(f"message: {exc}") from None
+    if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
+        raise refused("message: expected a SNAPSHOT")
+    if message.to != node_id or message.sender != sender.node_id:
+        raise refused(
+            f"message: from {message.sender!r} to {message.to!r} on a link from "
+            f"{sender.node_id!r} to {node_id!r}"
+        )
+    return message

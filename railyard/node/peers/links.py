@@ -11,7 +11,9 @@ stalls, messages are dropped and the core is told the peer is unreachable
 (etcd's ReportUnreachable); Raft retransmits what matters.
 
 SNAPSHOT messages travel beside the pipe: the link streams the snapshot
-file in chunks with `InstallSnapshot`, then tells the core how it went.
+file in chunks on a TCP connection of its own (`tcp.send_snapshot`) to a
+peer with a `peer_address`, else with gRPC `InstallSnapshot`, then tells the
+core how it went.
 
 The inbound side is `inbound.py`.
 """
@@ -362,10 +364,26 @@ class PeerLink:
         meta, path = latest
         self.log.info("sending snapshot index=%d to %s", meta.index, self.peer_id)
         try:
-            await self.stub.InstallSnapshot(
-                self._chunks(request, path), timeout=SNAPSHOT_DEADLINE_S
-            )
-        except (grpc.RpcError, OSError) as exc:
+            if self.peer_address is None:
+                await self.stub.InstallSnapshot(
+                    self._chunks(request, path), timeout=SNAPSHOT_DEADLINE_S
+                )
+            else:
+                async with asyncio.timeout(SNAPSHOT_DEADLINE_S):
+                    await tcp.send_snapshot(
+                        self.peer_address,
+                        (c.SerializeToString() async for c in self._chunks(request, path)),
+                        proxy=self.proxy,
+                        tls=self.tls.client_context() if self.tls is not None else None,
+                        node_id=self.peer_id,
+                    )
+        except (
+            grpc.RpcError,
+            OSError,
+            TimeoutError,
+            tcp.PeerRefused,
+            tcp.PeerClosed,
+        ) as exc:
             self.instruments.send_failures.inc()
             self.log.warning("snapshot to %s failed: %s", self.peer_id, brief(exc))
             return False
