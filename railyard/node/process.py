@@ -255,14 +255,19 @@ async def serve(
     if metrics.registry is not None:
         interceptors.append(GrpcMetricsInterceptor(metrics))
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-    pb_grpc.add_RaftServicer_to_server(raft_service, server)
+    # With a peer_address, peers' Raft traffic (snapshots too) arrives there
+    # only: the client address does not serve the Raft service (UNIMPLEMENTED),
+    # so a client's port is no way into the log (issue 14).
+    served = (
+        ("Streams", "Cluster") if me.peer_address is not None else ("Raft", "Streams", "Cluster")
+    )
+    if me.peer_address is None:
+        pb_grpc.add_RaftServicer_to_server(raft_service, server)
     pb_grpc.add_StreamsServicer_to_server(streams_service, server)
     pb_grpc.add_ClusterServicer_to_server(cluster_service, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = [
-        pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Raft", "Streams", "Cluster")
-    ]
+    service_names = [pb.DESCRIPTOR.services_by_name[name].full_name for name in served]
     reflection.enable_server_reflection(
         [
             *service_names,

@@ -176,9 +176,27 @@ class PeerLink:
         """
         for _ in range(PROBE_ATTEMPTS):
             try:
+                if self.peer_address is not None:
+                    # Its client address serves no Raft: open a connection and close it.
+                    async with asyncio.timeout(PROBE_TIMEOUT_S):
+                        await tcp.probe(
+                            self.peer_address,
+                            self.proxy,
+                            tls=self.tls.client_context() if self.tls is not None else None,
+                            node_id=self.peer_id,
+                        )
+                    return  # alive
                 # An empty envelope: a no-op for the peer, a connection attempt for us.
                 await self.stub.AppendEntries(envelope(self.local, []), timeout=PROBE_TIMEOUT_S)
                 return  # alive
+            except (OSError, TimeoutError, tcp.PeerRefused) as exc:
+                self.log.debug("probe of %s: %s", self.peer_id, brief(exc))
+                if _refused(exc):
+                    if self.on_refused is not None:
+                        self.on_refused(self.peer_id)
+                    return
+                if not isinstance(exc, OSError):
+                    return  # it answered (refused us), or it is slow: not gone
             except grpc.aio.AioRpcError as exc:
                 self.log.debug("probe of %s: %s", self.peer_id, brief(exc))
                 if _refused(exc):

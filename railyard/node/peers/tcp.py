@@ -550,6 +550,21 @@ async def connect(
     return PeerConnection(reader, writer, on_end)
 
 
+async def probe(
+    address: str,
+    proxy: Proxy | None,
+    tls: ssl.SSLContext | None = None,
+    node_id: str | None = None,
+) -> None:
+    """Open a connection to a peer's `peer_address` and close it; raises as `connect` does.
+
+    Nothing is sent: the listener closes a connection that ends before its
+    preamble without a word.
+    """
+    _, writer = await _open(address, proxy, tls, node_id)
+    writer.transport.abort()
+
+
 async def send_snapshot(
     address: str,
     chunks: AsyncIterator[bytes],
