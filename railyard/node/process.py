@@ -61,6 +61,7 @@ from railyard.node.observability import (
     event,
 )
 from railyard.node.observability.grpc_metrics import GrpcMetricsInterceptor
+from railyard.node.peers import tcp
 from railyard.node.peers.inbound import RaftService
 from railyard.node.peers.links import PeerLink, Transport
 from railyard.node.peers.tcp import PeerListener
@@ -285,6 +286,7 @@ async def serve(
             log=log,
             tls=tls.server_context if tls is not None else None,
             on_received=raft_service.received if metrics.enabled else None,
+            max_connections=tcp.CONNECTIONS_PER_MEMBER * len(config.nodes) + tcp.SPARE_CONNECTIONS,
         )
     )
     monitor = Monitor(node, asyncio.get_running_loop())

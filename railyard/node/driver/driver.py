@@ -78,6 +78,7 @@ from railyard.node.driver.threads import Threads
 from railyard.node.driver.timing import Ticker
 from railyard.node.driver.waiters import ProposalWaiters
 from railyard.node.observability import NodeMetrics
+from railyard.node.observability.refusals import RefusalLog
 from railyard.raft import (
     CoreStatus,
     Entry,
@@ -143,6 +144,8 @@ class Driver:
         self.metrics = metrics or NodeMetrics(peers=(), enabled=False)
         self.report = Reporter(log, self.metrics, core.status().term)
         self.inbox = Inbox(log)
+        # A forger may send absurd messages without end: a few lines a minute.
+        self.refusals = RefusalLog(log)
         # Looked up at each call: `_restart_core` may have replaced the core.
         self.keepalive = Keepalive(lambda: self.core, outbox)
         self.threads = Threads(self.inbox, log)
@@ -305,7 +308,13 @@ class Driver:
     def _step_core(self, message: Message) -> None:
         refusal = self.core.step(message)
         if refusal is not None:  # absurd numbers (raft.bounds): never taken in
-            self.log.warning("refused %s from %s: %s", message.type.value, message.sender, refusal)
+            self.refusals.warning(
+                "absurd message",
+                "refused %s from %s: %s",
+                message.type.value,
+                message.sender,
+                refusal,
+            )
 
     def _submit(self, collected: Round) -> None:
         """Hand a round's proposals and read barriers to the core (those still awaited)."""

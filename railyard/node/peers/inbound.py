@@ -29,6 +29,7 @@ import grpc
 
 from railyard.node.driver import Driver
 from railyard.node.observability import NodeMetrics, event
+from railyard.node.observability.refusals import RefusalLog
 from railyard.node.peers.codec import envelope, envelope_sender, message_from_pb
 from railyard.node.security import identity_of
 from railyard.proto import railyard_pb2 as pb
@@ -37,8 +38,11 @@ from railyard.raft import Index, Message, MessageType, NodeId
 from railyard.storage import CorruptSnapshot, SnapshotReceiver, SnapshotStore, sqlite_problem
 from railyard.streams import snapshot_problem
 
-# Refusals of a foreign peer are logged at most this often (it retries a lot).
+# Refusals of a foreign peer are logged at most this often (it retries a lot),
+# and all of them together at most as often as `RefusalLog` allows.
 REFUSAL_LOG_INTERVAL_S = 5.0
+# Senders whose last refusal time is kept; past it the table starts afresh.
+MAX_REMEMBERED_SENDERS = 1024
 
 
 def _validator(index: Index) -> Callable[[Path], str | None]:
@@ -77,6 +81,7 @@ class RaftService(pb_grpc.RaftServicer):
         self.snapshots = snapshots
         self.log = log
         self._refusals_logged: dict[tuple[str, str], float] = {}
+        self.refusal_log = RefusalLog(log)
 
     def _refusal(self, sender: pb.Peer) -> str | None:
         if sender.cluster != self.cluster:
@@ -99,8 +104,11 @@ class RaftService(pb_grpc.RaftServicer):
         key = (sender.cluster, sender.node_id)
         now = time.monotonic()
         if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+            if len(self._refusals_logged) >= MAX_REMEMBERED_SENDERS:
+                self._refusals_logged.clear()  # names a forger made up: forget them
             self._refusals_logged[key] = now
-            self.log.warning(
+            self.refusal_log.warning(
+                "unknown sender",
                 "refused peer %r of cluster %r",
                 sender.node_id,
                 sender.cluster,
@@ -132,7 +140,9 @@ class RaftService(pb_grpc.RaftServicer):
             return None
         who = identity.describe() if identity is not None else "no certificate"
         reason = f"envelope from {sender.node_id!r} on a call authenticated as {who}"
-        self.log.warning("refused a Raft call from %s: %s", context.peer(), reason)
+        self.refusal_log.warning(
+            "impersonation", "refused a Raft call from %s: %s", context.peer(), reason
+        )
         return reason
 
     async def deliver(self, sender: pb.Peer, messages: Sequence[pb.RaftMessage]) -> str | None:

@@ -45,12 +45,12 @@ import logging
 import socket
 import ssl
 import struct
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
+from railyard.node.observability.refusals import RefusalLog
 from railyard.node.peers.codec import envelope_sender
 from railyard.node.peers.proxy import MAX_PROXY_HEADER_BYTES, Proxy, open_tunnel
 from railyard.node.security import peer_node_id
@@ -88,8 +88,13 @@ CLOSE_WAIT_S = 1.0
 # A TLS handshake on a LAN takes milliseconds; one that does not finish is
 # a dialler that will not (or cannot) authenticate.
 TLS_HANDSHAKE_TIMEOUT_S = 5.0
-# TLS refusals are logged at most this often per reason (a dialler retries).
-REFUSAL_LOG_INTERVAL_S = 5.0
+# Connections held at once, beyond which a new one is closed at once: a
+# node's peers hold one each for messages, now and then one for a snapshot
+# and a probe; a forger opening hundreds must not hold a node's memory and
+# file descriptors (issue 14). `process.py` passes 4 per member + this.
+DEFAULT_MAX_CONNECTIONS = 64
+CONNECTIONS_PER_MEMBER = 4
+SPARE_CONNECTIONS = 8
 # Connecting (and the proxy's answer) on a LAN takes milliseconds.
 CONNECT_TIMEOUT_S = 2.0
 # Bytes queued in the socket's user-space buffer before a sender waits for
@@ -206,13 +211,15 @@ class PeerListener:
         log: logging.Logger,
         tls: Callable[[], ssl.SSLContext] | None = None,
         on_received: Callable[[str, int], None] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.address = address
         self.sink = sink
         self.log = log
         # The current context for each new connection (files may be reloaded).
         self.tls = tls
-        self._refusals_logged: dict[str, float] = {}
+        self.refusals = RefusalLog(log)
+        self.max_connections = max_connections
         # Told (sender, bytes) for each frame of an accepted sender.
         self.on_received = on_received
         self._server: asyncio.base_events.Server | None = None
@@ -249,6 +256,14 @@ class PeerListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:  # accepted while closing
             writer.transport.abort()
+            return
+        if len(self._connections) >= self.max_connections:
+            writer.transport.abort()
+            self._log_refusal(
+                "connection cap",
+                _remote(writer),
+                f"{self.max_connections} peer connections are open already",
+            )
             return
         task = asyncio.current_task()
         assert task is not None
@@ -293,23 +308,17 @@ class PeerListener:
         try:
             await writer.start_tls(self.tls(), ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
         except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            self._log_refusal(where, f"TLS handshake failed ({_why(exc)})")
+            self._log_refusal("TLS handshake", where, f"TLS handshake failed ({_why(exc)})")
             return None
         node_id, who = peer_node_id(writer.get_extra_info("peercert"))
         if node_id is None:
             refusal = f"{who} is not a node's: only cluster nodes may connect to the peer port"
-            self._log_refusal(where, refusal)
+            self._log_refusal("client certificate", where, refusal)
             return "", refusal
         return node_id, None
 
-    def _log_refusal(self, where: str, reason: str) -> None:
-        now = time.monotonic()
-        if (
-            now - self._refusals_logged.get(reason, -REFUSAL_LOG_INTERVAL_S)
-            >= REFUSAL_LOG_INTERVAL_S
-        ):
-            self._refusals_logged[reason] = now
-            self.log.warning("refused peer connection from %s: %s", where, reason)
+    def _log_refusal(self, kind: str, where: str, reason: str) -> None:
+        self.refusals.warning(kind, "refused peer connection from %s: %s", where, reason)
 
     async def _read(
         self, reader: asyncio.StreamReader, accepted: list[pb.Peer], node_id: str | None
@@ -347,7 +356,7 @@ class PeerListener:
                     f"envelope from {sender.node_id!r} on a connection authenticated "
                     f"as node {node_id!r}"
                 )
-                self._log_refusal(f"node {node_id}", refusal)
+                self._log_refusal("impersonation", f"node {node_id}", refusal)
                 return refusal
             if not accepted:
                 reason = self.sink.refusal(sender)
@@ -416,7 +425,7 @@ class PeerListener:
                     f"snapshot chunk from {sender.node_id!r} on a connection authenticated "
                     f"as node {node_id!r}"
                 )
-                self._log_refusal(f"node {node_id}", refusal)
+                self._log_refusal("impersonation", f"node {node_id}", refusal)
                 raise _Refused(refusal)
             if first is None:
                 reason = self.sink.refusal(sender)
