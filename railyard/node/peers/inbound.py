@@ -270,6 +270,19 @@ class RaftService(pb_grpc.RaftServicer):
             return exc.reason
         return None
 
+    def _snapshot_room(self, declared: int) -> int | None:
+        """The bytes a snapshot may take here (None: unbounded); refuses a larger declared size."""
+        room = self.driver.disk.snapshot_room()
+        if room is not None and declared > room:
+            reason = (
+                f"node {self.node_id}: a snapshot of {declared} bytes does not fit: its disk "
+                f"has room for {room} (free space less the reserve, for the file and the "
+                "state restored from it)"
+            )
+            self.driver.disk.warn_disk_full(reason)
+            raise SnapshotRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+        return room
+
     async def _receive_snapshot(
         self,
         chunks: AsyncIterator[pb.SnapshotChunk],
@@ -295,9 +308,17 @@ class RaftService(pb_grpc.RaftServicer):
                     await check(sender)
                     message = _snapshot_message(chunk, sender, self.node_id)
                     assert message.snapshot is not None
-                    receiver = await asyncio.to_thread(self.snapshots.receiver, message.snapshot)
+                    room = self._snapshot_room(chunk.total_bytes)
+                    receiver = await asyncio.to_thread(
+                        self.snapshots.receiver, message.snapshot, room
+                    )
                 self.received(sender.node_id, len(chunk.data))
-                await asyncio.to_thread(receiver.write, chunk.data)
+                try:
+                    await asyncio.to_thread(receiver.write, chunk.data)
+                except CorruptSnapshot as exc:  # past the room it was given
+                    raise SnapshotRefused(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}"
+                    ) from None
                 if chunk.last:
                     assert message is not None and message.snapshot is not None
                     try:

@@ -410,6 +410,7 @@ class PeerLink:
 
     async def _chunks(self, request: Message, path: Path) -> AsyncIterator[pb.SnapshotChunk]:
         checksum = await asyncio.to_thread(self.snapshots.checksum, path)
+        size = (await asyncio.to_thread(path.stat)).st_size
         chunks = self.snapshots.chunks(path)
         data = await asyncio.to_thread(next, chunks, None)
         first = True
@@ -420,6 +421,7 @@ class PeerLink:
             getattr(chunk, "from").CopyFrom(self.local)
             if first:
                 chunk.message.CopyFrom(message_to_pb(request))
+                chunk.total_bytes = size
                 first = False
             if last:
                 chunk.checksum = checksum
