@@ -50,8 +50,9 @@ new IP under the same name is found again.
 
 A node with a ``peer_address`` receives its peers' Raft messages as
 length-prefixed frames over plain TCP there, which costs a fraction of a
-gRPC stream message; a node without one receives them over gRPC (`Pipe`)
-on ``address``. Snapshots always travel over gRPC. A node with a
+gRPC stream message, snapshots included, and its ``address`` then serves
+no Raft; a node without one receives them over gRPC (`Pipe`,
+`InstallSnapshot`) on ``address``. A node with a
 ``metrics_address`` serves Prometheus metrics and health checks there over
 HTTP; ``[cluster] metrics_max_streams`` bounds its per-stream gauges. A
 node with a ``kinesis_address`` serves the Kinesis protocol there (HTTPS

@@ -63,6 +63,7 @@ from railyard.node.observability import (
     event,
 )
 from railyard.node.observability.grpc_metrics import GrpcMetricsInterceptor
+from railyard.node.peers import tcp
 from railyard.node.peers.inbound import RaftService
 from railyard.node.peers.links import PeerLink, Transport
 from railyard.node.peers.tcp import PeerListener
@@ -258,16 +259,21 @@ async def serve(
     if metrics.registry is not None:
         interceptors.append(GrpcMetricsInterceptor(metrics))
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-    pb_grpc.add_RaftServicer_to_server(raft_service, server)
+    # With a peer_address, peers' Raft traffic (snapshots too) arrives there
+    # only: the client address does not serve the Raft service (UNIMPLEMENTED),
+    # so a client's port is no way into the log (issue 14).
+    served = (
+        ("Streams", "Cluster") if me.peer_address is not None else ("Raft", "Streams", "Cluster")
+    )
     # Malformed requests are INVALID_ARGUMENT, not UNKNOWN or a hang (decoding.py).
-    clients = cast(grpc.aio.Server, TolerantRegistration(server, [WATCH_STATUS_METHOD]))
-    pb_grpc.add_StreamsServicer_to_server(streams_service, clients)
-    pb_grpc.add_ClusterServicer_to_server(cluster_service, clients)
+    tolerant = cast(grpc.aio.Server, TolerantRegistration(server, [WATCH_STATUS_METHOD]))
+    if me.peer_address is None:
+        pb_grpc.add_RaftServicer_to_server(raft_service, tolerant)
+    pb_grpc.add_StreamsServicer_to_server(streams_service, tolerant)
+    pb_grpc.add_ClusterServicer_to_server(cluster_service, tolerant)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = [
-        pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Raft", "Streams", "Cluster")
-    ]
+    service_names = [pb.DESCRIPTOR.services_by_name[name].full_name for name in served]
     reflection.enable_server_reflection(
         [
             *service_names,
@@ -285,6 +291,7 @@ async def serve(
             log=log,
             tls=tls.server_context if tls is not None else None,
             on_received=raft_service.received if metrics.enabled else None,
+            max_connections=tcp.CONNECTIONS_PER_MEMBER * len(config.nodes) + tcp.SPARE_CONNECTIONS,
         )
     )
     monitor = Monitor(node, asyncio.get_running_loop())

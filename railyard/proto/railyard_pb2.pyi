@@ -315,10 +315,15 @@ class SnapshotChunk(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     CHECKSUM_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     checksum: _builtins.str
     """Set on the last chunk: SHA-256 of the whole file, as hex."""
     last: _builtins.bool
+    total_bytes: _builtins.int
+    """Set on the first chunk: the file's size, so a receiver without the disk
+    space refuses it before writing anything (0: not said).
+    """
     @_builtins.property
     def message(self) -> Global___RaftMessage:
         """Set on the first chunk only."""
@@ -330,10 +335,11 @@ class SnapshotChunk(_message.Message):
         data: _builtins.bytes = ...,
         checksum: _builtins.str = ...,
         last: _builtins.bool = ...,
+        total_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "data", b"data", "from", b"from", "last", b"last", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "data", b"data", "from", b"from", "last", b"last", "message", b"message", "total_bytes", b"total_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,6 +20,12 @@ DEFAULT_HEARTBEAT_TICKS = 1
 # Appends in flight per follower before the leader waits for acknowledgements;
 # deep enough to keep a fast link busy, bounded so a dead peer costs little memory.
 DEFAULT_MAX_INFLIGHT_APPENDS = 256
+# Entry bytes in flight per follower before the leader waits for
+# acknowledgements: two full appends keep a LAN link busy, while a follower
+# that cannot keep up holds at most this much ahead of the next heartbeat
+# (256 appends of 4 MiB queued 1 GiB, and the heartbeats behind it came too
+# late: elections under load, issue 14).
+DEFAULT_MAX_INFLIGHT_BYTES = 8 << 20
 # Entries and bytes per append: big batches amortize per-message costs, the byte
 # bound keeps one message well under gRPC's default size limits.
 DEFAULT_MAX_ENTRIES_PER_APPEND = 1024
@@ -44,6 +50,7 @@ class RaftConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     max_inflight_appends: int = DEFAULT_MAX_INFLIGHT_APPENDS
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     max_entries_per_append: int = DEFAULT_MAX_ENTRIES_PER_APPEND
     max_bytes_per_append: int = DEFAULT_MAX_BYTES_PER_APPEND
     members: tuple[Member, ...] = ()
@@ -61,6 +68,8 @@ class RaftConfig:
             raise RaftError("max_inflight_appends and max_entries_per_append must be positive")
         if self.max_bytes_per_append < 1:
             raise RaftError("max_bytes_per_append must be positive")
+        if self.max_inflight_bytes < 0:
+            raise RaftError("max_inflight_bytes must be 0 (no bound) or positive")
 
     @property
     def bootstrap(self) -> Membership:

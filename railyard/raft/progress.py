@@ -6,7 +6,12 @@ A follower's progress is in one of three states, as in etcd-io/raft:
   at a time and waits for the answer (or a heartbeat response) before the next.
 - REPLICATE: the logs match up to `match_index`; the leader streams appends
   optimistically, advancing `next_index` as it sends, with at most
-  `max_inflight_appends` unacknowledged appends (pipelining).
+  `max_inflight_appends` unacknowledged appends (pipelining) holding at
+  most `max_inflight_bytes` of entry data (one append may cross it, as in
+  etcd-io/raft's MaxInflightBytes). The byte bound is what keeps a
+  heartbeat from queueing behind megabytes of appends to a follower that
+  is slower than the leader: past it the follower gets only heartbeats
+  until acknowledgements free room.
 - SNAPSHOT: the entries the follower needs were compacted; the leader sent a
   snapshot and sends nothing more until it hears the outcome.
 
@@ -30,29 +35,42 @@ class ProgressState(enum.Enum):
 
 @dataclass(slots=True)
 class Inflights:
-    """Last indexes of the appends sent but not yet acknowledged, oldest first."""
+    """Last indexes (and entry bytes) of the appends sent but not yet acknowledged, oldest first.
+
+    Full at `capacity` appends or once they hold `max_bytes` (0: no byte bound).
+    """
 
     capacity: int
+    max_bytes: int = 0
     last_indexes: deque[Index] = field(default_factory=deque)
+    sizes: deque[int] = field(default_factory=deque)
+    bytes: int = 0
 
     def full(self) -> bool:
-        return len(self.last_indexes) >= self.capacity
+        return len(self.last_indexes) >= self.capacity or (
+            self.max_bytes > 0 and self.bytes >= self.max_bytes
+        )
 
-    def add(self, last_index: Index) -> None:
+    def add(self, last_index: Index, size: int = 0) -> None:
         self.last_indexes.append(last_index)
+        self.sizes.append(size)
+        self.bytes += size
 
     def free_le(self, index: Index) -> None:
         """Forget every append whose entries are all at or below `index`."""
         pending = self.last_indexes
         while pending and pending[0] <= index:
-            pending.popleft()
+            self.free_first_one()
 
     def free_first_one(self) -> None:
         if self.last_indexes:
             self.last_indexes.popleft()
+            self.bytes -= self.sizes.popleft()
 
     def reset(self) -> None:
         self.last_indexes.clear()
+        self.sizes.clear()
+        self.bytes = 0
 
 
 @dataclass(slots=True)
@@ -117,11 +135,11 @@ class Progress:
             return self.inflights.full()
         return True
 
-    def sent_append(self, last_index: Index, entry_count: int) -> None:
+    def sent_append(self, last_index: Index, entry_count: int, entry_bytes: int = 0) -> None:
         """Account for an append just sent whose last entry is `last_index`."""
         if self.state is ProgressState.REPLICATE:
             if entry_count:
                 self.next_index = Index(last_index + 1)
-                self.inflights.add(last_index)
+                self.inflights.add(last_index, entry_bytes)
         elif self.state is ProgressState.PROBE:
             self.probe_sent = True

@@ -57,7 +57,9 @@ def maybe_send_append(core: RaftCore, to: NodeId, send_if_empty: bool) -> bool:
             leader_commit=log.committed,
         )
     )
-    progress.sent_append(Index(prev_index + len(entries)), len(entries))
+    progress.sent_append(
+        Index(prev_index + len(entries)), len(entries), sum(len(e.data) for e in entries)
+    )
     return True
 
 

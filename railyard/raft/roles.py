@@ -47,7 +47,7 @@ def new_progress(core: RaftCore) -> Progress:
     return Progress(
         NO_INDEX,
         Index(log.last_index + 1),
-        Inflights(core.config.max_inflight_appends),
+        Inflights(core.config.max_inflight_appends, core.config.max_inflight_bytes),
         last_contact_tick=core.tick_count,
         round_target=log.last_index,
         round_start_tick=core.tick_count,

@@ -15,10 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from railyard.node.peers import tcp
 from railyard.node.peers.codec import envelope
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
-from railyard.proto import railyard_pb2_grpc as pb_grpc
 from tests.cluster.helpers import (
     CALL_TIMEOUT_S,
     create_stream,
@@ -130,7 +130,8 @@ def test_status_health_and_read_log(cluster: LocalCluster) -> None:
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=CALL_TIMEOUT_S
     )
     services = {s.name for reply in replies for s in reply.list_services_response.service}
-    assert {"railyard.v1.Streams", "railyard.v1.Cluster", "railyard.v1.Raft"} <= services
+    assert {"railyard.v1.Streams", "railyard.v1.Cluster"} <= services
+    assert "railyard.v1.Raft" not in services  # served on the peer port only
     entries = cluster.cluster_stub(leader).ReadLog(pb.ReadLogRequest(count=10), timeout=2).entries
     kinds = [e.kind for e in entries]
     assert "noop" in kinds and kinds[-1] == "append"
@@ -161,12 +162,17 @@ def test_transfer_leadership_to_a_named_node(cluster: LocalCluster) -> None:
 
 
 def test_peer_from_another_cluster_is_refused(cluster: LocalCluster) -> None:
-    stub = pb_grpc.RaftStub(cluster.channel("n1"))
+    # On the peer port: with a peer_address the client address serves no Raft.
+    host, port = cluster.peer_addresses["n1"].rsplit(":", 1)
     heartbeat = pb.RaftMessage(type=pb.MESSAGE_TYPE_HEARTBEAT, to="n1", sender="n2", term=99)
     for peer in (pb.Peer(cluster="other", node_id="n2"), pb.Peer(cluster="test", node_id="n9")):
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.AppendEntries(envelope(peer, [heartbeat]), timeout=CALL_TIMEOUT_S)
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        frame = tcp.frame(envelope(peer, [heartbeat]).SerializeToString())
+        with socket.create_connection((host, int(port)), timeout=CALL_TIMEOUT_S) as s:
+            s.sendall(tcp.PREAMBLE + frame)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        assert b"refuses" in answer, answer
     assert "refused peer 'n2' of cluster 'other'" in cluster.log("n1")
     status = cluster.status("n1")
     assert status is not None and status.term < 99  # the message never reached the core

@@ -11,20 +11,19 @@ without TLS; the rules only keep its numbers sane (`raft/bounds.py`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from railyard.node.peers import tcp
 from railyard.proto import railyard_pb2 as pb
-from railyard.proto import railyard_pb2_grpc as pb_grpc
 from tests.support.cluster import LocalCluster
 
 CLUSTER = "forged"
@@ -148,10 +147,18 @@ def test_a_garbage_snapshot_with_its_right_checksum_is_not_installed(
         last=True,
         **{"from": pb.Peer(cluster=CLUSTER, node_id=leader)},
     )
-    with pytest.raises(grpc.RpcError) as refused:
-        pb_grpc.RaftStub(cluster.channel(target)).InstallSnapshot(iter([chunk]), timeout=10)
-    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "SQLite" in (refused.value.details() or "")
+
+    async def one_chunk() -> AsyncIterator[bytes]:
+        yield chunk.SerializeToString()
+
+    async def install() -> None:
+        async with asyncio.timeout(10):
+            await tcp.send_snapshot(cluster.peer_addresses[target], one_chunk(), proxy=None)
+
+    # On the peer port: the client address serves no Raft with a peer_address.
+    with pytest.raises(tcp.PeerRefused) as refused:
+        asyncio.run(install())
+    assert "SQLite" in str(refused.value)
     after = status(cluster, target)
     assert after.snapshot_index == before.snapshot_index
     assert after.snapshots_installed == before.snapshots_installed

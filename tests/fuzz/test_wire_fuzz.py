@@ -137,11 +137,22 @@ class Fuzzed:
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    yield from _fuzzed(Path(tmp_path_factory.mktemp("fuzz")), peer_tcp=True)
+
+
+@pytest.fixture(scope="module")
+def fuzzed_grpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    """Nodes without a peer_address: only they serve the gRPC Raft service."""
+    yield from _fuzzed(Path(tmp_path_factory.mktemp("fuzz-grpc")), peer_tcp=False)
+
+
+def _fuzzed(root: Path, *, peer_tcp: bool) -> Iterator[Fuzzed]:
     cluster = LocalCluster(
-        Path(tmp_path_factory.mktemp("fuzz")),
+        root,
         name=CLUSTER,
         heartbeat_interval_ms=HEARTBEAT_MS,
         election_timeout_ms=ELECTION_TIMEOUT_MS,
+        peer_tcp=peer_tcp,
     )
     try:
         cluster.start()
@@ -249,23 +260,23 @@ def _assert_raft_unchanged(fuzzed: Fuzzed, before: dict[str, tuple[Any, ...]], w
 
 @FUZZ
 @given(data=st.data())
-def test_raft_unary_rpcs(fuzzed: Fuzzed, data: st.DataObject) -> None:
-    target, env = data.draw(raft_case(fuzzed))
+def test_raft_unary_rpcs(fuzzed_grpc: Fuzzed, data: st.DataObject) -> None:
+    target, env = data.draw(raft_case(fuzzed_grpc))
     rpc = data.draw(st.sampled_from(["RequestVote", "AppendEntries", "TimeoutNow"]))
-    before = fuzzed.raft_state()
-    stub = pb_grpc.RaftStub(fuzzed.cluster.channel(target))
+    before = fuzzed_grpc.raft_state()
+    stub = pb_grpc.RaftStub(fuzzed_grpc.cluster.channel(target))
     code = call(lambda: getattr(stub, rpc)(env, timeout=RPC_DEADLINE_S))
-    _assert_raft_unchanged(fuzzed, before, f"{rpc} to {target} ({code.name}): {env}")
-    fuzzed.alive()
+    _assert_raft_unchanged(fuzzed_grpc, before, f"{rpc} to {target} ({code.name}): {env}")
+    fuzzed_grpc.alive()
 
 
 @FUZZ
 @given(data=st.data())
-def test_raft_pipe(fuzzed: Fuzzed, data: st.DataObject) -> None:
-    cases = data.draw(st.lists(raft_case(fuzzed), min_size=1, max_size=3))
+def test_raft_pipe(fuzzed_grpc: Fuzzed, data: st.DataObject) -> None:
+    cases = data.draw(st.lists(raft_case(fuzzed_grpc), min_size=1, max_size=3))
     target = cases[0][0]
-    before = fuzzed.raft_state()
-    stub = pb_grpc.RaftStub(fuzzed.cluster.channel(target))
+    before = fuzzed_grpc.raft_state()
+    stub = pb_grpc.RaftStub(fuzzed_grpc.cluster.channel(target))
 
     def pipe() -> None:
         responses = stub.Pipe(iter([env for _, env in cases]), timeout=RPC_DEADLINE_S / 2)
@@ -274,8 +285,8 @@ def test_raft_pipe(fuzzed: Fuzzed, data: st.DataObject) -> None:
                 pass
 
     call(pipe)
-    _assert_raft_unchanged(fuzzed, before, f"Pipe to {target}")
-    fuzzed.alive()
+    _assert_raft_unchanged(fuzzed_grpc, before, f"Pipe to {target}")
+    fuzzed_grpc.alive()
 
 
 @FUZZ
@@ -307,8 +318,8 @@ def _exchange(address: str, data: bytes) -> None:
 
 @FUZZ
 @given(data=st.data())
-def test_raft_install_snapshot(fuzzed: Fuzzed, data: st.DataObject) -> None:
-    target, env = data.draw(raft_case(fuzzed))
+def test_raft_install_snapshot(fuzzed_grpc: Fuzzed, data: st.DataObject) -> None:
+    target, env = data.draw(raft_case(fuzzed_grpc))
     peer = getattr(env, "from")
     first = env.messages[0] if env.messages else None
     chunks = [
@@ -327,12 +338,12 @@ def test_raft_install_snapshot(fuzzed: Fuzzed, data: st.DataObject) -> None:
                 **{"from": peer},
             )
         )
-    before = fuzzed.raft_state()
-    stub = pb_grpc.RaftStub(fuzzed.cluster.channel(target))
+    before = fuzzed_grpc.raft_state()
+    stub = pb_grpc.RaftStub(fuzzed_grpc.cluster.channel(target))
     code = call(lambda: stub.InstallSnapshot(iter(chunks), timeout=RPC_DEADLINE_S))
     assert code != grpc.StatusCode.OK or first is not None, "a snapshot without a message"
-    _assert_raft_unchanged(fuzzed, before, f"InstallSnapshot to {target} ({code.name})")
-    fuzzed.alive()
+    _assert_raft_unchanged(fuzzed_grpc, before, f"InstallSnapshot to {target} ({code.name})")
+    fuzzed_grpc.alive()
 
 
 # ---------------------------------------------------------------- Streams
@@ -529,19 +540,20 @@ def test_a_producer_sequence_beyond_int64_is_refused_and_nothing_dies(
 
 
 @pytest.mark.parametrize("case", ["no message", "bad checksum"])
-def test_install_snapshot_refuses_malformed_chunks_properly(fuzzed: Fuzzed, case: str) -> None:
+def test_install_snapshot_refuses_malformed_chunks_properly(fuzzed_grpc: Fuzzed, case: str) -> None:
     chunk = _snapshot_chunk(
         "n1", "n2", message=case != "no message", data=b"garbage", checksum="0" * 64
     )
-    stub = pb_grpc.RaftStub(fuzzed.cluster.channel("n1"))
+    stub = pb_grpc.RaftStub(fuzzed_grpc.cluster.channel("n1"))
     with pytest.raises(grpc.RpcError) as raised:
         stub.InstallSnapshot(iter([chunk]), timeout=RPC_DEADLINE_S)
-    fuzzed.alive()
+    fuzzed_grpc.alive()
     assert raised.value.code() in REFUSED, raised.value.details()
 
 
 def test_stale_snapshot_is_not_kept_and_node_restarts(tmp_path: Path) -> None:
-    cluster = LocalCluster(tmp_path, name=CLUSTER)
+    # Without a peer_address, to reach the gRPC InstallSnapshot.
+    cluster = LocalCluster(tmp_path, name=CLUSTER, peer_tcp=False)
     try:
         cluster.start()
         leader = cluster.wait_for_leader(timeout_s=30)

@@ -60,3 +60,33 @@ def test_stale_update_changes_nothing() -> None:
     peer = progress(match=5, next_index=6)
     assert not peer.maybe_update(Index(4))
     assert (peer.match_index, peer.next_index) == (5, 6)
+
+
+def test_inflights_fill_by_bytes_and_free_them() -> None:
+    """One append may cross the byte bound (a single entry larger than it still goes),
+    then the window is full until acknowledgements free the bytes (etcd MaxInflightBytes)."""
+    window = Inflights(256, max_bytes=8)
+    window.add(Index(1), 5)
+    assert not window.full()
+    window.add(Index(2), 5)
+    assert window.full() and window.bytes == 10
+    window.free_le(Index(1))
+    assert not window.full() and window.bytes == 5
+    window.free_first_one()
+    assert window.bytes == 0
+    window.add(Index(3), 100)
+    assert window.full()
+    window.reset()
+    assert window.bytes == 0 and not window.full()
+
+
+def test_replicate_pauses_on_bytes_before_the_count() -> None:
+    peer = Progress(Index(3), Index(4), Inflights(256, max_bytes=4 << 20))
+    peer.become_replicate()
+    peer.sent_append(Index(4), 1, 3 << 20)
+    assert not peer.is_paused()
+    peer.sent_append(Index(5), 1, 3 << 20)
+    assert peer.is_paused()
+    peer.maybe_update(Index(4))
+    peer.inflights.free_le(Index(4))
+    assert not peer.is_paused()

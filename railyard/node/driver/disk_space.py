@@ -17,6 +17,8 @@ Invariants:
 - The kernel is asked at most every `DISK_CHECK_INTERVAL_S`; in between,
   admitted writes are subtracted from the last figure, so the guard errs
   towards refusing.
+- A received snapshot is refused before it is written when it declares
+  more than `snapshot_room`, and cut off when it grows past it.
 - Warnings about a full disk are rate-limited; the guard never raises
   anything but `DiskFull`, and an unreadable disk usage counts as "not
   watched" (a real failure is met by the stores and classified there).
@@ -43,6 +45,9 @@ DISK_RESERVE_BYTES = 1 << 20
 # Bytes of disk one byte of command takes before a checkpoint frees the WAL:
 # the log's WAL and main file, the state's WAL and main file.
 WRITE_AMPLIFICATION = 4
+# Bytes of disk one byte of a received snapshot takes: the staged file and the
+# state database restored from it.
+SNAPSHOT_AMPLIFICATION = 2
 # A follower keeps accepting appends down to this share of the reserve, so a
 # leader with a disk as full as its followers' refuses client writes first
 # (RESOURCE_EXHAUSTED) instead of losing its quorum.
@@ -117,6 +122,14 @@ class DiskGuard:
             f"dropping appends from {message.sender}: {free} bytes free in {self.data_dir}"
         )
         return False
+
+    def snapshot_room(self) -> int | None:
+        """The largest snapshot this node may receive now: free space less the reserve,
+        shared by the staged file and the state restored from it (None: not watched)."""
+        free = self._disk_free()
+        if free is None:
+            return None
+        return max(0, (free - DISK_RESERVE_BYTES) // SNAPSHOT_AMPLIFICATION)
 
     def warn_disk_full(self, what: str) -> None:
         """Log `what` as a full-disk warning, at most once every DISK_WARNING_INTERVAL_S."""

@@ -69,6 +69,7 @@ from typing import Any, Protocol, TypeVar
 from railyard.node.driver.applying import Applier
 from railyard.node.driver.disk_space import DiskGuard
 from railyard.node.driver.inbox import Inbox, Proposal, Round
+from railyard.node.driver.keepalive import Keepalive
 from railyard.node.driver.persistence import LogWriter, SaveFailedDiskFull
 from railyard.node.driver.reads import PendingReads
 from railyard.node.driver.reporting import Reporter
@@ -77,6 +78,7 @@ from railyard.node.driver.threads import Threads
 from railyard.node.driver.timing import Ticker
 from railyard.node.driver.waiters import ProposalWaiters
 from railyard.node.observability import NodeMetrics
+from railyard.node.observability.refusals import RefusalLog
 from railyard.raft import (
     CoreStatus,
     Entry,
@@ -142,6 +144,10 @@ class Driver:
         self.metrics = metrics or NodeMetrics(peers=(), enabled=False)
         self.report = Reporter(log, self.metrics, core.status().term)
         self.inbox = Inbox(log)
+        # A forger may send absurd messages without end: a few lines a minute.
+        self.refusals = RefusalLog(log)
+        # Looked up at each call: `_restart_core` may have replaced the core.
+        self.keepalive = Keepalive(lambda: self.core, outbox)
         self.threads = Threads(self.inbox, log)
         self.applier = Applier(machine)
         self.applied = applied
@@ -176,6 +182,7 @@ class Driver:
 
     async def deliver(self, message: Message) -> None:
         """Queue a message from a peer (waits while the inbox is full)."""
+        self.keepalive.answer(message)
         await self.inbox.deliver(message)
 
     async def propose(self, data: bytes) -> ApplyResult:
@@ -278,12 +285,13 @@ class Driver:
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            tg.create_task(self.keepalive.run(lambda: self.ticker.interval_s))
             while True:
                 self._submit(await self.inbox.take_round(self._step))
                 while self.core.has_ready():
                     ready = self.core.ready()
                     try:
-                        await self._handle_ready(ready)
+                        await self._handle_ready_held(ready)
                     except SaveFailedDiskFull as exc:
                         await self._restart_core(exc)
                         continue
@@ -300,7 +308,13 @@ class Driver:
     def _step_core(self, message: Message) -> None:
         refusal = self.core.step(message)
         if refusal is not None:  # absurd numbers (raft.bounds): never taken in
-            self.log.warning("refused %s from %s: %s", message.type.value, message.sender, refusal)
+            self.refusals.warning(
+                "absurd message",
+                "refused %s from %s: %s",
+                message.type.value,
+                message.sender,
+                refusal,
+            )
 
     def _submit(self, collected: Round) -> None:
         """Hand a round's proposals and read barriers to the core (those still awaited)."""
@@ -321,6 +335,14 @@ class Driver:
         self.waiters.add(first, self.core.status().term, [p.future for p in proposals])
 
     # ------------------------------------------------------------ Ready
+
+    async def _handle_ready_held(self, ready: Ready) -> None:
+        """`_handle_ready`, with heartbeats kept going while it waits (`keepalive.py`)."""
+        self.keepalive.busy_since = time.monotonic()
+        try:
+            await self._handle_ready(ready)
+        finally:
+            self.keepalive.busy_since = None
 
     async def _handle_ready(self, ready: Ready) -> None:
         if ready.hard_state is not None:

@@ -40,6 +40,12 @@ T = TypeVar("T")
 # enough to batch a burst of proposals into one fsync, small enough that a
 # flood of messages cannot starve persistence.
 MAX_EVENTS_PER_ROUND = 4096
+# Proposal bytes per round: a round's proposals are one log save, and the
+# driver takes no message and no tick while it waits for that save; 8 writers
+# of 5 MiB batches made one 40 MiB save, long enough that the leader sent no
+# heartbeat for an election timeout (issue 14). A round ends once its
+# proposals hold this much (one larger proposal still goes alone).
+MAX_PROPOSAL_BYTES_PER_ROUND = 8 << 20
 # Bounded inbox: a peer or client that floods the node waits (gRPC flow
 # control pushes back) instead of growing memory without limit.
 INBOX_SIZE = 65536
@@ -79,6 +85,7 @@ class Round:
 
     proposals: list[Proposal] = field(default_factory=list)
     reads: list[asyncio.Future[None]] = field(default_factory=list)
+    proposal_bytes: int = 0
 
 
 class Inbox:
@@ -124,7 +131,8 @@ class Inbox:
             self.log.warning("inbox full; dropped an internal event")
 
     async def take_round(self, step: Callable[[Message], None]) -> Round:
-        """Wait for an event, then take what queued up (at most MAX_EVENTS_PER_ROUND more).
+        """Wait for an event, then take what queued up (at most MAX_EVENTS_PER_ROUND
+        more, and no more once its proposals hold MAX_PROPOSAL_BYTES_PER_ROUND).
 
         Messages go to `step` and calls run as they are taken; proposals and
         read barriers come back in the `Round`.
@@ -132,6 +140,8 @@ class Inbox:
         collected = Round()
         self._take(await self._queue.get(), step, collected)
         for _ in range(MAX_EVENTS_PER_ROUND):
+            if collected.proposal_bytes >= MAX_PROPOSAL_BYTES_PER_ROUND:
+                break
             try:
                 event = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -165,6 +175,7 @@ class Inbox:
             step(event)
         elif isinstance(event, Proposal):
             collected.proposals.append(event)
+            collected.proposal_bytes += len(event.data)
         elif isinstance(event, _ReadRequest):
             collected.reads.append(event.future)
         else:

@@ -23,6 +23,7 @@ class Ticker:
         self.election_ticks = election_ticks
         self.log = log
         self._skipped_timeout_for: tuple[NodeId, Term] | None = None
+        self.interval_s: float | None = None  # once running
 
     async def run(
         self,
@@ -31,6 +32,7 @@ class Ticker:
         interval_s: float,
     ) -> None:
         """Post `tick` every `interval_s` seconds, forever (never a burst after a stall)."""
+        self.interval_s = interval_s
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:

@@ -8,10 +8,11 @@ long-lived stream per peer, read until the peer closes it; peers with a
 their envelopes to the same checks (`refusal`, `deliver`, `pipe_ended`). The unary RPCs
 (RequestVote, AppendEntries, TimeoutNow) step their messages and reply with
 an empty envelope: the answers travel over our own pipe to the sender, like
-all others. `InstallSnapshot` writes the chunks through a
-`SnapshotReceiver`, checks the checksum, stages the file and hands it with
-the SNAPSHOT message to the driver, which installs it only if the core
-accepts the message. Malformed input is refused with INVALID_ARGUMENT.
+all others. `InstallSnapshot` (and `receive_snapshot`, the same over peer
+TCP, `tcp.PeerListener`) writes the chunks through a `SnapshotReceiver`,
+checks the checksum, stages the file and hands it with the SNAPSHOT message
+to the driver, which installs it only if the core accepts the message.
+Malformed input is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
 
 from railyard.node.driver import Driver
 from railyard.node.observability import NodeMetrics, event
+from railyard.node.observability.refusals import RefusalLog
 from railyard.node.peers.codec import envelope, envelope_sender, message_from_pb
 from railyard.node.security import identity_of
 from railyard.proto import railyard_pb2 as pb
@@ -36,8 +38,11 @@ from railyard.raft import Index, Message, MessageType, NodeId
 from railyard.storage import CorruptSnapshot, SnapshotReceiver, SnapshotStore, sqlite_problem
 from railyard.streams import snapshot_problem
 
-# Refusals of a foreign peer are logged at most this often (it retries a lot).
+# Refusals of a foreign peer are logged at most this often (it retries a lot),
+# and all of them together at most as often as `RefusalLog` allows.
 REFUSAL_LOG_INTERVAL_S = 5.0
+# Senders whose last refusal time is kept; past it the table starts afresh.
+MAX_REMEMBERED_SENDERS = 1024
 
 
 def _validator(index: Index) -> Callable[[Path], str | None]:
@@ -76,6 +81,7 @@ class RaftService(pb_grpc.RaftServicer):
         self.snapshots = snapshots
         self.log = log
         self._refusals_logged: dict[tuple[str, str], float] = {}
+        self.refusal_log = RefusalLog(log)
 
     def _refusal(self, sender: pb.Peer) -> str | None:
         if sender.cluster != self.cluster:
@@ -98,8 +104,11 @@ class RaftService(pb_grpc.RaftServicer):
         key = (sender.cluster, sender.node_id)
         now = time.monotonic()
         if now - self._refusals_logged.get(key, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+            if len(self._refusals_logged) >= MAX_REMEMBERED_SENDERS:
+                self._refusals_logged.clear()  # names a forger made up: forget them
             self._refusals_logged[key] = now
-            self.log.warning(
+            self.refusal_log.warning(
+                "unknown sender",
                 "refused peer %r of cluster %r",
                 sender.node_id,
                 sender.cluster,
@@ -131,7 +140,9 @@ class RaftService(pb_grpc.RaftServicer):
             return None
         who = identity.describe() if identity is not None else "no certificate"
         reason = f"envelope from {sender.node_id!r} on a call authenticated as {who}"
-        self.log.warning("refused a Raft call from %s: %s", context.peer(), reason)
+        self.refusal_log.warning(
+            "impersonation", "refused a Raft call from %s: %s", context.peer(), reason
+        )
         return reason
 
     async def deliver(self, sender: pb.Peer, messages: Sequence[pb.RaftMessage]) -> str | None:
@@ -236,7 +247,48 @@ class RaftService(pb_grpc.RaftServicer):
         request_iterator: AsyncIterator[pb.SnapshotChunk],
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.RaftEnvelope:
-        """Receive a leader's snapshot; malformed input is INVALID_ARGUMENT, never UNKNOWN.
+        """Receive a leader's snapshot; malformed input is INVALID_ARGUMENT, never UNKNOWN."""
+
+        async def check(sender: pb.Peer) -> None:
+            await self._check(sender, context)
+
+        try:
+            await self._receive_snapshot(request_iterator, check)
+        except SnapshotRefused as exc:
+            await context.abort(exc.code, exc.reason)
+        return envelope(self.local, [])
+
+    async def receive_snapshot(self, chunks: AsyncIterator[pb.SnapshotChunk]) -> str | None:
+        """A snapshot over peer TCP, every chunk's sender checked: why not, or None."""
+
+        async def checked(sender: pb.Peer) -> None:
+            pass
+
+        try:
+            await self._receive_snapshot(chunks, checked)
+        except SnapshotRefused as exc:
+            return exc.reason
+        return None
+
+    def _snapshot_room(self, declared: int) -> int | None:
+        """The bytes a snapshot may take here (None: unbounded); refuses a larger declared size."""
+        room = self.driver.disk.snapshot_room()
+        if room is not None and declared > room:
+            reason = (
+                f"node {self.node_id}: a snapshot of {declared} bytes does not fit: its disk "
+                f"has room for {room} (free space less the reserve, for the file and the "
+                "state restored from it)"
+            )
+            self.driver.disk.warn_disk_full(reason)
+            raise SnapshotRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+        return room
+
+    async def _receive_snapshot(
+        self,
+        chunks: AsyncIterator[pb.SnapshotChunk],
+        check: Callable[[pb.Peer], Awaitable[None]],
+    ) -> None:
+        """Write the chunks through a `SnapshotReceiver`, stage, hand to the driver.
 
         The bytes are staged (their checksum, SQLite's integrity check and the
         state they hold against the metadata verified, fsync'd under a
@@ -244,19 +296,29 @@ class RaftService(pb_grpc.RaftServicer):
         not installed: the driver makes them the node's latest snapshot only
         if the core accepts the SNAPSHOT message, and deletes them otherwise
         (a stale or forged message must not replace the node's own snapshot).
+        `check` refuses the first chunk's sender (by raising). Raises
+        `SnapshotRefused` for anything wrong, after discarding what was written.
         """
         receiver: SnapshotReceiver | None = None
         message: Message | None = None
         try:
-            async for chunk in request_iterator:
+            async for chunk in chunks:
                 if receiver is None:
                     sender = envelope_sender(chunk)
-                    await self._check(sender, context)
-                    message = await self._snapshot_message(chunk, sender, context)
+                    await check(sender)
+                    message = _snapshot_message(chunk, sender, self.node_id)
                     assert message.snapshot is not None
-                    receiver = await asyncio.to_thread(self.snapshots.receiver, message.snapshot)
+                    room = self._snapshot_room(chunk.total_bytes)
+                    receiver = await asyncio.to_thread(
+                        self.snapshots.receiver, message.snapshot, room
+                    )
                 self.received(sender.node_id, len(chunk.data))
-                await asyncio.to_thread(receiver.write, chunk.data)
+                try:
+                    await asyncio.to_thread(receiver.write, chunk.data)
+                except CorruptSnapshot as exc:  # past the room it was given
+                    raise SnapshotRefused(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}"
+                    ) from None
                 if chunk.last:
                     assert message is not None and message.snapshot is not None
                     try:
@@ -265,7 +327,7 @@ class RaftService(pb_grpc.RaftServicer):
                         )
                     except CorruptSnapshot as exc:
                         self.log.warning("refused a snapshot from %s: %s", message.sender, exc)
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                        raise SnapshotRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
                     staged, receiver = receiver, None
                     await self.driver.deliver_snapshot(message, staged)
                     self.log.info(
@@ -274,41 +336,51 @@ class RaftService(pb_grpc.RaftServicer):
                         message.snapshot.term,
                         message.sender,
                     )
-                    return envelope(self.local, [])
+                    return
         except OSError as exc:  # this node's disk, not the sender's fault
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED
                 if exc.errno == errno.ENOSPC
                 else grpc.StatusCode.INTERNAL
             )
-            await context.abort(code, f"node {self.node_id} cannot store the snapshot: {exc}")
+            raise SnapshotRefused(
+                code, f"node {self.node_id} cannot store the snapshot: {exc}"
+            ) from None
         finally:
             if receiver is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(receiver.abort)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "snapshot ended without a last chunk")
-        raise AssertionError("unreachable")
+        raise SnapshotRefused(
+            grpc.StatusCode.INVALID_ARGUMENT, "snapshot ended without a last chunk"
+        )
 
-    async def _snapshot_message(
-        self,
-        chunk: pb.SnapshotChunk,
-        sender: pb.Peer,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
-    ) -> Message:
-        """The first chunk's SNAPSHOT message, checked; aborts the call otherwise."""
-        if not chunk.HasField("message"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: missing")
-        try:
-            message = message_from_pb(chunk.message)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message: {exc}")
-            raise AssertionError("unreachable") from exc
-        if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: expected a SNAPSHOT")
-        if message.to != self.node_id or message.sender != sender.node_id:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"message: from {message.sender!r} to {message.to!r} on a link from "
-                f"{sender.node_id!r} to {self.node_id!r}",
-            )
-        return message
+
+class SnapshotRefused(Exception):
+    """A received snapshot is refused: the status a gRPC call ends with, and why."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _snapshot_message(chunk: pb.SnapshotChunk, sender: pb.Peer, node_id: str) -> Message:
+    """The first chunk's SNAPSHOT message, checked; `SnapshotRefused` otherwise."""
+
+    def refused(reason: str) -> SnapshotRefused:
+        return SnapshotRefused(grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+    if not chunk.HasField("message"):
+        raise refused("message: missing")
+    try:
+        message = message_from_pb(chunk.message)
+    except ValueError as exc:
+        raise refused(f"message: {exc}") from None
+    if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
+        raise refused("message: expected a SNAPSHOT")
+    if message.to != node_id or message.sender != sender.node_id:
+        raise refused(
+            f"message: from {message.sender!r} to {message.to!r} on a link from "
+            f"{sender.node_id!r} to {node_id!r}"
+        )
+    return message

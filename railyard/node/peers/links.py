@@ -11,7 +11,9 @@ stalls, messages are dropped and the core is told the peer is unreachable
 (etcd's ReportUnreachable); Raft retransmits what matters.
 
 SNAPSHOT messages travel beside the pipe: the link streams the snapshot
-file in chunks with `InstallSnapshot`, then tells the core how it went.
+file in chunks on a TCP connection of its own (`tcp.send_snapshot`) to a
+peer with a `peer_address`, else with gRPC `InstallSnapshot`, then tells the
+core how it went.
 
 The inbound side is `inbound.py`.
 """
@@ -19,7 +21,6 @@ The inbound side is `inbound.py`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,6 +33,7 @@ from railyard.node.grpc_options import CHANNEL_OPTIONS
 from railyard.node.observability import NodeMetrics, event
 from railyard.node.peers import tcp
 from railyard.node.peers.codec import envelope, message_to_pb
+from railyard.node.peers.flow import SendQueue
 from railyard.node.peers.proxy import Proxy, proxy_for
 from railyard.node.security import NodeTls
 from railyard.proto import railyard_pb2 as pb
@@ -39,8 +41,8 @@ from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import Message, MessageType, NodeId
 from railyard.storage import SnapshotStore
 
-# Messages queued per peer before new ones are dropped: a few heartbeat
-# rounds of a busy leader; beyond that the peer is not keeping up.
+# Messages queued per peer and lane (`flow.py`) before new ones are dropped: a
+# few heartbeat rounds of a busy leader; beyond that the peer is not keeping up.
 SEND_QUEUE_SIZE = 4096
 # Messages and entry bytes per envelope: amortises gRPC's per-message cost
 # while keeping one envelope well under the message size limit.
@@ -73,10 +75,6 @@ class PipeClosed(Exception):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details or ""
-
-
-def _entry_bytes(m: pb.RaftMessage) -> int:
-    return sum(len(e.data) for e in m.entries)
 
 
 class PeerLink:
@@ -126,8 +124,9 @@ class PeerLink:
             )
         )
         self.stub = pb_grpc.RaftStub(self.channel)
-        # None wakes a sender waiting for messages: its connection ended.
-        self.queue: asyncio.Queue[pb.RaftMessage | None] = asyncio.Queue(SEND_QUEUE_SIZE)
+        # Control messages before appends; a wake-up (None) tells a waiting
+        # sender its connection ended.
+        self.queue = SendQueue(SEND_QUEUE_SIZE)
         self._snapshot_request: Message | None = None
         self._snapshot_wanted = asyncio.Event()
         self._reported_at = 0.0
@@ -141,9 +140,7 @@ class PeerLink:
             return
         if message.type is MessageType.HEARTBEAT:
             self.metrics.heartbeat_sent(self.peer_id, time.monotonic())
-        try:
-            self.queue.put_nowait(message_to_pb(message))
-        except asyncio.QueueFull:
+        if not self.queue.put(message_to_pb(message)):
             self.instruments.send_failures.inc()
             self._unreachable()
 
@@ -179,9 +176,27 @@ class PeerLink:
         """
         for _ in range(PROBE_ATTEMPTS):
             try:
+                if self.peer_address is not None:
+                    # Its client address serves no Raft: open a connection and close it.
+                    async with asyncio.timeout(PROBE_TIMEOUT_S):
+                        await tcp.probe(
+                            self.peer_address,
+                            self.proxy,
+                            tls=self.tls.client_context() if self.tls is not None else None,
+                            node_id=self.peer_id,
+                        )
+                    return  # alive
                 # An empty envelope: a no-op for the peer, a connection attempt for us.
                 await self.stub.AppendEntries(envelope(self.local, []), timeout=PROBE_TIMEOUT_S)
                 return  # alive
+            except (OSError, TimeoutError, tcp.PeerRefused) as exc:
+                self.log.debug("probe of %s: %s", self.peer_id, brief(exc))
+                if _refused(exc):
+                    if self.on_refused is not None:
+                        self.on_refused(self.peer_id)
+                    return
+                if not isinstance(exc, OSError):
+                    return  # it answered (refused us), or it is slow: not gone
             except grpc.aio.AioRpcError as exc:
                 self.log.debug("probe of %s: %s", self.peer_id, brief(exc))
                 if _refused(exc):
@@ -331,28 +346,13 @@ class PeerLink:
                 return m
 
     def _wake(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):  # full: the sender is not waiting
-            self.queue.put_nowait(None)
+        self.queue.wake()
 
     def _drain(self, first: pb.RaftMessage) -> list[pb.RaftMessage]:
-        batch = [first]
-        size = _entry_bytes(first)
-        while len(batch) < MAX_MESSAGES_PER_ENVELOPE and size < MAX_ENVELOPE_BYTES:
-            try:
-                m = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if m is None:
-                continue
-            batch.append(m)
-            size += _entry_bytes(m)
-        return batch
+        return self.queue.take(first, MAX_MESSAGES_PER_ENVELOPE, MAX_ENVELOPE_BYTES)
 
     def _drop_queued(self) -> None:
-        dropped = 0
-        while not self.queue.empty():
-            if self.queue.get_nowait() is not None:  # not a wake-up
-                dropped += 1
+        dropped = self.queue.clear()
         if dropped:
             self.instruments.send_failures.inc(dropped)
             self._unreachable()
@@ -382,10 +382,26 @@ class PeerLink:
         meta, path = latest
         self.log.info("sending snapshot index=%d to %s", meta.index, self.peer_id)
         try:
-            await self.stub.InstallSnapshot(
-                self._chunks(request, path), timeout=SNAPSHOT_DEADLINE_S
-            )
-        except (grpc.RpcError, OSError) as exc:
+            if self.peer_address is None:
+                await self.stub.InstallSnapshot(
+                    self._chunks(request, path), timeout=SNAPSHOT_DEADLINE_S
+                )
+            else:
+                async with asyncio.timeout(SNAPSHOT_DEADLINE_S):
+                    await tcp.send_snapshot(
+                        self.peer_address,
+                        (c.SerializeToString() async for c in self._chunks(request, path)),
+                        proxy=self.proxy,
+                        tls=self.tls.client_context() if self.tls is not None else None,
+                        node_id=self.peer_id,
+                    )
+        except (
+            grpc.RpcError,
+            OSError,
+            TimeoutError,
+            tcp.PeerRefused,
+            tcp.PeerClosed,
+        ) as exc:
             self.instruments.send_failures.inc()
             self.log.warning("snapshot to %s failed: %s", self.peer_id, brief(exc))
             return False
@@ -394,6 +410,7 @@ class PeerLink:
 
     async def _chunks(self, request: Message, path: Path) -> AsyncIterator[pb.SnapshotChunk]:
         checksum = await asyncio.to_thread(self.snapshots.checksum, path)
+        size = (await asyncio.to_thread(path.stat)).st_size
         chunks = self.snapshots.chunks(path)
         data = await asyncio.to_thread(next, chunks, None)
         first = True
@@ -404,6 +421,7 @@ class PeerLink:
             getattr(chunk, "from").CopyFrom(self.local)
             if first:
                 chunk.message.CopyFrom(message_to_pb(request))
+                chunk.total_bytes = size
                 first = False
             if last:
                 chunk.checksum = checksum

@@ -5,8 +5,9 @@ A gRPC stream message costs tens of microseconds of CPU on each side here
 asyncio TCP stream costs a few. So a node with a `peer_address` takes its
 peers' Raft messages there, as length-prefixed `RaftEnvelope`s::
 
-    connection := PREAMBLE frame*
+    connection := PREAMBLE frame* | SNAPSHOT_PREAMBLE chunk* answer
     frame      := size (4 bytes, big-endian) RaftEnvelope (protobuf, `size` bytes)
+    chunk      := size (4 bytes, big-endian) SnapshotChunk (protobuf, `size` bytes)
 
 A connection carries one direction, like the gRPC `Pipe`: the dialler
 sends, the listener only reads, and the listener's answers travel over its
@@ -16,6 +17,15 @@ connection. Every envelope names its sender; the first is checked like a
 gRPC call's (cluster and membership), the later ones must name the same
 sender. The first bad frame ends the connection; nothing after it is
 delivered.
+
+A snapshot travels on a connection of its own, beside the envelopes (as
+the gRPC `InstallSnapshot` stream does beside the `Pipe`): its chunks are
+frames, checked one by one like envelopes (the sender of each, against the
+certificate with TLS), read one at a time within the same frame size and
+receiving budget, and written to disk before the next is read, so a
+snapshot of any size holds one chunk in memory. The listener answers with
+one frame: empty when the snapshot was validated and handed to the driver,
+else the refusal.
 
 Outbound connections honour the proxy settings gRPC honours through HTTP
 CONNECT (`proxy.py`), so peer traffic takes the same route whichever
@@ -35,12 +45,12 @@ import logging
 import socket
 import ssl
 import struct
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
+from railyard.node.observability.refusals import RefusalLog
 from railyard.node.peers.codec import envelope_sender
 from railyard.node.peers.proxy import MAX_PROXY_HEADER_BYTES, Proxy, open_tunnel
 from railyard.node.security import peer_node_id
@@ -49,6 +59,8 @@ from railyard.proto import railyard_pb2 as pb
 # Names the protocol and its version: anything else that connects (a gRPC
 # client pointed at the wrong port, a port scanner) is refused at once.
 PREAMBLE = b"RAILYARD-PEER/1\n"
+# The same length: the listener reads either in one go.
+SNAPSHOT_PREAMBLE = b"RAILYARD-SNAP/1\n"
 _SIZE = struct.Struct(">I")
 FRAME_HEADER_BYTES = _SIZE.size
 # An envelope holds at most 16 MiB of entries (links.py); the limit
@@ -76,8 +88,13 @@ CLOSE_WAIT_S = 1.0
 # A TLS handshake on a LAN takes milliseconds; one that does not finish is
 # a dialler that will not (or cannot) authenticate.
 TLS_HANDSHAKE_TIMEOUT_S = 5.0
-# TLS refusals are logged at most this often per reason (a dialler retries).
-REFUSAL_LOG_INTERVAL_S = 5.0
+# Connections held at once, beyond which a new one is closed at once: a
+# node's peers hold one each for messages, now and then one for a snapshot
+# and a probe; a forger opening hundreds must not hold a node's memory and
+# file descriptors (issue 14). `process.py` passes 4 per member + this.
+DEFAULT_MAX_CONNECTIONS = 64
+CONNECTIONS_PER_MEMBER = 4
+SPARE_CONNECTIONS = 8
 # Connecting (and the proxy's answer) on a LAN takes milliseconds.
 CONNECT_TIMEOUT_S = 2.0
 # Bytes queued in the socket's user-space buffer before a sender waits for
@@ -101,6 +118,14 @@ class PeerClosed(Exception):
     """The listener closed the connection without saying why (it stopped or restarted)."""
 
 
+class _Refused(Exception):
+    """A frame the listener refuses; the text is said to the dialler."""
+
+
+class _ConnectionLost(Exception):
+    """The dialler's connection broke in the middle of a snapshot."""
+
+
 class EnvelopeSink(Protocol):
     """Where a listener hands what it reads (`RaftService`)."""
 
@@ -111,6 +136,10 @@ class EnvelopeSink(Protocol):
     ) -> Awaitable[str | None]: ...
 
     def pipe_ended(self, node_id: str) -> None: ...
+
+    def receive_snapshot(
+        self, chunks: AsyncIterator[pb.SnapshotChunk]
+    ) -> Awaitable[str | None]: ...
 
 
 def frame(payload: bytes) -> bytes:
@@ -182,13 +211,15 @@ class PeerListener:
         log: logging.Logger,
         tls: Callable[[], ssl.SSLContext] | None = None,
         on_received: Callable[[str, int], None] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.address = address
         self.sink = sink
         self.log = log
         # The current context for each new connection (files may be reloaded).
         self.tls = tls
-        self._refusals_logged: dict[str, float] = {}
+        self.refusals = RefusalLog(log)
+        self.max_connections = max_connections
         # Told (sender, bytes) for each frame of an accepted sender.
         self.on_received = on_received
         self._server: asyncio.base_events.Server | None = None
@@ -226,6 +257,14 @@ class PeerListener:
         if self._closing:  # accepted while closing
             writer.transport.abort()
             return
+        if len(self._connections) >= self.max_connections:
+            writer.transport.abort()
+            self._log_refusal(
+                "connection cap",
+                _remote(writer),
+                f"{self.max_connections} peer connections are open already",
+            )
+            return
         task = asyncio.current_task()
         assert task is not None
         self._serving.add(task)
@@ -244,7 +283,7 @@ class PeerListener:
                     await _say_and_close(reader, writer, refusal)
                     return
             await _say_and_close(reader, writer, await self._read(reader, accepted, node_id))
-        except (asyncio.IncompleteReadError, OSError):
+        except (asyncio.IncompleteReadError, OSError, _ConnectionLost):
             pass  # the dialler closed or died, or its host vanished (ETIMEDOUT)
         except asyncio.CancelledError:
             # Only `close` cancels, and it waits for this task. Ending
@@ -269,23 +308,17 @@ class PeerListener:
         try:
             await writer.start_tls(self.tls(), ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
         except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            self._log_refusal(where, f"TLS handshake failed ({_why(exc)})")
+            self._log_refusal("TLS handshake", where, f"TLS handshake failed ({_why(exc)})")
             return None
         node_id, who = peer_node_id(writer.get_extra_info("peercert"))
         if node_id is None:
             refusal = f"{who} is not a node's: only cluster nodes may connect to the peer port"
-            self._log_refusal(where, refusal)
+            self._log_refusal("client certificate", where, refusal)
             return "", refusal
         return node_id, None
 
-    def _log_refusal(self, where: str, reason: str) -> None:
-        now = time.monotonic()
-        if (
-            now - self._refusals_logged.get(reason, -REFUSAL_LOG_INTERVAL_S)
-            >= REFUSAL_LOG_INTERVAL_S
-        ):
-            self._refusals_logged[reason] = now
-            self.log.warning("refused peer connection from %s: %s", where, reason)
+    def _log_refusal(self, kind: str, where: str, reason: str) -> None:
+        self.refusals.warning(kind, "refused peer connection from %s: %s", where, reason)
 
     async def _read(
         self, reader: asyncio.StreamReader, accepted: list[pb.Peer], node_id: str | None
@@ -298,28 +331,21 @@ class PeerListener:
         """
         try:
             async with asyncio.timeout(FRAME_TIMEOUT_S):
-                if await reader.readexactly(len(PREAMBLE)) != PREAMBLE:
-                    return f"expected the railyard peer protocol ({PREAMBLE!r})"
+                preamble = await reader.readexactly(len(PREAMBLE))
         except TimeoutError:
             return f"no preamble within {FRAME_TIMEOUT_S} s"
+        if preamble == SNAPSHOT_PREAMBLE:
+            return await self._read_snapshot(reader, node_id)
+        if preamble != PREAMBLE:
+            return f"expected the railyard peer protocol ({PREAMBLE!r})"
         while True:
             try:  # an identified peer's link may be idle for long; a stranger's not
-                async with asyncio.timeout(None if accepted else FRAME_TIMEOUT_S):
-                    (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
-            except TimeoutError:
-                return f"no envelope within {FRAME_TIMEOUT_S} s"
-            if size > MAX_FRAME_BYTES:
-                return f"frame of {size} bytes; at most {MAX_FRAME_BYTES}"
-            if self._receiving_bytes + size > MAX_RECEIVING_BYTES:
-                return f"busy: frames of {MAX_RECEIVING_BYTES} bytes are being received"
-            self._receiving_bytes += size
-            try:
-                async with asyncio.timeout(FRAME_TIMEOUT_S):
-                    body = await reader.readexactly(size)
-            except TimeoutError:
-                return f"frame of {size} bytes not received within {FRAME_TIMEOUT_S} s"
-            finally:
-                self._receiving_bytes -= size
+                body = await self._read_frame(
+                    reader, None if accepted else FRAME_TIMEOUT_S, "envelope"
+                )
+            except _Refused as exc:
+                return str(exc)
+            size = len(body)
             try:
                 env = pb.RaftEnvelope.FromString(body)
             except DecodeError as exc:
@@ -330,7 +356,7 @@ class PeerListener:
                     f"envelope from {sender.node_id!r} on a connection authenticated "
                     f"as node {node_id!r}"
                 )
-                self._log_refusal(f"node {node_id}", refusal)
+                self._log_refusal("impersonation", f"node {node_id}", refusal)
                 return refusal
             if not accepted:
                 reason = self.sink.refusal(sender)
@@ -346,6 +372,75 @@ class PeerListener:
             problem = await self.sink.deliver(sender, env.messages)
             if problem is not None:
                 return problem
+
+    async def _read_frame(
+        self, reader: asyncio.StreamReader, header_timeout_s: float | None, what: str
+    ) -> bytes:
+        """One frame's body, within the size bounds and the timeouts; else `_Refused`."""
+        try:
+            async with asyncio.timeout(header_timeout_s):
+                (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
+        except TimeoutError:
+            raise _Refused(f"no {what} within {header_timeout_s} s") from None
+        if size > MAX_FRAME_BYTES:
+            raise _Refused(f"frame of {size} bytes; at most {MAX_FRAME_BYTES}")
+        if self._receiving_bytes + size > MAX_RECEIVING_BYTES:
+            raise _Refused(f"busy: frames of {MAX_RECEIVING_BYTES} bytes are being received")
+        self._receiving_bytes += size
+        try:
+            async with asyncio.timeout(FRAME_TIMEOUT_S):
+                return await reader.readexactly(size)
+        except TimeoutError:
+            raise _Refused(
+                f"frame of {size} bytes not received within {FRAME_TIMEOUT_S} s"
+            ) from None
+        finally:
+            self._receiving_bytes -= size
+
+    async def _read_snapshot(self, reader: asyncio.StreamReader, node_id: str | None) -> str:
+        """Hand the chunks to the sink as they arrive; "" once it took the snapshot, or why not."""
+        try:
+            problem = await self.sink.receive_snapshot(self._chunks(reader, node_id))
+        except _Refused as exc:
+            return str(exc)
+        return "" if problem is None else problem
+
+    async def _chunks(
+        self, reader: asyncio.StreamReader, node_id: str | None
+    ) -> AsyncIterator[pb.SnapshotChunk]:
+        """The snapshot's chunks, each checked as an envelope is, up to the last."""
+        first: pb.Peer | None = None
+        while True:
+            try:
+                body = await self._read_frame(reader, FRAME_TIMEOUT_S, "snapshot chunk")
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                raise _ConnectionLost(str(exc)) from exc
+            try:
+                chunk = pb.SnapshotChunk.FromString(body)
+            except DecodeError as exc:
+                raise _Refused(f"malformed snapshot chunk: {exc}") from None
+            sender = envelope_sender(chunk)
+            if node_id is not None and sender.node_id != node_id:
+                refusal = (
+                    f"snapshot chunk from {sender.node_id!r} on a connection authenticated "
+                    f"as node {node_id!r}"
+                )
+                self._log_refusal("impersonation", f"node {node_id}", refusal)
+                raise _Refused(refusal)
+            if first is None:
+                reason = self.sink.refusal(sender)
+                if reason is not None:
+                    raise _Refused(reason)
+                first = sender
+            elif sender.node_id != first.node_id or sender.cluster != first.cluster:
+                raise _Refused(
+                    f"snapshot chunk from {sender.node_id!r} on the connection of {first.node_id!r}"
+                )
+            if self.on_received is not None:
+                self.on_received(sender.node_id, FRAME_HEADER_BYTES + len(body))
+            yield chunk
+            if chunk.last:
+                return
 
 
 async def _say_and_close(
@@ -425,18 +520,9 @@ class PeerConnection:
         self._writer.transport.abort()
 
 
-async def connect(
-    address: str,
-    on_end: Callable[[], None],
-    proxy: Proxy | None,
-    tls: ssl.SSLContext | None = None,
-    node_id: str | None = None,
-) -> PeerConnection:
-    """Open a connection to a peer's `peer_address`, through `proxy` if given.
-
-    With `tls`, the connection is TLS (inside the proxy's tunnel) and the
-    peer must present the certificate of node `node_id`.
-    """
+async def _open(
+    address: str, proxy: Proxy | None, tls: ssl.SSLContext | None, node_id: str | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, _, port_text = address.rpartition(":")
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
         if proxy is None:
@@ -453,5 +539,78 @@ async def connect(
         _tune(writer.get_extra_info("socket"))
         if tls is not None:
             await _start_tls(writer, tls, host.strip("[]"), address, node_id)
+    return reader, writer
+
+
+async def connect(
+    address: str,
+    on_end: Callable[[], None],
+    proxy: Proxy | None,
+    tls: ssl.SSLContext | None = None,
+    node_id: str | None = None,
+) -> PeerConnection:
+    """Open a connection to a peer's `peer_address`, through `proxy` if given.
+
+    With `tls`, the connection is TLS (inside the proxy's tunnel) and the
+    peer must present the certificate of node `node_id`.
+    """
+    reader, writer = await _open(address, proxy, tls, node_id)
     writer.write(PREAMBLE)
     return PeerConnection(reader, writer, on_end)
+
+
+async def probe(
+    address: str,
+    proxy: Proxy | None,
+    tls: ssl.SSLContext | None = None,
+    node_id: str | None = None,
+) -> None:
+    """Open a connection to a peer's `peer_address` and close it; raises as `connect` does.
+
+    Nothing is sent: the listener closes a connection that ends before its
+    preamble without a word.
+    """
+    _, writer = await _open(address, proxy, tls, node_id)
+    writer.transport.abort()
+
+
+async def send_snapshot(
+    address: str,
+    chunks: AsyncIterator[bytes],
+    proxy: Proxy | None,
+    tls: ssl.SSLContext | None = None,
+    node_id: str | None = None,
+) -> None:
+    """Send a snapshot's serialized chunks on a connection of its own; wait for the answer.
+
+    At most WRITE_BUFFER_HIGH_BYTES wait in our buffer (each chunk is
+    drained before the next is read from disk). Raises `PeerRefused` with the
+    listener's reason, `PeerClosed` if it closed without one; the caller
+    bounds the whole transfer in time.
+    """
+    reader, writer = await _open(address, proxy, tls, node_id)
+    try:
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
+        writer.write(SNAPSHOT_PREAMBLE)
+        try:
+            async for payload in chunks:
+                writer.write(frame(payload))
+                await writer.drain()
+        except OSError:
+            # Refused midway (the listener closed): its reason may be waiting.
+            async with asyncio.timeout(REFUSAL_LINGER_S):
+                await _snapshot_answer(reader)
+            raise
+        await _snapshot_answer(reader)
+    finally:
+        writer.transport.abort()
+
+
+async def _snapshot_answer(reader: asyncio.StreamReader) -> None:
+    try:
+        (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
+        text = await reader.readexactly(min(size, MAX_REFUSAL_BYTES))
+    except asyncio.IncompleteReadError:
+        raise PeerClosed("the peer closed the connection before answering") from None
+    if size:
+        raise PeerRefused(text.decode(errors="replace"))
