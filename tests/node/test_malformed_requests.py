@@ -144,3 +144,40 @@ def test_an_untouched_node_refuses_nothing_well_formed(
     )(b"", timeout=DEADLINE_S)
     assert isinstance(listed, pb.ListStreamsResponse)
     assert_still_serving(cluster, channel)
+
+
+@pytest.fixture(scope="module")
+def grpc_peer_node(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalCluster, grpc.Channel]]:
+    """A node without a peer_address: it serves the Raft service on its client address."""
+    cluster = LocalCluster(
+        tmp_path_factory.mktemp("malformed-raft"), 1, name="malformed", peer_tcp=False
+    )
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout_s=30)
+        with grpc.insecure_channel(cluster.addresses["n1"]) as channel:
+            yield cluster, channel
+    finally:
+        cluster.stop()
+
+
+RAFT = pb.DESCRIPTOR.services_by_name["Raft"]
+
+
+@pytest.mark.parametrize("method", [m for m in RAFT.methods], ids=[m.name for m in RAFT.methods])
+def test_garbage_to_the_raft_service_is_invalid_argument_promptly(
+    grpc_peer_node: tuple[LocalCluster, grpc.Channel], method: object
+) -> None:
+    cluster, channel = grpc_peer_node
+    descriptor = RAFT.methods_by_name[method.name]  # type: ignore[attr-defined]
+    full = f"/{RAFT.full_name}/{descriptor.name}"
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as refused:
+        call_raw(
+            channel, full, descriptor.client_streaming, descriptor.server_streaming, [GARBAGE[0]]
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    assert time.monotonic() - started < PROMPT_S
+    assert_still_serving(cluster, channel)
