@@ -224,6 +224,10 @@ class ClusterStub:
     WatchStatus: _grpc.UnaryStreamMultiCallable[_railyard_pb2.WatchStatusRequest, _railyard_pb2.NodeStatus]
     TransferLeadership: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.TransferLeadershipRequest, _railyard_pb2.TransferLeadershipResponse]
     ReadLog: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.ReadLogRequest, _railyard_pb2.ReadLogResponse]
+    ListMembers: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.ListMembersRequest, _railyard_pb2.ListMembersResponse]
+    AddMember: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.AddMemberRequest, _railyard_pb2.MemberChangeResponse]
+    PromoteMember: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.PromoteMemberRequest, _railyard_pb2.MemberChangeResponse]
+    RemoveMember: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.RemoveMemberRequest, _railyard_pb2.MemberChangeResponse]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
@@ -232,6 +236,10 @@ class ClusterAsyncStub(ClusterStub):
     WatchStatus: _aio.UnaryStreamMultiCallable[_railyard_pb2.WatchStatusRequest, _railyard_pb2.NodeStatus]  # type: ignore[assignment]
     TransferLeadership: _aio.UnaryUnaryMultiCallable[_railyard_pb2.TransferLeadershipRequest, _railyard_pb2.TransferLeadershipResponse]  # type: ignore[assignment]
     ReadLog: _aio.UnaryUnaryMultiCallable[_railyard_pb2.ReadLogRequest, _railyard_pb2.ReadLogResponse]  # type: ignore[assignment]
+    ListMembers: _aio.UnaryUnaryMultiCallable[_railyard_pb2.ListMembersRequest, _railyard_pb2.ListMembersResponse]  # type: ignore[assignment]
+    AddMember: _aio.UnaryUnaryMultiCallable[_railyard_pb2.AddMemberRequest, _railyard_pb2.MemberChangeResponse]  # type: ignore[assignment]
+    PromoteMember: _aio.UnaryUnaryMultiCallable[_railyard_pb2.PromoteMemberRequest, _railyard_pb2.MemberChangeResponse]  # type: ignore[assignment]
+    RemoveMember: _aio.UnaryUnaryMultiCallable[_railyard_pb2.RemoveMemberRequest, _railyard_pb2.MemberChangeResponse]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -261,5 +269,33 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         request: _railyard_pb2.ReadLogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_railyard_pb2.ReadLogResponse, _abc.Awaitable[_railyard_pb2.ReadLogResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMembers(
+        self,
+        request: _railyard_pb2.ListMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.ListMembersResponse, _abc.Awaitable[_railyard_pb2.ListMembersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AddMember(
+        self,
+        request: _railyard_pb2.AddMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.MemberChangeResponse, _abc.Awaitable[_railyard_pb2.MemberChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PromoteMember(
+        self,
+        request: _railyard_pb2.PromoteMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.MemberChangeResponse, _abc.Awaitable[_railyard_pb2.MemberChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveMember(
+        self,
+        request: _railyard_pb2.RemoveMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.MemberChangeResponse, _abc.Awaitable[_railyard_pb2.MemberChangeResponse]]: ...
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -17,7 +17,8 @@ The mapping, once:
 - the leader's disk is full (nothing was proposed) -> RESOURCE_EXHAUSTED,
   naming the node and its data directory;
 - a producer sequence older than the producer's last -> FAILED_PRECONDITION
-  (the request was applied before; its result is no longer remembered).
+  (the request was applied before; its result is no longer remembered);
+- a membership change the leader refuses (`ConfChangeError`) -> FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import grpc
 
 from railyard.node.driver import LeadershipLost, NodeStopped
 from railyard.node.driver.disk_space import DiskFull
-from railyard.raft import NodeId, NotLeader, ProposalDropped
+from railyard.raft import ConfChangeError, NodeId, NotLeader, ProposalDropped
 from railyard.storage import CorruptStore
 from railyard.streams import (
     Appended,
@@ -149,6 +150,8 @@ def exception_error(exc: BaseException) -> ServiceError | None:
         return unavailable(str(exc), None)
     if isinstance(exc, TimeoutError):
         return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer within the deadline")
+    if isinstance(exc, ConfChangeError):
+        return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     return None
 
 
