@@ -9,6 +9,7 @@ read back exactly once, in order, from the survivors.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,3 +227,51 @@ def test_whole_cluster_kill_and_restart_keeps_the_configuration(tmp_path: Path) 
         cluster.wait_converged(among=survivors)
         for node_id in survivors:
             assert read_all(cluster, node_id, STREAM) == [f"x{i}".encode() for i in range(120)]
+
+
+def test_replace_a_wiped_node_on_a_new_address_under_load(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path) as cluster:
+        leader = cluster.wait_for_leader()
+        create_stream(cluster, leader, STREAM)
+        failed = next(n for n in cluster.node_ids if n != leader)
+        among = list(cluster.node_ids)
+        producer = Producer(cluster, among).start()
+        producer.wait_for(20)
+        # The machine is lost: process and disk.
+        cluster.kill(failed, signal.SIGKILL)
+        shutil.rmtree(cluster.data_dir(failed))
+        among.remove(failed)
+        result = cli(cluster, "member", "remove", failed)
+        assert result.returncode == 0, result.stderr
+        producer.wait_for(10)
+        new_node(cluster, "n4")
+        result = add(cluster, "n4", "--wait", "30s")
+        assert result.returncode == 0, result.stderr + cluster.logs()[-6000:]
+        among.append("n4")
+        producer.wait_for(20)
+        acked = producer.stop()
+        survivors = [n for n in ("n1", "n2", "n3", "n4") if n != failed]
+        assert roles(cluster) == dict.fromkeys(survivors, "voter")
+        cluster.wait_converged(among=survivors)
+        for node_id in survivors:
+            assert read_all(cluster, node_id, STREAM) == acked
+        # A client that knows only one live node still finds every member.
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "railyard",
+                "status",
+                "-o",
+                "json",
+                "--endpoints",
+                cluster.addresses["n4"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+        )
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        assert {n["id"] for n in doc["nodes"]} == set(survivors)
+        assert doc["leader"] in survivors
