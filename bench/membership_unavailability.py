@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ READY_TIMEOUT_S = 30.0
 BEFORE_S = 0.5
 AFTER_S = 2.0
 QUIET_S = 3.0
+NODE_START = [sys.executable, "-m", "railyard", "node", "start"]
 
 
 def free_port() -> int:
@@ -71,8 +73,18 @@ def write_config(root: Path, ids: list[str]) -> tuple[Path, dict[str, tuple[str,
 def start(path: Path, node_id: str, log_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
     with open(log_dir / f"{node_id}.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "railyard", "node", "start", "-c", str(path), "--id", node_id]
-            + list(extra),
+            [
+                sys.executable,
+                "-m",
+                "railyard",
+                "node",
+                "start",
+                "-c",
+                str(path),
+                "--id",
+                node_id,
+                *extra,
+            ],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -97,11 +109,13 @@ class Producer:
 
     def longest_gap_ms(self, since: float, until: float) -> float:
         inside = [t for t in self.acks if since <= t <= until]
-        gaps = [b - a for a, b in zip(inside, inside[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(inside)]
         return round(max(gaps, default=0.0) * 1000, 1)
 
 
-async def measure(path: Path, addresses: dict[str, tuple[str, str]], interval_s: float) -> dict:
+async def measure(
+    path: Path, addresses: dict[str, tuple[str, str]], interval_s: float
+) -> dict[str, float]:
     endpoints = [addresses[n][0] for n in list(addresses)[:NODES]]
     results: dict[str, float] = {}
     async with RailyardClient(endpoints) as admin, RailyardClient(endpoints) as client:
