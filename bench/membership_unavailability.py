@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from railyard.client import RailyardClient
+from railyard.client import RailyardClient, RailyardError
 
 HOST = "127.0.0.1"
 NODES = 5
@@ -97,12 +98,18 @@ class Producer:
         self.client = client
         self.interval_s = interval_s
         self.acks: list[float] = []
+        self.errors: list[str] = []
         self.stopped = False
 
     async def run(self) -> None:
         i = 0
         while not self.stopped:
-            await self.client.put("bench", f"r{i}".encode())
+            try:
+                await self.client.put("bench", f"r{i}".encode())
+            except RailyardError as exc:
+                # Counted, and the gap it leaves shows in the figures.
+                self.errors.append(f"{time.time():.3f} {exc}")
+                continue
             self.acks.append(time.monotonic())
             i += 1
             await asyncio.sleep(self.interval_s)
@@ -132,6 +139,7 @@ async def measure(
         results["quiet (no change)"] = producer.longest_gap_ms(time.monotonic() - QUIET_S, 1e18)
 
         async def change(name: str, call: object) -> None:
+            print(f"{time.time():.3f} {name}", file=sys.stderr)
             asked = time.monotonic()
             await call  # type: ignore[misc]
             answered = time.monotonic()
@@ -155,6 +163,9 @@ async def measure(
         producer.stopped = True
         await task
         results["records acknowledged"] = len(producer.acks)
+        results["puts failed"] = len(producer.errors)
+        for error in producer.errors:
+            print(error, file=sys.stderr)
     return results
 
 
@@ -162,9 +173,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser.add_argument("--keep", help="Keep data and logs in this directory.")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="railyard-membership-") as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            root = Path(args.keep)
+            root.mkdir(parents=True)
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="membership-")))
         (root / "logs").mkdir()
         ids = [f"n{i + 1}" for i in range(NODES + 1)]
         path, addresses = write_config(root, ids)
@@ -198,7 +214,7 @@ def main() -> int:
         print(json.dumps(results, indent=2))
     else:
         for name, value in results.items():
-            unit = "" if name == "records acknowledged" else " ms longest gap between acks"
+            unit = "" if name in ("records acknowledged", "puts failed") else " ms longest gap"
             print(f"{name:24} {value}{unit}")
     return 0
 
