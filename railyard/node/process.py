@@ -218,7 +218,12 @@ async def serve(
         return EXIT_FAILED
     core_status = state.core.status()
     note_file_differs(config, core_status.membership, core_status.membership_index, log)
-    local = pb.Peer(cluster=config.name, node_id=node_id)
+    local = pb.Peer(
+        cluster=config.name,
+        node_id=node_id,
+        address=me.address,
+        peer_address=me.peer_address or "",
+    )
     initial = core_status.membership
     metrics = NodeMetrics(
         peers=[p for p in initial.voter_ids + initial.learner_ids if p != node_id],
@@ -302,6 +307,17 @@ async def serve(
         interceptors.append(GrpcMetricsInterceptor(metrics))
 
     logged: dict[str, Membership] = {}
+    senders: dict[NodeId, Member] = {}
+
+    def on_new_sender(sender: pb.Peer) -> None:
+        if not sender.address or driver.core.membership.voters:
+            return
+        senders[NodeId(sender.node_id)] = Member(
+            NodeId(sender.node_id), sender.address, sender.peer_address
+        )
+        apply_membership(driver.core.membership)
+
+    raft_service.on_new_sender = on_new_sender
 
     def apply_membership(membership: Membership) -> None:
         """Link, accept and authorize the members of `membership` (the latest
@@ -324,8 +340,9 @@ async def serve(
         joining = not membership.voters
         if joining:
             # No configuration yet: the leader that adds this node must be
-            # answered before its configuration arrives; the file says where.
-            members = tuple(Member(NodeId(n.id)) for n in config.nodes)
+            # answered before its configuration arrives; the file says where,
+            # or the leader's envelopes do (`on_new_sender`).
+            members = tuple(Member(NodeId(n.id)) for n in config.nodes) + tuple(senders.values())
         known = {
             p: (link.address, link.peer_address)
             for p, link in transport.links.items()

@@ -133,20 +133,29 @@ class Peer(_message.Message):
 
     CLUSTER_FIELD_NUMBER: _builtins.int
     NODE_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     """Every node-to-node request names its cluster and sender; a node refuses
     another cluster or an unknown node id with PERMISSION_DENIED.
     """
     node_id: _builtins.str
+    address: _builtins.str
+    """Where the sender takes calls and Raft messages: how a node that joins,
+    and knows no configuration yet, answers a leader it was never told of.
+    """
+    peer_address: _builtins.str
     def __init__(
         self,
         *,
         cluster: _builtins.str = ...,
         node_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        peer_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cluster", b"cluster", "node_id", b"node_id", "peer_address", b"peer_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

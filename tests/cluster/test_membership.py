@@ -19,7 +19,7 @@ from pathlib import Path
 
 from railyard.proto import railyard_pb2 as pb
 from tests.cluster.helpers import create_stream, put_exactly_once, read_all
-from tests.support.cluster import HOST, LocalCluster, free_ports
+from tests.support.cluster import HOST, LocalCluster, free_ports, render_config
 
 CLI_TIMEOUT_S = 60.0
 # Ids the producer may ask; updated as members come and go.
@@ -35,13 +35,15 @@ def cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def new_node(cluster: LocalCluster, node_id: str) -> tuple[str, str]:
-    """Ports for a node the cluster file does not list, started with --join."""
+def new_node(cluster: LocalCluster, node_id: str, config: Path | None = None) -> tuple[str, str]:
+    """Ports for a node the cluster file does not list, started with --join
+    (with `config` in place of the cluster's file when given)."""
     port, peer_port = free_ports(2)
     address, peer_address = f"{HOST}:{port}", f"{HOST}:{peer_port}"
     cluster.addresses[node_id] = address
     cluster.node_ids.append(node_id)
     cluster.node_args[node_id] = [
+        *(["-c", str(config)] if config is not None else []),
         "--join",
         "--address",
         address,
@@ -135,8 +137,14 @@ def test_grow_to_five_lose_two_originals_and_remove_them(tmp_path: Path) -> None
         among = list(cluster.node_ids)
         producer = Producer(cluster, among).start()
         producer.wait_for(20)
-        for node_id in ("n4", "n5"):
-            new_node(cluster, node_id)
+        # n5 is given a file that lists none of the running nodes: it answers
+        # the leader at the addresses the leader's messages carry.
+        stale = tmp_path / "stale.toml"
+        stale.write_text(
+            render_config(cluster.cluster_table, [("n0", f"{HOST}:{free_ports(1)[0]}")])
+        )
+        for node_id, config in (("n4", None), ("n5", stale)):
+            new_node(cluster, node_id, config)
             result = add(cluster, node_id, "--wait", "30s", "-o", "json")
             assert result.returncode == 0, result.stderr + cluster.logs()[-6000:]
             doc = json.loads(result.stdout)

@@ -441,6 +441,8 @@ class NodeMetrics:
     # ------------------------------------------------------------ events
 
     def peer(self, peer_id: str) -> PeerInstruments:
+        if peer_id not in self._peers:
+            self.add_peer(peer_id)  # an accepted sender not linked yet (a joining node's leader)
         return self._peers[peer_id]
 
     def add_peer(self, peer_id: str) -> None:

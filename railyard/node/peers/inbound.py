@@ -75,6 +75,9 @@ class RaftService(pb_grpc.RaftServicer):
         self.node_id = node_id
         self.peers = frozenset(peers)
         self.joining = False
+        # A joining node was sent messages by a node it has no link to: its
+        # addresses (from the envelope) let the node answer it.
+        self.on_new_sender: Callable[[pb.Peer], None] | None = None
         self.local = pb.Peer(cluster=cluster, node_id=node_id)
         self.driver = driver
         self.snapshots = snapshots
@@ -150,6 +153,8 @@ class RaftService(pb_grpc.RaftServicer):
         on is delivered), or None.
         """
         self.last_heard[sender.node_id] = time.monotonic()
+        if self.joining and sender.node_id not in self.peers and self.on_new_sender is not None:
+            self.on_new_sender(sender)
         for m in messages:
             try:
                 msg = message_from_pb(m)
