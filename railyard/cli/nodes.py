@@ -178,10 +178,11 @@ def with_node(
             )
         return cluster
     if address is None:
+        if not join:
+            cluster.node(node_id)  # fails, naming the file's ids
         fail(
-            f"--id: {cluster.source_name} has no node {node_id!r} (it has: "
-            f"{', '.join(cluster.node_ids)}); a node added since needs --address HOST:PORT "
-            "(and --join to start a new one)"
+            f"--address: {cluster.source_name} has no node {node_id!r} (it has: "
+            f"{', '.join(cluster.node_ids)}): a new node needs --address HOST:PORT"
         )
     for option, value in (("--address", address), ("--peer-address", peer_address)):
         if value is not None:

@@ -363,10 +363,12 @@ async def serve(
             "members %s%s",
             describe_membership(membership),
             " (joining: waiting for a leader to add this node)" if joining else "",
+            # `learners` only when there are some: the event's shape is unchanged
+            # for a cluster that never had any.
             extra=event(
                 "membership",
                 voters=list(membership.voter_ids),
-                learners=list(membership.learner_ids),
+                **({"learners": list(membership.learner_ids)} if membership.learners else {}),
             ),
         )
 
