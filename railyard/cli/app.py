@@ -16,6 +16,7 @@ import typer
 from railyard.cli import cluster, records
 from railyard.cli.bench import bench_app
 from railyard.cli.certs import cert_app
+from railyard.cli.members import member_app
 from railyard.cli.nodes import node_app
 from railyard.cli.snapshot import snapshot_app
 from railyard.cli.streams import stream_app
@@ -83,6 +84,7 @@ app.add_typer(stream_app)
 app.add_typer(bench_app)
 app.add_typer(cert_app)
 app.add_typer(snapshot_app)
+app.add_typer(member_app)
 app.command("put", epilog=records.PUT_EPILOG)(records.put)
 app.command("get", epilog=records.GET_EPILOG)(records.get)
 app.command("status", epilog=cluster.STATUS_EPILOG)(cluster.status)

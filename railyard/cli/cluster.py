@@ -47,6 +47,7 @@ STATUS_COLUMNS = (
     "id",
     "address",
     "reachable",
+    "member",
     "role",
     "term",
     "leader",
@@ -132,13 +133,46 @@ def status_json(target: Target, statuses: list[tuple[str, pb.NodeStatus | None]]
         name: str | None = target.config.name
     else:
         name = next((st.cluster for st in reachable if st.cluster), None)
+    # The committed configuration as the leader sees it (progress included),
+    # else as the most recent node that answered knows it.
+    source = leader or max(reachable, key=lambda st: st.term, default=None)
+    members = list(source.members) if source is not None else []
+    last_index = source.last_log_index if source is not None else 0
+    by_id = {m.id: m for m in members}
+    for node in nodes:
+        member = by_id.get(node["id"])
+        # None: not in the configuration (a node removed, still in the file).
+        node["member"] = member.role if member is not None else None
+        node["match_index"] = member.match_index if member is not None else None
     return {
         "cluster": name,
         "leader": leader.node_id if leader is not None else (named or None),
         "term": max((st.term for st in reachable), default=None),
         "security": security(reachable),
         "nodes": nodes,
+        "config_index": source.config_index if source is not None else None,
+        "members": [
+            {
+                "id": m.id,
+                "address": m.address,
+                "role": m.role,
+                "match_index": m.match_index,
+                "last_index": last_index,
+                "reachable": m.reachable,
+            }
+            for m in members
+        ],
     }
+
+
+def member_text(node: dict[str, Any], last_index: int) -> str | None:
+    """voter, learner with its catch-up progress, or "-" for a node not in the configuration."""
+    role = node.get("member")
+    if role is None:
+        return "-" if node["reachable"] else None
+    if role == "learner":
+        return f"learner {node['match_index']}/{last_index}"
+    return str(role)
 
 
 def security(reachable: list[pb.NodeStatus]) -> str | None:
@@ -167,6 +201,7 @@ def print_status(doc: dict[str, Any]) -> None:
         "plaintext": ", plaintext (loopback)",
     }.get(doc["security"], "")
     print(f"cluster {doc['cluster'] or '?'}: leader {leader}, term {doc['term'] or '-'}{security}")
+    last_index = max((m["last_index"] for m in doc["members"]), default=0)
     print_table(
         STATUS_COLUMNS,
         [
@@ -174,6 +209,7 @@ def print_status(doc: dict[str, Any]) -> None:
                 n["id"] or "?",
                 n["address"],
                 n["reachable"],
+                member_text(n, last_index),
                 f"{n['role']} (catching up)" if n["awaiting_catch_up"] else n["role"],
                 n["term"],
                 n["leader"],

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import json
 import os
 import shlex
@@ -32,13 +33,19 @@ from typing import Annotated
 import typer
 
 from railyard.cli.common import (
+    CliError,
     ConfigOption,
+    TlsFiles,
+    client_tls,
     eprint,
     errors_end_cleanly,
     examples,
+    fail,
     resolve_config,
 )
-from railyard.config import ClusterConfig
+from railyard.client import RailyardClient
+from railyard.config import ClusterConfig, ConfigError, NodeConfig, split_address
+from railyard.proto import railyard_pb2 as pb
 
 # A node asked to stop gets this long to finish its last fsync and close.
 STOP_GRACE_S = 10.0
@@ -67,6 +74,7 @@ node_app = typer.Typer(
         "railyard node start -c configs/five.toml",
         "railyard node start -c cluster.toml --id n2 --log-level debug",
         "railyard node start --log-format json   # JSON lines: time, level, node, event, fields",
+        "railyard node start -c cluster.toml --id n4 --join --address 127.0.0.1:50054",
     ),
 )
 def start(
@@ -93,6 +101,34 @@ def start(
             "message, fields).",
         ),
     ] = "text",
+    join: Annotated[
+        bool,
+        typer.Option(
+            "--join",
+            help="With --id: the node is not a member yet. It starts with no configuration, "
+            "never campaigns, and waits for the leader to add it (`railyard member add ID`). "
+            "Refused when the cluster already counts ID as a voter holding data.",
+        ),
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="With --id of a node the cluster file does not list (one added since): "
+            "the HOST:PORT it serves on. Required for such a node; a listed node's "
+            "addresses come from the file.",
+            show_default=False,
+        ),
+    ] = None,
+    peer_address: Annotated[
+        str | None,
+        typer.Option(
+            "--peer-address",
+            help="With --address: the HOST:PORT it takes Raft messages on over TCP "
+            "(default: none, Raft over gRPC).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the nodes of a cluster file (Ctrl-C stops them)."""
     with errors_end_cleanly():
@@ -107,15 +143,97 @@ def start(
                 param_hint="--log-format / RAILYARD_LOG_FORMAT",
             )
         cluster = resolve_config(config)
+        if node_id is None and (join or address or peer_address):
+            fail("--join, --address and --peer-address need --id: they describe one node")
         if node_id is not None:
-            cluster.node(node_id)  # an unknown id fails here, naming the file's ids
+            cluster = with_node(cluster, node_id, address, peer_address, join)
+            if join:
+                asyncio.run(refuse_join_of_voter(cluster, node_id))
             # Imported here, and only here: starting nodes is all the CLI asks of it.
             from railyard.node import run_node
 
-            code = run_node(cluster, node_id, log_level=log_level.lower(), log_format=log_format)
+            code = run_node(
+                cluster, node_id, log_level=log_level.lower(), log_format=log_format, join=join
+            )
         else:
             code = asyncio.run(_supervise(cluster, log_level.lower(), log_format))
     raise typer.Exit(code)
+
+
+def with_node(
+    cluster: ClusterConfig,
+    node_id: str,
+    address: str | None,
+    peer_address: str | None,
+    join: bool,
+) -> ClusterConfig:
+    """`cluster` with node `node_id` in it: listed by the file, or described by
+    --address/--peer-address (a node added since the file was written)."""
+    listed = any(n.id == node_id for n in cluster.nodes)
+    if listed:
+        if address is not None or peer_address is not None:
+            fail(
+                f"--address: {node_id} is in {cluster.source_name}, which gives its "
+                "addresses; drop --address/--peer-address"
+            )
+        return cluster
+    if address is None:
+        if not join:
+            cluster.node(node_id)  # fails, naming the file's ids
+        fail(
+            f"--address: {cluster.source_name} has no node {node_id!r} (it has: "
+            f"{', '.join(cluster.node_ids)}): a new node needs --address HOST:PORT"
+        )
+    for option, value in (("--address", address), ("--peer-address", peer_address)):
+        if value is not None:
+            try:
+                split_address(value)
+            except ValueError as exc:
+                fail(f"{option}: {exc}")
+    if not join and not (cluster.data_dir / node_id).is_dir():
+        fail(
+            f"{node_id} is not in {cluster.source_name} and has no data directory: "
+            "start a new node with --join, then `railyard member add` it"
+        )
+    node = NodeConfig(id=node_id, address=address, peer_address=peer_address)
+    return dataclasses.replace(cluster, nodes=(*cluster.nodes, node))
+
+
+# How long `--join` asks the cluster whether the id is already a voter.
+JOIN_CHECK_TIMEOUT_S = 3.0
+
+
+async def refuse_join_of_voter(cluster: ClusterConfig, node_id: str) -> None:
+    """Refuse `--join` with an empty data directory of an id the cluster counts as
+    a voter holding data: starting empty would forget entries it acknowledged.
+
+    Checked against the leader's Status before the node starts (a cluster
+    that does not answer is not asked again: the node then just waits).
+    """
+    data_dir = cluster.data_dir / node_id
+    if data_dir.is_dir() and any(data_dir.iterdir()):
+        return  # a node restarting: its store decides
+    try:
+        tls = client_tls(TlsFiles(), cluster)
+    except (CliError, ConfigError, OSError):
+        return
+    others = [n.address for n in cluster.nodes if n.id != node_id]
+    if not others:
+        return
+    async with RailyardClient(others, tls=tls, timeout_s=JOIN_CHECK_TIMEOUT_S) as client:
+        statuses = await client.cluster_status()
+    leaders = [st for _, st in statuses if st is not None and st.role == pb.ROLE_LEADER]
+    if not leaders:
+        return
+    leader = max(leaders, key=lambda st: st.term)
+    for member in leader.members:
+        if member.id == node_id and member.role == "voter" and member.match_index > 0:
+            fail(
+                f"cannot join: {node_id} is already a voter of cluster {cluster.name} holding "
+                f"entries up to {member.match_index}, and its data directory {data_dir} is "
+                f"empty; remove it first (`railyard member remove {node_id}`), or start it "
+                "without --join to rejoin by snapshot"
+            )
 
 
 def _child_command(

@@ -637,7 +637,12 @@ class RailyardClient:
         return status
 
     async def cluster_status(self) -> list[tuple[str, pb.NodeStatus | None]]:
-        """Every endpoint's status, in endpoint order; None for a node that did not answer."""
+        """Every endpoint's status, in endpoint order; None for a node that did not answer.
+
+        The endpoints include every member of the committed configuration
+        (`discover_members`), not only those the client was given.
+        """
+        await self.discover_members()
 
         async def probe(endpoint: str) -> pb.NodeStatus | None:
             try:
@@ -716,6 +721,74 @@ class RailyardClient:
             return header
 
         return await self._call("snapshot save", call, attempt_timeout_s=self.timeout_s)
+
+    # ------------------------------------------------------------ membership
+
+    async def discover_members(self) -> None:
+        """Add to the endpoints every member the cluster's committed configuration names.
+
+        Asks each known endpoint's Status (the reader role suffices) until one
+        answers: a client given an old cluster file, or one live node, then
+        knows the nodes added since.
+        """
+        for endpoint in list(self.endpoints):
+            try:
+                status = await self.status(endpoint)
+            except RailyardError:
+                continue
+            for member in status.members:
+                if member.address and member.address not in self.endpoints:
+                    self.endpoints.append(member.address)
+            return
+
+    async def list_members(self) -> pb.ListMembersResponse:
+        """The committed configuration as the leader sees it (progress included)."""
+
+        async def call(endpoint: str, timeout: float) -> pb.ListMembersResponse:
+            response: pb.ListMembersResponse = await self._cluster(endpoint).ListMembers(
+                pb.ListMembersRequest(), timeout=timeout
+            )
+            return response
+
+        return await self._call("list members", call)
+
+    async def add_member(
+        self, node_id: str, address: str, peer_address: str = ""
+    ) -> pb.MemberChangeResponse:
+        """Add `node_id` as a learner (no change if it is already there at these addresses)."""
+        request = pb.AddMemberRequest(id=node_id, address=address, peer_address=peer_address)
+
+        async def call(endpoint: str, timeout: float) -> pb.MemberChangeResponse:
+            response: pb.MemberChangeResponse = await self._cluster(endpoint).AddMember(
+                request, timeout=timeout
+            )
+            return response
+
+        return await self._call(f"add member {node_id}", call, attempt_timeout_s=self.timeout_s)
+
+    async def promote_member(self, node_id: str) -> pb.MemberChangeResponse:
+        """Make learner `node_id` a voter; refused until it has caught up."""
+        request = pb.PromoteMemberRequest(id=node_id)
+
+        async def call(endpoint: str, timeout: float) -> pb.MemberChangeResponse:
+            response: pb.MemberChangeResponse = await self._cluster(endpoint).PromoteMember(
+                request, timeout=timeout
+            )
+            return response
+
+        return await self._call(f"promote member {node_id}", call, attempt_timeout_s=self.timeout_s)
+
+    async def remove_member(self, node_id: str, force: bool = False) -> pb.MemberChangeResponse:
+        """Remove `node_id` (no change if it is not a member)."""
+        request = pb.RemoveMemberRequest(id=node_id, force=force)
+
+        async def call(endpoint: str, timeout: float) -> pb.MemberChangeResponse:
+            response: pb.MemberChangeResponse = await self._cluster(endpoint).RemoveMember(
+                request, timeout=timeout
+            )
+            return response
+
+        return await self._call(f"remove member {node_id}", call, attempt_timeout_s=self.timeout_s)
 
 
 class _MaybeApplied:

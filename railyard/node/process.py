@@ -73,6 +73,8 @@ from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import (
     Index,
+    Member,
+    Membership,
     NodeId,
     RaftError,
 )
@@ -124,6 +126,48 @@ def refuse_plaintext(config: ClusterConfig, node_id: str, log: logging.Logger) -
     return False
 
 
+def member_addresses(
+    members: tuple[Member, ...], config: ClusterConfig
+) -> dict[NodeId, tuple[str, str | None]]:
+    """Where to reach each member: the addresses its configuration holds, else
+    (a configuration known by ids only, from an old store) the cluster file's."""
+    out: dict[NodeId, tuple[str, str | None]] = {}
+    for member in members:
+        if member.address:
+            out[member.node_id] = (member.address, member.peer_address or None)
+            continue
+        try:
+            node = config.node(member.node_id)
+        except ConfigError:
+            out[member.node_id] = ("", None)
+            continue
+        out[member.node_id] = (node.address, node.peer_address)
+    return out
+
+
+def describe_membership(membership: Membership) -> str:
+    voters = ", ".join(membership.voter_ids) or "none"
+    learners = ", ".join(membership.learner_ids)
+    return f"{voters}" + (f"; learners {learners}" if learners else "")
+
+
+def note_file_differs(
+    config: ClusterConfig, membership: Membership, index: Index, log: logging.Logger
+) -> None:
+    """One line when the store's configuration, which wins, is not the file's list."""
+    if index == 0 or not membership.voters:
+        return
+    in_file = sorted(config.node_ids)
+    if sorted(membership.voter_ids + membership.learner_ids) != in_file:
+        log.info(
+            "the store's configuration (index %d: %s) is in force; %s lists %s",
+            index,
+            describe_membership(membership),
+            config.source_name,
+            ", ".join(in_file),
+        )
+
+
 class _Stop(Exception):
     """Raised inside the TaskGroup to end every task on a signal."""
 
@@ -159,28 +203,33 @@ def ports_free(me: NodeConfig, log: logging.Logger) -> bool:
 
 
 async def serve(
-    config: ClusterConfig, node_id: NodeId, log: logging.Logger, tls: NodeTls | None = None
+    config: ClusterConfig,
+    node_id: NodeId,
+    log: logging.Logger,
+    tls: NodeTls | None = None,
+    *,
+    join: bool = False,
 ) -> int:
     me = config.node(node_id)
     # Before a data directory is created for a node that could not start; an
     # existing one is locked first, so a second node on it is told whose it is.
     if not config.node_data_dir(node_id).exists() and not ports_free(me, log):
         return EXIT_FAILED
-    state = await asyncio.to_thread(open_state, config, node_id, log)
+    state = await asyncio.to_thread(lambda: open_state(config, node_id, log, join=join))
     if not ports_free(me, log):
         state.close()
         return EXIT_FAILED
-    addresses = {n.id: n.address for n in config.nodes}
-    peer_addresses = {n.id: n.peer_address for n in config.nodes}
-    local = pb.Peer(cluster=config.name, node_id=node_id)
-    peers = [NodeId(n.id) for n in config.nodes if n.id != node_id]
-    log.info(
-        "members %s",
-        ", ".join(config.node_ids),
-        extra=event("membership", voters=list(config.node_ids)),
+    core_status = state.core.status()
+    note_file_differs(config, core_status.membership, core_status.membership_index, log)
+    local = pb.Peer(
+        cluster=config.name,
+        node_id=node_id,
+        address=me.address,
+        peer_address=me.peer_address or "",
     )
+    initial = core_status.membership
     metrics = NodeMetrics(
-        peers=peers,
+        peers=[p for p in initial.voter_ids + initial.learner_ids if p != node_id],
         enabled=me.metrics_address is not None,
         data_dir=config.node_data_dir(node_id),
         log_file=LOG_FILE,
@@ -189,28 +238,28 @@ async def serve(
         node_id=node_id,
         cluster=config.name,
     )
-    # One pass: the links report to the driver built next (they call back
-    # only once running), and the driver sends through the links.
-    links = {
-        peer_id: PeerLink(
+
+    # The links report to the driver built next (they call back only once
+    # running), and the driver sends through the links.
+    def make_link(peer_id: NodeId, address: str, peer_address: str | None) -> PeerLink:
+        metrics.add_peer(peer_id)
+        return PeerLink(
             local=local,
             peer_id=peer_id,
-            address=addresses[peer_id],
+            address=address,
             snapshots=state.snapshots,
             on_unreachable=lambda p: driver.post(lambda: driver.core.report_unreachable(p)),
             on_snapshot_done=lambda p, ok: driver.post(lambda: driver.core.report_snapshot(p, ok)),
             log=log,
             on_refused=lambda p: driver.post(lambda: driver.leader_refuses_connections(p)),
-            peer_address=peer_addresses[peer_id],
+            peer_address=peer_address,
             tls=tls,
             metrics=metrics,
         )
-        for peer_id in peers
-    }
-    transport = Transport(list(links.values()))
+
+    transport = Transport([], make_link)
     driver = Driver(
         node_id=node_id,
-        voters=tuple(NodeId(n) for n in config.node_ids),
         core=state.core,
         log_store=state.log_store,
         snapshots=state.snapshots,
@@ -225,6 +274,7 @@ async def serve(
         data_dir=config.node_data_dir(node_id),
         metrics=metrics,
     )
+    addresses: dict[str, str] = {n.id: n.address for n in config.nodes}
     node = NodeContext(
         cluster=config.name,
         node_id=node_id,
@@ -242,22 +292,92 @@ async def serve(
     raft_service = RaftService(
         cluster=config.name,
         node_id=node_id,
-        peers=peers,
+        peers=[],
         driver=driver,
         snapshots=state.snapshots,
         log=log,
         last_heard=node.last_heard,
-        on_pipe_ended=lambda p: links[p].probe() if p in links else None,
+        on_pipe_ended=lambda p: transport.links[p].probe() if p in transport.links else None,
         tls=tls is not None,
         metrics=metrics,
     )
     streams_service = StreamsService(node)
     cluster_service = ClusterService(node, streams_service.forwarder)
     interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
-    if tls is not None:
-        interceptors.append(AuthorizationInterceptor(config.node_ids, log))
+    authorization = None if tls is None else AuthorizationInterceptor(config.node_ids, log)
+    if authorization is not None:
+        interceptors.append(authorization)
     if metrics.registry is not None:
         interceptors.append(GrpcMetricsInterceptor(metrics))
+
+    logged: dict[str, Membership] = {}
+    senders: dict[NodeId, Member] = {}
+
+    def on_new_sender(sender: pb.Peer) -> None:
+        if not sender.address or driver.core.membership.voters:
+            return
+        senders[NodeId(sender.node_id)] = Member(
+            NodeId(sender.node_id), sender.address, sender.peer_address
+        )
+        apply_membership(driver.core.membership)
+
+    raft_service.on_new_sender = on_new_sender
+
+    def apply_membership(membership: Membership) -> None:
+        """Link, accept and authorize the members of `membership` (the latest
+        configuration) and of the committed one.
+
+        A removed member stays linked and accepted until its removal commits:
+        a leader that removes itself needs the others' acknowledgements, and
+        the leader replicates the removing entry to the member it removes.
+        """
+        committed = driver.core.committed_membership()[1]
+        members = tuple(
+            {
+                m.node_id: m
+                for m in committed.voters
+                + committed.learners
+                + membership.voters
+                + membership.learners
+            }.values()
+        )
+        joining = not membership.voters
+        if joining:
+            # No configuration yet: the leader that adds this node must be
+            # answered before its configuration arrives; the file says where,
+            # or the leader's envelopes do (`on_new_sender`).
+            members = tuple(Member(NodeId(n.id)) for n in config.nodes) + tuple(senders.values())
+        known = {
+            p: (link.address, link.peer_address)
+            for p, link in transport.links.items()
+            if p in driver.core.peers
+        }
+        wanted = {**known, **member_addresses(members, config)}
+        wanted.pop(node_id, None)
+        transport.set_members(wanted)
+        addresses.update({p: address for p, (address, _) in wanted.items()})
+        raft_service.set_members(list(wanted), joining)
+        if authorization is not None:
+            authorization.members = frozenset([node_id, *wanted])
+            authorization.any_node = joining
+        if membership == logged.get("membership"):
+            return  # only the commit changed
+        logged["membership"] = membership
+        log.info(
+            "members %s%s",
+            describe_membership(membership),
+            " (joining: waiting for a leader to add this node)" if joining else "",
+            # `learners` only when there are some: the event's shape is unchanged
+            # for a cluster that never had any.
+            extra=event(
+                "membership",
+                voters=list(membership.voter_ids),
+                **({"learners": list(membership.learner_ids)} if membership.learners else {}),
+            ),
+        )
+
+    driver.on_membership = apply_membership
+    apply_membership(initial)
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     # With a peer_address, peers' Raft traffic (snapshots too) arrives there
     # only: the client address does not serve the Raft service (UNIMPLEMENTED),
@@ -373,7 +493,7 @@ async def serve(
             if me.kinesis_address is None
             else f", Kinesis on {'http' if tls is None else 'https'}://{me.kinesis_address}",
             config.name,
-            ", ".join(peers),
+            ", ".join(sorted(transport.links)) or "none yet",
             "mutual TLS" if tls is not None else "plaintext",
         )
         exit_code = await _run(driver, transport, server, config, log, tls, monitor)
@@ -476,11 +596,19 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def run_node(
-    config: ClusterConfig, node_id: str, *, log_level: str = "info", log_format: str = "text"
+    config: ClusterConfig,
+    node_id: str,
+    *,
+    log_level: str = "info",
+    log_format: str = "text",
+    join: bool = False,
 ) -> int:
     """Run node `node_id` of `config` in the foreground; returns the exit code.
 
-    `log_format`: "text" or "json" (one JSON object per line).
+    `log_format`: "text" or "json" (one JSON object per line). `join`: the
+    node is not a member yet; an empty store starts with no configuration
+    and waits for a leader to add it (`railyard member add`), instead of
+    bootstrapping from the file's nodes.
     """
     log = configure_logging(node_id, log_level, log_format)
     try:
@@ -498,7 +626,7 @@ def run_node(
     if tls is not None:
         tls.warn_if_expiring()
     try:
-        return asyncio.run(serve(config, NodeId(node_id), log, tls))
+        return asyncio.run(serve(config, NodeId(node_id), log, tls, join=join))
     except (StorageError, StreamsError, FatalError, LogBehindState, RaftError) as exc:
         # What the data directory holds cannot be used: one line naming the
         # file (the stores' errors do), no traceback.

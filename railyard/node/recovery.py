@@ -25,7 +25,7 @@ from railyard.config import ClusterConfig
 from railyard.node.driver import FatalError
 from railyard.node.driver.catch_up import marker_path, note_awaiting
 from railyard.node.driver.persistence import build_core
-from railyard.raft import NO_TERM, Index, NodeId, RaftConfig, RaftCore, SnapshotMeta, Term
+from railyard.raft import NO_TERM, Index, Member, NodeId, RaftConfig, RaftCore, SnapshotMeta, Term
 from railyard.storage import DataDirLock, SnapshotStore, SqliteLogStore
 from railyard.streams import Limits, StreamsMachine
 
@@ -67,18 +67,25 @@ def limits_of(config: ClusterConfig) -> Limits:
     )
 
 
-def raft_config(config: ClusterConfig, node_id: NodeId) -> RaftConfig:
+def raft_config(config: ClusterConfig, node_id: NodeId, *, join: bool = False) -> RaftConfig:
+    """The core's configuration: the file's nodes are the bootstrap voters, used only
+    while the store holds no configuration; a joining node has none (it never
+    campaigns and waits for a leader to send it one)."""
     # One tick per heartbeat interval: the core counts ticks, the node owns time.
     election_ticks = max(2, config.election_timeout_ms // config.heartbeat_interval_ms)
+    nodes = () if join else config.nodes
     return RaftConfig(
         node_id=node_id,
-        voters=tuple(NodeId(n) for n in config.node_ids),
+        voters=tuple(NodeId(n.id) for n in nodes),
         election_ticks=election_ticks,
         heartbeat_ticks=1,
+        members=tuple(Member(NodeId(n.id), n.address, n.peer_address or "") for n in nodes),
     )
 
 
-def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> NodeState:
+def open_state(
+    config: ClusterConfig, node_id: NodeId, log: logging.Logger, *, join: bool = False
+) -> NodeState:
     """Open and reconcile the data directory (blocking; runs before serving)."""
     data_dir = config.node_data_dir(node_id)
     lock = DataDirLock(data_dir)
@@ -100,7 +107,7 @@ def open_state(config: ClusterConfig, node_id: NodeId, log: logging.Logger) -> N
             raise
         applied = Index(machine.last_applied)
         applied_term = log_store.term(applied)
-        core_config = raft_config(config, node_id)
+        core_config = raft_config(config, node_id, join=join)
         # New, or its store was lost: no vote for history it may have held;
         # the marker keeps a node that crashed while catching up waiting.
         no_entries = log_store.last_index() < log_store.first_index()

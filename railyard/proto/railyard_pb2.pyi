@@ -133,20 +133,29 @@ class Peer(_message.Message):
 
     CLUSTER_FIELD_NUMBER: _builtins.int
     NODE_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     """Every node-to-node request names its cluster and sender; a node refuses
     another cluster or an unknown node id with PERMISSION_DENIED.
     """
     node_id: _builtins.str
+    address: _builtins.str
+    """Where the sender takes calls and Raft messages: how a node that joins,
+    and knows no configuration yet, answers a leader it was never told of.
+    """
+    peer_address: _builtins.str
     def __init__(
         self,
         *,
         cluster: _builtins.str = ...,
         node_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        peer_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cluster", b"cluster", "node_id", b"node_id", "peer_address", b"peer_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -187,24 +196,83 @@ class SnapshotMeta(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     TERM_FIELD_NUMBER: _builtins.int
     VOTERS_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     term: _builtins.int
     @_builtins.property
     def voters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def membership(self) -> Global___MemberSet:
+        """The configuration at `index` with addresses and learners; unset for a
+        snapshot of a store written before configurations were logged.
+        """
+
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         term: _builtins.int = ...,
         voters: _abc.Iterable[_builtins.str] | None = ...,
+        membership: Global___MemberSet | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["membership", b"membership"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "term", b"term", "voters", b"voters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "membership", b"membership", "term", b"term", "voters", b"voters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnapshotMeta: _TypeAlias = SnapshotMeta  # noqa: Y015
+
+@_typing.final
+class MemberAddress(_message.Message):
+    """One server of a configuration: its id and where to reach it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    address: _builtins.str
+    peer_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        peer_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "peer_address", b"peer_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberAddress: _TypeAlias = MemberAddress  # noqa: Y015
+
+@_typing.final
+class MemberSet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOTERS_FIELD_NUMBER: _builtins.int
+    LEARNERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def voters(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberAddress]: ...
+    @_builtins.property
+    def learners(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberAddress]: ...
+    def __init__(
+        self,
+        *,
+        voters: _abc.Iterable[Global___MemberAddress] | None = ...,
+        learners: _abc.Iterable[Global___MemberAddress] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["learners", b"learners", "voters", b"voters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberSet: _TypeAlias = MemberSet  # noqa: Y015
 
 @_typing.final
 class RaftMessage(_message.Message):
@@ -912,6 +980,8 @@ class NodeStatus(_message.Message):
     APPLY_LAG_FIELD_NUMBER: _builtins.int
     PROPOSALS_PER_S_FIELD_NUMBER: _builtins.int
     DISK_FREE_BYTES_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    CONFIG_INDEX_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     node_id: _builtins.str
     address: _builtins.str
@@ -955,10 +1025,18 @@ class NodeStatus(_message.Message):
     """Entries this node learned were committed, per second over the last few seconds."""
     disk_free_bytes: _builtins.int
     """Free bytes on the data directory's file system; -1 when unknown."""
+    config_index: _builtins.int
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerProgress]: ...
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamInfo]: ...
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberInfo]:
+        """The committed configuration as this node knows it and the index of its
+        entry (0: the cluster file's, never changed); the leader fills in each
+        member's progress.
+        """
+
     def __init__(
         self,
         *,
@@ -988,14 +1066,198 @@ class NodeStatus(_message.Message):
         apply_lag: _builtins.int = ...,
         proposals_per_s: _builtins.float = ...,
         disk_free_bytes: _builtins.int = ...,
+        members: _abc.Iterable[Global___MemberInfo] | None = ...,
+        config_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "apply_lag", b"apply_lag", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "disk_free_bytes", b"disk_free_bytes", "fsync_p99_ms", b"fsync_p99_ms", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "node_id", b"node_id", "peers", b"peers", "proposals_per_s", b"proposals_per_s", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "apply_lag", b"apply_lag", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "config_index", b"config_index", "disk_free_bytes", b"disk_free_bytes", "fsync_p99_ms", b"fsync_p99_ms", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "members", b"members", "node_id", b"node_id", "peers", b"peers", "proposals_per_s", b"proposals_per_s", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
+
+@_typing.final
+class MemberInfo(_message.Message):
+    """A member of the committed configuration (`railyard member list`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    REACHABLE_FIELD_NUMBER: _builtins.int
+    MATCH_INDEX_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    address: _builtins.str
+    peer_address: _builtins.str
+    role: _builtins.str
+    """voter | learner"""
+    reachable: _builtins.bool
+    """the leader heard from it within an election timeout"""
+    match_index: _builtins.int
+    caught_up: _builtins.bool
+    """A learner whose promotion the leader would accept now (dissertation §4.2.1)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        peer_address: _builtins.str = ...,
+        role: _builtins.str = ...,
+        reachable: _builtins.bool = ...,
+        match_index: _builtins.int = ...,
+        caught_up: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "caught_up", b"caught_up", "id", b"id", "match_index", b"match_index", "peer_address", b"peer_address", "reachable", b"reachable", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberInfo: _TypeAlias = MemberInfo  # noqa: Y015
+
+@_typing.final
+class ListMembersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMembersRequest: _TypeAlias = ListMembersRequest  # noqa: Y015
+
+@_typing.final
+class ListMembersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_INDEX_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    LEADER_ID_FIELD_NUMBER: _builtins.int
+    LAST_INDEX_FIELD_NUMBER: _builtins.int
+    config_index: _builtins.int
+    leader_id: _builtins.str
+    last_index: _builtins.int
+    """the leader's last log index, for catch-up progress"""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberInfo]: ...
+    def __init__(
+        self,
+        *,
+        config_index: _builtins.int = ...,
+        members: _abc.Iterable[Global___MemberInfo] | None = ...,
+        leader_id: _builtins.str = ...,
+        last_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_index", b"config_index", "last_index", b"last_index", "leader_id", b"leader_id", "members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMembersResponse: _TypeAlias = ListMembersResponse  # noqa: Y015
+
+@_typing.final
+class AddMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    address: _builtins.str
+    peer_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        peer_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "peer_address", b"peer_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddMemberRequest: _TypeAlias = AddMemberRequest  # noqa: Y015
+
+@_typing.final
+class PromoteMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteMemberRequest: _TypeAlias = PromoteMemberRequest  # noqa: Y015
+
+@_typing.final
+class RemoveMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    force: _builtins.bool
+    """even if the voters left could not form a quorum of live nodes"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveMemberRequest: _TypeAlias = RemoveMemberRequest  # noqa: Y015
+
+@_typing.final
+class MemberChangeResponse(_message.Message):
+    """What a change did; `changed` false: the cluster already was as asked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    CONFIG_INDEX_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    config_index: _builtins.int
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberInfo]: ...
+    def __init__(
+        self,
+        *,
+        changed: _builtins.bool = ...,
+        config_index: _builtins.int = ...,
+        members: _abc.Iterable[Global___MemberInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "config_index", b"config_index", "members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberChangeResponse: _TypeAlias = MemberChangeResponse  # noqa: Y015
 
 @_typing.final
 class StatusRequest(_message.Message):

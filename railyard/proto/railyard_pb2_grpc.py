@@ -768,6 +768,26 @@ class ClusterStub:
                 request_serializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotRequest.SerializeToString,
                 response_deserializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotResponse.FromString,
                 _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/railyard.v1.Cluster/ListMembers',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/railyard.v1.Cluster/AddMember',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.PromoteMember = channel.unary_unary(
+                '/railyard.v1.Cluster/PromoteMember',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.PromoteMemberRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/railyard.v1.Cluster/RemoveMember',
+                request_serializer=railyard_dot_proto_dot_railyard__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -803,6 +823,30 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMembers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -830,6 +874,26 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.SaveSnapshot,
                     request_deserializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotRequest.FromString,
                     response_serializer=railyard_dot_proto_dot_railyard__pb2.SaveSnapshotResponse.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.ListMembersRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.AddMemberRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'PromoteMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteMember,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.PromoteMemberRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=railyard_dot_proto_dot_railyard__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -967,6 +1031,114 @@ class Cluster:
             '/railyard.v1.Cluster/SaveSnapshot',
             railyard_dot_proto_dot_railyard__pb2.SaveSnapshotRequest.SerializeToString,
             railyard_dot_proto_dot_railyard__pb2.SaveSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/railyard.v1.Cluster/ListMembers',
+            railyard_dot_proto_dot_railyard__pb2.ListMembersRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/railyard.v1.Cluster/AddMember',
+            railyard_dot_proto_dot_railyard__pb2.AddMemberRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/railyard.v1.Cluster/PromoteMember',
+            railyard_dot_proto_dot_railyard__pb2.PromoteMemberRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/railyard.v1.Cluster/RemoveMember',
+            railyard_dot_proto_dot_railyard__pb2.RemoveMemberRequest.SerializeToString,
+            railyard_dot_proto_dot_railyard__pb2.MemberChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -225,6 +225,10 @@ class ClusterStub:
     TransferLeadership: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.TransferLeadershipRequest, _railyard_pb2.TransferLeadershipResponse]
     ReadLog: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.ReadLogRequest, _railyard_pb2.ReadLogResponse]
     SaveSnapshot: _grpc.UnaryStreamMultiCallable[_railyard_pb2.SaveSnapshotRequest, _railyard_pb2.SaveSnapshotResponse]
+    ListMembers: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.ListMembersRequest, _railyard_pb2.ListMembersResponse]
+    AddMember: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.AddMemberRequest, _railyard_pb2.MemberChangeResponse]
+    PromoteMember: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.PromoteMemberRequest, _railyard_pb2.MemberChangeResponse]
+    RemoveMember: _grpc.UnaryUnaryMultiCallable[_railyard_pb2.RemoveMemberRequest, _railyard_pb2.MemberChangeResponse]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
@@ -234,6 +238,10 @@ class ClusterAsyncStub(ClusterStub):
     TransferLeadership: _aio.UnaryUnaryMultiCallable[_railyard_pb2.TransferLeadershipRequest, _railyard_pb2.TransferLeadershipResponse]  # type: ignore[assignment]
     ReadLog: _aio.UnaryUnaryMultiCallable[_railyard_pb2.ReadLogRequest, _railyard_pb2.ReadLogResponse]  # type: ignore[assignment]
     SaveSnapshot: _aio.UnaryStreamMultiCallable[_railyard_pb2.SaveSnapshotRequest, _railyard_pb2.SaveSnapshotResponse]  # type: ignore[assignment]
+    ListMembers: _aio.UnaryUnaryMultiCallable[_railyard_pb2.ListMembersRequest, _railyard_pb2.ListMembersResponse]  # type: ignore[assignment]
+    AddMember: _aio.UnaryUnaryMultiCallable[_railyard_pb2.AddMemberRequest, _railyard_pb2.MemberChangeResponse]  # type: ignore[assignment]
+    PromoteMember: _aio.UnaryUnaryMultiCallable[_railyard_pb2.PromoteMemberRequest, _railyard_pb2.MemberChangeResponse]  # type: ignore[assignment]
+    RemoveMember: _aio.UnaryUnaryMultiCallable[_railyard_pb2.RemoveMemberRequest, _railyard_pb2.MemberChangeResponse]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -270,5 +278,33 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         request: _railyard_pb2.SaveSnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_railyard_pb2.SaveSnapshotResponse], _abc.AsyncIterator[_railyard_pb2.SaveSnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMembers(
+        self,
+        request: _railyard_pb2.ListMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.ListMembersResponse, _abc.Awaitable[_railyard_pb2.ListMembersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AddMember(
+        self,
+        request: _railyard_pb2.AddMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.MemberChangeResponse, _abc.Awaitable[_railyard_pb2.MemberChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PromoteMember(
+        self,
+        request: _railyard_pb2.PromoteMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.MemberChangeResponse, _abc.Awaitable[_railyard_pb2.MemberChangeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveMember(
+        self,
+        request: _railyard_pb2.RemoveMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_railyard_pb2.MemberChangeResponse, _abc.Awaitable[_railyard_pb2.MemberChangeResponse]]: ...
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

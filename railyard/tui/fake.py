@@ -117,6 +117,17 @@ def demo_status(
         disk_free_bytes=(40 - index) << 30,
     )
     if is_leader:
+        for member_index, member_id in enumerate(DEMO_IDS):
+            # The last demo node is a learner still catching up.
+            learner = member_index == len(DEMO_IDS) - 1
+            status.members.add(
+                id=member_id,
+                address=DEMO_ENDPOINTS[member_index],
+                role="learner" if learner else "voter",
+                reachable=True,
+                match_index=commit - member_index * 3,
+            )
+        status.config_index = 1
         for peer_index, peer_id in enumerate(DEMO_IDS):
             if peer_id != node_id:
                 status.peers.add(

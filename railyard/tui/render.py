@@ -30,6 +30,7 @@ NODE_COLUMNS = (
     ("id", "id"),
     ("state", "state"),
     ("role", "role"),
+    ("member", "member"),
     ("term", "term"),
     ("leader", "leader"),
     ("commit", "commit"),
@@ -121,6 +122,21 @@ def summary(view: ClusterView, now: float, *, interval_s: float, paused: bool) -
     return line
 
 
+def member_text(view: ClusterView, node: NodeView) -> Cell:
+    """voter, learner with its catch-up (match/leader's last index), or - when the
+    leader's committed configuration does not list the node."""
+    leader = view.leader()
+    if leader is None or leader.status is None:
+        return MISSING
+    for member in leader.status.members:
+        if member.id == node.node_id:
+            if member.role == "learner":
+                progress = f"{count(member.match_index)}/{count(leader.status.last_log_index)}"
+                return Text(f"learner {progress}", style="yellow")
+            return Text(member.role)
+    return Text("-", style="dim")
+
+
 def node_cells(view: ClusterView, node: NodeView, now: float | None = None) -> dict[str, Cell]:
     """One nodes-table row; `now` None before the first render (no ages yet)."""
     status = node.status
@@ -131,6 +147,7 @@ def node_cells(view: ClusterView, node: NodeView, now: float | None = None) -> d
         "role": role_text(status, node.state),
         "address": Text(status.address if status and status.address else node.endpoint),
         "state": state_text(node.state),
+        "member": member_text(view, node),
     }
     if status is None:
         cells.update({key: MISSING for key in ("term", "leader", "commit", "applied")})

@@ -20,5 +20,7 @@ def run_dashboard(
 async def _run(endpoints: list[str], interval_s: float, tls: ClientTls | None) -> None:
     # The client's channels belong to this event loop, the one the app runs on.
     async with RailyardClient(endpoints, tls=tls) as client:
-        app = DashboardApp(ClientSource(client, endpoints), interval_s)
+        # Members added since the cluster file was written are shown too.
+        await client.discover_members()
+        app = DashboardApp(ClientSource(client, client.endpoints), interval_s)
         await app.run_async()

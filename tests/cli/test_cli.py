@@ -49,6 +49,8 @@ STATUS_KEYS = {
     "tls",
     "insecure",
     "cert_days_left",
+    "member",
+    "match_index",
 }
 
 
@@ -148,7 +150,17 @@ def test_create_put_get_describe(cli_cluster: LocalCluster) -> None:
 def test_status_json_shape_with_one_leader(cli_cluster: LocalCluster) -> None:
     cli_cluster.wait_for_leader()
     doc = json.loads(ok(cli(cli_cluster, "status", "-o", "json")))
-    assert set(doc) == {"cluster", "leader", "term", "security", "nodes"}
+    assert set(doc) == {
+        "cluster",
+        "leader",
+        "term",
+        "security",
+        "nodes",
+        "config_index",
+        "members",
+    }
+    assert [m["id"] for m in doc["members"]] == cli_cluster.node_ids
+    assert {n["member"] for n in doc["nodes"]} == {"voter"}
     assert doc["cluster"] == "cli"
     assert doc["security"] == "plaintext"  # loopback, no [tls]
     assert [n["id"] for n in doc["nodes"]] == cli_cluster.node_ids
@@ -207,7 +219,10 @@ def test_status_shows_an_unreachable_node_as_nulls(cli_cluster: LocalCluster) ->
         doc = json.loads(result.stdout)
         down = next(n for n in doc["nodes"] if n["id"] == victim)
         assert down["reachable"] is False
-        assert all(down[k] is None for k in STATUS_KEYS - {"id", "address", "reachable"})
+        # What the node would say is unknown; the leader still lists it as a member.
+        known = {"id", "address", "reachable", "member", "match_index"}
+        assert all(down[k] is None for k in STATUS_KEYS - known)
+        assert down["member"] in ("voter", None)  # None: no leader to ask
     finally:
         cli_cluster.start_node(victim)
         cli_cluster.wait_ready(victim)

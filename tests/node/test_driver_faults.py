@@ -89,7 +89,6 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     config = RaftConfig(node_id=ME, voters=(ME,), election_ticks=2)
     driver = Driver(
         node_id=ME,
-        voters=(ME,),
         core=RaftCore(config, random.Random(1)),
         log_store=store,
         snapshots=SnapshotStore(tmp_path / "snapshots"),

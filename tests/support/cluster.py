@@ -210,6 +210,8 @@ class LocalCluster:
         self.log_format = log_format
         self.env: dict[str, str] = dict(env or {})
         self.node_env: dict[str, dict[str, str]] = {nid: {} for nid in self.node_ids}
+        # More arguments of `node start` per node (e.g. --join for a node being added).
+        self.node_args: dict[str, list[str]] = {}
         self.cluster_table: dict[str, Any] = {
             "name": name,
             "data_dir": str(self.root / "data"),
@@ -280,6 +282,7 @@ class LocalCluster:
         env.setdefault("PYTHONUNBUFFERED", "1")
         log = open(self.log_dir / f"{node_id}.log", "ab")  # noqa: SIM115 - owned by the child
         command = [*node_command(self.config_path, node_id), "--log-level", self.log_level]
+        command += self.node_args.get(node_id, [])
         if self.log_format is not None:
             command += ["--log-format", self.log_format]
         try:

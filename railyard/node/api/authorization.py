@@ -6,7 +6,8 @@ Every RPC needs a role, the least that may make it (`REQUIRED_ROLES`):
   WatchStatus: `railyard top`), stream list/describe, health, reflection;
 - ``writer``: and put (PutRecord, PutRecords, PutRecordStream), stream create;
 - ``admin``: and stream delete, force-election (TransferLeadership), ReadLog,
-  snapshot save (SaveSnapshot), and any method not listed (what is added
+  snapshot save (SaveSnapshot), the membership RPCs (ListMembers, AddMember,
+  PromoteMember, RemoveMember), and any method not listed (what is added
   later is closed until named);
 - a member node: everything, and it alone may call the Raft service (a
   follower forwards its clients' calls, already checked, with its own
@@ -57,6 +58,10 @@ REQUIRED_ROLES: dict[str, str] = {
     f"/{CLUSTER}/ReadLog": ADMIN,
     # A backup holds every record of every stream.
     f"/{CLUSTER}/SaveSnapshot": ADMIN,
+    f"/{CLUSTER}/ListMembers": ADMIN,
+    f"/{CLUSTER}/AddMember": ADMIN,
+    f"/{CLUSTER}/PromoteMember": ADMIN,
+    f"/{CLUSTER}/RemoveMember": ADMIN,
 }
 READER_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 NODE_PREFIX = f"/{RAFT}/"
@@ -71,14 +76,17 @@ def required_role(method: str) -> str:
     return REQUIRED_ROLES.get(method, ADMIN)
 
 
-def refusal(identity: Identity | None, method: str, members: Collection[str]) -> str | None:
-    """Why `identity` may not call `method`, or None when it may."""
+def refusal(
+    identity: Identity | None, method: str, members: Collection[str], any_node: bool = False
+) -> str | None:
+    """Why `identity` may not call `method`, or None when it may; `any_node`: every
+    node certificate of the cluster's CA counts as a member's (a joining node's)."""
     needed = required_role(method)
     name = method.rsplit("/", 1)[-1]
     if identity is None:
         return f"{name} needs a client certificate with the {needed} role"
     if identity.node:
-        if identity.name in members:
+        if identity.name in members or any_node:
             return None
         return f"node {identity.name} is not a member of this cluster"
     if needed == NODE:
@@ -97,7 +105,9 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
     """Refuses, before its handler runs, every call its caller's role does not allow."""
 
     def __init__(self, members: Collection[str], log: logging.Logger) -> None:
+        # Replaced as the configuration changes (the node's `apply_membership`).
         self.members = frozenset(members)
+        self.any_node = False
         self.log = log
         self._logged: dict[tuple[str, str], float] = {}
 
@@ -115,7 +125,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
 
     async def _check(self, method: str, context: Any) -> None:
         identity = identity_of(context)
-        reason = refusal(identity, method, self.members)
+        reason = refusal(identity, method, self.members, self.any_node)
         if reason is None:
             return
         who = identity.describe() if identity is not None else "a caller without a certificate"

@@ -6,6 +6,8 @@ built and encoded per round for all subscribers (`status_feed.py`), each
 answer sent as those bytes (`WATCH_STATUS_METHOD` is registered to pass
 them through), at most `[limits] max_watch_subscribers` at once. `ReadLog` shows
 the most recent entries of this node's log, decoded enough to display.
+The membership RPCs (ListMembers, AddMember, PromoteMember, RemoveMember)
+live in `membership.py`; `Status` lists the committed configuration too.
 `TransferLeadership` moves leadership (Raft §3.10): the leader asks the core
 to transfer; a follower forwards the request to the leader; either way the
 answer comes once a new leader is known, or fails after a few election
@@ -25,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from railyard.node.api.commands import stream_info_to_pb
 from railyard.node.api.context import FORWARDED_KEY, Forwarder, NodeContext
+from railyard.node.api.membership import MembershipRpcs, member_infos
 from railyard.node.api.status_codes import (
     ServiceError,
     abort,
@@ -107,6 +110,7 @@ class ClusterService(pb_grpc.ClusterServicer):
         self.addresses = node.addresses
         self.forwarder = forwarder
         self.feed = StatusFeed(self._encoded_status)
+        self.members = MembershipRpcs(node, forwarder)
 
     async def status(self) -> pb.NodeStatus:
         core = self.driver.status()
@@ -142,6 +146,9 @@ class ClusterService(pb_grpc.ClusterServicer):
             cert_days_left=self.node.tls.days_left() if self.node.tls is not None else 0,
         )
         self._add_figures(status, core.commit_index, now)
+        config_index, membership = self.driver.core.committed_membership()
+        status.config_index = config_index
+        status.members.extend(member_infos(core, membership, self.node.node_id))
         metrics = self.driver.metrics
         for peer_id, progress in sorted(core.progress.items()):
             if peer_id == self.node.node_id:
@@ -190,6 +197,34 @@ class ClusterService(pb_grpc.ClusterServicer):
             if error is None:
                 raise
             await abort(context, error, self.addresses)
+
+    @rpc
+    async def ListMembers(
+        self, request: pb.ListMembersRequest, context: Any
+    ) -> pb.ListMembersResponse:
+        response: pb.ListMembersResponse = await self.members.list_members(request, context)
+        return response
+
+    @rpc
+    async def AddMember(
+        self, request: pb.AddMemberRequest, context: Any
+    ) -> pb.MemberChangeResponse:
+        response: pb.MemberChangeResponse = await self.members.add_member(request, context)
+        return response
+
+    @rpc
+    async def PromoteMember(
+        self, request: pb.PromoteMemberRequest, context: Any
+    ) -> pb.MemberChangeResponse:
+        response: pb.MemberChangeResponse = await self.members.promote_member(request, context)
+        return response
+
+    @rpc
+    async def RemoveMember(
+        self, request: pb.RemoveMemberRequest, context: Any
+    ) -> pb.MemberChangeResponse:
+        response: pb.MemberChangeResponse = await self.members.remove_member(request, context)
+        return response
 
     @rpc
     async def ReadLog(self, request: pb.ReadLogRequest, context: Any) -> pb.ReadLogResponse:

@@ -19,7 +19,8 @@ The mapping, once:
 - a `[limits]` value reached (streams in the cluster, calls or puts at once)
   -> RESOURCE_EXHAUSTED naming the limit, its value and the key to raise;
 - a producer sequence older than the producer's last -> FAILED_PRECONDITION
-  (the request was applied before; its result is no longer remembered).
+  (the request was applied before; its result is no longer remembered);
+- a membership change the leader refuses (`ConfChangeError`) -> FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import grpc
 
 from railyard.node.driver import LeadershipLost, NodeStopped
 from railyard.node.driver.disk_space import DiskFull
-from railyard.raft import NodeId, NotLeader, ProposalDropped
+from railyard.raft import ConfChangeError, NodeId, NotLeader, ProposalDropped
 from railyard.storage import CorruptStore
 from railyard.streams import (
     Appended,
@@ -166,6 +167,8 @@ def exception_error(exc: BaseException) -> ServiceError | None:
         return unavailable(str(exc), None)
     if isinstance(exc, TimeoutError):
         return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer within the deadline")
+    if isinstance(exc, ConfChangeError):
+        return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     return None
 
 

@@ -83,6 +83,7 @@ from railyard.raft import (
     CoreStatus,
     Entry,
     Index,
+    Membership,
     Message,
     MessageType,
     NodeId,
@@ -118,7 +119,6 @@ class Driver:
         self,
         *,
         node_id: NodeId,
-        voters: tuple[NodeId, ...],
         core: RaftCore,
         log_store: LogStore,
         snapshots: SnapshotStore,
@@ -132,8 +132,12 @@ class Driver:
         log: logging.Logger,
         data_dir: Path | None = None,
         metrics: NodeMetrics | None = None,
+        on_membership: Callable[[Membership], None] | None = None,
     ) -> None:
         self.node_id = node_id
+        # Told the configuration in force each time it changes or commits.
+        self.on_membership = on_membership
+        self._committed_config_index = Index(0)
         self.core = core
         self.log_store = log_store
         self.machine = machine
@@ -165,7 +169,7 @@ class Driver:
             driver=self,
             # Looked up at each call: `_restart_core` may have replaced the core.
             compact_core=lambda meta: self.core.compact(meta),
-            voters=voters,
+            snapshot_meta=lambda index: self.core.snapshot_meta(index),
             snapshots=snapshots,
             machine=machine,
             log_store=log_store,
@@ -351,6 +355,13 @@ class Driver:
             self._on_soft_state(ready.soft_state)
         if ready.snapshot is not None:
             await self._install_snapshot(ready.snapshot)
+        if self.on_membership is not None:
+            committed_at = self.core.committed_membership()[0]
+            if ready.membership is not None or committed_at != self._committed_config_index:
+                # Before sending: a message may be for a member just added. A
+                # commit matters too: a removed member is let go only then.
+                self._committed_config_index = committed_at
+                self.on_membership(self.core.membership)
         if ready.messages:
             self.outbox.send(ready.messages)
         committed = ready.committed_entries
@@ -382,7 +393,7 @@ class Driver:
             self.outbox.send(ready.persisted_messages)
         self.reads.on_read_states(ready.read_states)
         self.reads.serve(self.applied)
-        self.snapshotter.maybe_snapshot(self._tg, self.applied, self.applied_term)
+        self.snapshotter.maybe_snapshot(self._tg, self.applied)
 
     def _on_soft_state(self, soft: SoftState) -> None:
         previous = self.soft_state

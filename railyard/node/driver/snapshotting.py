@@ -45,7 +45,7 @@ from typing import Any, Protocol, TypeVar
 from railyard.node.driver.disk_space import DISK_WARNING_INTERVAL_S, DiskGuard, is_disk_full
 from railyard.node.driver.fatal import FatalError
 from railyard.node.observability import event
-from railyard.raft import NO_INDEX, Index, NodeId, SnapshotMeta, Term
+from railyard.raft import NO_INDEX, Index, SnapshotMeta, Term
 from railyard.storage import LogStore, SnapshotReceiver, SnapshotStore
 from railyard.streams import FrozenState, StreamsMachine
 
@@ -84,7 +84,7 @@ class Snapshotter:
         *,
         driver: DriverCalls,
         compact_core: Callable[[SnapshotMeta], None],
-        voters: tuple[NodeId, ...],
+        snapshot_meta: Callable[[Index], SnapshotMeta],
         snapshots: SnapshotStore,
         machine: StreamsMachine,
         log_store: LogStore,
@@ -96,7 +96,9 @@ class Snapshotter:
     ) -> None:
         self.driver = driver
         self.compact_core = compact_core
-        self.voters = voters
+        # The core's metadata, with the configuration in force at the index,
+        # so a snapshot carries the membership to whoever installs it.
+        self.snapshot_meta = snapshot_meta
         self.snapshots = snapshots
         self.machine = machine
         self.log_store = log_store
@@ -124,14 +126,12 @@ class Snapshotter:
         """Count `size` bytes of entry data applied (towards SNAPSHOT_EVERY_BYTES)."""
         self._bytes_since_snapshot += size
 
-    def maybe_snapshot(
-        self, tg: asyncio.TaskGroup | None, applied: Index, applied_term: Term
-    ) -> None:
+    def maybe_snapshot(self, tg: asyncio.TaskGroup | None, applied: Index) -> None:
         """Every `snapshot_every` entries or `SNAPSHOT_EVERY_BYTES` applied: snapshot, compact.
 
-        Called on the driver's loop between two applies, with the index and
-        term of the last applied entry; the copy and the compaction run in
-        a task of `tg`.
+        Called on the driver's loop between two applies, with the index of
+        the last applied entry; the copy and the compaction run in a task of
+        `tg`.
         """
         if self._task is not None or tg is None:
             return
@@ -145,7 +145,7 @@ class Snapshotter:
         ):
             return
         self._bytes_since_snapshot = 0
-        meta = SnapshotMeta(applied, applied_term, self.voters)
+        meta = self.snapshot_meta(applied)
         try:
             # Frozen here, between two applies: exactly the state at `meta.index`.
             frozen = self.machine.freeze()

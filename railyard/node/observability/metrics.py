@@ -313,9 +313,12 @@ class NodeMetrics:
         self._heartbeat_sent_at: dict[str, float] = {}
         self.registry: CollectorRegistry | None = None
         self._families: list[_Family] = []
-        self._peers: dict[str, PeerInstruments] = {
-            p: PeerInstruments(_NOOP, _NOOP, _NOOP, _NOOP) for p in peers
-        }
+        self._peers: dict[str, PeerInstruments] = {}
+        self._make_peer: Callable[[str], PeerInstruments] = lambda p: PeerInstruments(
+            _NOOP, _NOOP, _NOOP, _NOOP
+        )
+        for p in peers:
+            self.add_peer(p)
         self._fsync: _Observe = _NOOP
         self._apply: _Observe = _NOOP
         self._snapshot: _Observe = _NOOP
@@ -408,13 +411,13 @@ class NodeMetrics:
             ("peer",),
             ROUND_TRIP_BUCKETS,
         )
-        # Every peer's series exists from the start, at zero.
-        self._peers = {
-            p: PeerInstruments(
-                sent.counter(p), received.counter(p), failures.counter(p), round_trip.histogram(p)
-            )
-            for p in peers
-        }
+        # Every peer's series exists from the start (or from its joining), at zero.
+        self._make_peer = lambda p: PeerInstruments(
+            sent.counter(p), received.counter(p), failures.counter(p), round_trip.histogram(p)
+        )
+        self._peers = {}
+        for p in peers:
+            self.add_peer(p)
         self.grpc_requests = self._family(
             "railyard_grpc_requests",
             "gRPC calls served, by method and status code.",
@@ -438,7 +441,14 @@ class NodeMetrics:
     # ------------------------------------------------------------ events
 
     def peer(self, peer_id: str) -> PeerInstruments:
+        if peer_id not in self._peers:
+            self.add_peer(peer_id)  # an accepted sender not linked yet (a joining node's leader)
         return self._peers[peer_id]
+
+    def add_peer(self, peer_id: str) -> None:
+        """Count traffic with `peer_id` too (a member added since the node started)."""
+        if peer_id not in self._peers:
+            self._peers[peer_id] = self._make_peer(peer_id)
 
     def observe_fsync(self, seconds: float) -> None:
         """A log save finished (reported on the event loop)."""

@@ -16,6 +16,8 @@ from railyard.raft import (
     Entry,
     EntryKind,
     Index,
+    Member,
+    Membership,
     Message,
     MessageType,
     NodeId,
@@ -63,13 +65,46 @@ def envelope_sender(env: pb.RaftEnvelope | pb.SnapshotChunk) -> pb.Peer:
     return sender
 
 
+def member_to_pb(member: Member) -> pb.MemberAddress:
+    return pb.MemberAddress(
+        id=member.node_id, address=member.address, peer_address=member.peer_address
+    )
+
+
+def membership_to_pb(membership: Membership) -> pb.MemberSet:
+    return pb.MemberSet(
+        voters=[member_to_pb(m) for m in membership.voters],
+        learners=[member_to_pb(m) for m in membership.learners],
+    )
+
+
+def membership_from_pb(m: pb.MemberSet) -> Membership:
+    """The configuration a peer sent; ValueError if an id is listed twice."""
+
+    def members(items: Any) -> tuple[Member, ...]:
+        return tuple(Member(NodeId(i.id), i.address, i.peer_address) for i in items)
+
+    membership = Membership(members(m.voters), members(m.learners))
+    ids = membership.voter_ids + membership.learner_ids
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"a member is listed twice in a snapshot's configuration: {ids}")
+    return membership
+
+
 def snapshot_meta_to_pb(meta: SnapshotMeta) -> pb.SnapshotMeta:
-    return pb.SnapshotMeta(index=meta.index, term=meta.term, voters=list(meta.voters))
+    out = pb.SnapshotMeta(index=meta.index, term=meta.term, voters=list(meta.voters))
+    if meta.membership is not None:
+        out.membership.CopyFrom(membership_to_pb(meta.membership))
+    return out
 
 
 def snapshot_meta_from_pb(m: pb.SnapshotMeta) -> SnapshotMeta:
+    """ValueError (a bad request) when the configuration contradicts `voters`."""
     return SnapshotMeta(
-        index=Index(m.index), term=Term(m.term), voters=tuple(NodeId(v) for v in m.voters)
+        index=Index(m.index),
+        term=Term(m.term),
+        voters=tuple(NodeId(v) for v in m.voters),
+        membership=membership_from_pb(m.membership) if m.HasField("membership") else None,
     )
 
 

@@ -1,7 +1,10 @@
 """Inbound Raft RPCs: check the sender, hand its messages to the driver.
 
-`RaftService` checks that every request names this cluster and a known node
-(else PERMISSION_DENIED, logged at most every few seconds per sender) and
+`RaftService` checks that every request names this cluster and a member of
+the configuration in force (`set_members`; a node joining with no
+configuration yet takes any node of its cluster, as it waits to be contacted
+by a leader it cannot know) (else PERMISSION_DENIED, logged at most every
+few seconds per sender) and
 hands the messages to the driver. `Pipe` is the gRPC fast path: one
 long-lived stream per peer, read until the peer closes it; peers with a
 `peer_address` send over TCP instead, and `tcp.PeerListener` hands
@@ -76,6 +79,10 @@ class RaftService(pb_grpc.RaftServicer):
         self.last_heard = last_heard if last_heard is not None else {}
         self.node_id = node_id
         self.peers = frozenset(peers)
+        self.joining = False
+        # A joining node was sent messages by a node it has no link to: its
+        # addresses (from the envelope) let the node answer it.
+        self.on_new_sender: Callable[[pb.Peer], None] | None = None
         self.local = pb.Peer(cluster=cluster, node_id=node_id)
         self.driver = driver
         self.snapshots = snapshots
@@ -89,12 +96,17 @@ class RaftService(pb_grpc.RaftServicer):
                 f"node {self.node_id} of cluster {self.cluster!r} refuses node "
                 f"{sender.node_id!r} of cluster {sender.cluster!r}"
             )
-        if sender.node_id not in self.peers:
+        if sender.node_id not in self.peers and not self.joining:
             return (
                 f"node {self.node_id} of cluster {self.cluster!r} refuses unknown node "
                 f"{sender.node_id!r}"
             )
         return None
+
+    def set_members(self, peers: Sequence[NodeId], joining: bool) -> None:
+        """Take messages from `peers` only; `joining`: from any node of the cluster."""
+        self.peers = frozenset(peers)
+        self.joining = joining
 
     def refusal(self, sender: pb.Peer) -> str | None:
         """Why messages from `sender` are refused (logged now and then), or None."""
@@ -152,6 +164,8 @@ class RaftService(pb_grpc.RaftServicer):
         on is delivered), or None.
         """
         self.last_heard[sender.node_id] = time.monotonic()
+        if self.joining and sender.node_id not in self.peers and self.on_new_sender is not None:
+            self.on_new_sender(sender)
         for m in messages:
             try:
                 msg = message_from_pb(m)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -433,10 +433,22 @@ class PeerLink:
 
 
 class Transport:
-    """All outbound links; the driver's outbox."""
+    """All outbound links; the driver's outbox.
 
-    def __init__(self, links: Sequence[PeerLink]) -> None:
+    The configuration decides the links (`set_members`): a member added
+    gets a link at once, one removed (or moved to other addresses) has its
+    link stopped and closed.
+    """
+
+    def __init__(
+        self,
+        links: Sequence[PeerLink],
+        make_link: Callable[[NodeId, str, str | None], PeerLink] | None = None,
+    ) -> None:
         self.links = {link.peer_id: link for link in links}
+        self.make_link = make_link
+        self._tasks: dict[NodeId, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
 
     def send(self, messages: Sequence[Message]) -> None:
         for m in messages:
@@ -444,10 +456,37 @@ class Transport:
             if link is not None:
                 link.send(m)
 
+    def set_members(self, wanted: Mapping[NodeId, tuple[str, str | None]]) -> None:
+        """Link exactly the peers of `wanted` (id -> address, peer_address)."""
+        for peer_id, link in list(self.links.items()):
+            if wanted.get(peer_id) != (link.address, link.peer_address):
+                self._drop(peer_id)
+        for peer_id, (address, peer_address) in wanted.items():
+            if peer_id in self.links or self.make_link is None:
+                continue
+            link = self.make_link(peer_id, address, peer_address)
+            self.links[peer_id] = link
+            if self._tg is not None:
+                self._tasks[peer_id] = self._tg.create_task(link.run())
+
+    def _drop(self, peer_id: NodeId) -> None:
+        link = self.links.pop(peer_id)
+        task = self._tasks.pop(peer_id, None)
+        if task is not None:
+            task.cancel()
+        if self._tg is not None:
+            self._tg.create_task(link.close())
+
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            for link in self.links.values():
-                tg.create_task(link.run())
+            self._tg = tg
+            for peer_id, link in self.links.items():
+                self._tasks[peer_id] = tg.create_task(link.run())
+            try:
+                # Links come and go with the configuration: the group lives on.
+                await asyncio.Event().wait()
+            finally:
+                self._tg = None
 
     async def close(self) -> None:
         for link in self.links.values():
