@@ -151,6 +151,7 @@ def client(
 @cert_app.command(
     "node",
     epilog=examples(
+        "railyard cert node n4 --host 127.0.0.1 -c configs/tls.toml",
         "railyard cert node n4 --host 10.0.0.4 --host n4.internal --dir certs",
     ),
 )
@@ -160,17 +161,25 @@ def node(
         list[str],
         typer.Option(
             "--host",
+            metavar="HOST",
             help="A name or address clients and peers dial it at (repeat).",
             show_default=False,
         ),
     ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Cluster file (finds certs/ beside it).", dir_okay=False
+        ),
+    ] = None,
     directory: DirOption = None,
     days: DaysOption = DEFAULT_CERT_DAYS,
 ) -> None:
     """Sign a certificate for a node added later (ID.pem and ID.key)."""
     with errors_end_cleanly():
         _check_name(node_id, "ID")
-        where = _directory(directory, None)
+        cluster = load_config(config) if config is not None else None
+        where = _directory(directory, cluster)
         issued = issue_node(load_authority(where), node_id, hosts, days=days)
         cert_path, key_path = save(where, node_id, issued)
         print(f"wrote {cert_path} and {key_path}")

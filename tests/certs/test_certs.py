@@ -154,3 +154,13 @@ def test_client_tls_flags_that_do_not_fit_are_one_line_errors(tmp_path: Path) ->
         1,
         f"error: {certs / 'n1.key'}: expected a PEM CA certificate",
     )
+
+
+def test_cert_node_finds_the_ca_beside_the_cluster_file(tmp_path: Path) -> None:
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(CLUSTER)
+    assert cli("cert", "init", "-c", str(cluster))[0] == 0
+    code, output = cli("cert", "node", "n4", "--host", "127.0.0.1", "-c", str(cluster))
+    assert code == 0, output
+    cert = x509.load_pem_x509_certificate((tmp_path / "certs" / "n4.pem").read_bytes())
+    cert.verify_directly_issued_by(load_authority(tmp_path / "certs").cert)
