@@ -193,7 +193,8 @@ def with_node(
     if not join and not (cluster.data_dir / node_id).is_dir():
         fail(
             f"{node_id} is not in {cluster.source_name} and has no data directory: "
-            "start a new node with --join, then `railyard member add` it"
+            "start a new node with --join, then `railyard member add` it; to bring back "
+            f"a member that lost its data, list it in {cluster.source_name} first"
         )
     node = NodeConfig(id=node_id, address=address, peer_address=peer_address)
     return dataclasses.replace(cluster, nodes=(*cluster.nodes, node))
@@ -231,8 +232,8 @@ async def refuse_join_of_voter(cluster: ClusterConfig, node_id: str) -> None:
             fail(
                 f"cannot join: {node_id} is already a voter of cluster {cluster.name} holding "
                 f"entries up to {member.match_index}, and its data directory {data_dir} is "
-                f"empty; remove it first (`railyard member remove {node_id}`), or start it "
-                "without --join to rejoin by snapshot"
+                f"empty; remove it first (`railyard member remove {node_id}`), or list it in "
+                f"{cluster.source_name} and start it without --join to rejoin by snapshot"
             )
 
 

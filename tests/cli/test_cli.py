@@ -267,6 +267,16 @@ def test_malformed_cluster_files_fail_with_file_and_key(tmp_path: Path) -> None:
     assert_one_line_error(result, str(dup), "nodes[1].id", "duplicate")
 
 
+def test_an_unlisted_node_without_data_or_join_is_told_both_ways_out(tmp_path: Path) -> None:
+    cluster = tmp_path / "c.toml"
+    cluster.write_text('[[nodes]]\nid = "a"\naddress = "127.0.0.1:1"\n')
+    address = ["--address", "127.0.0.1:2"]
+    result = CliRunner().invoke(app, ["node", "start", "-c", str(cluster), "--id", "b", *address])
+    # Not only --join: a member that lost its data comes back once the file lists it.
+    assert_one_line_error(result, "start a new node with --join", f"list it in {cluster}")
+    assert not (tmp_path / "data").exists()
+
+
 def test_node_start_with_an_unknown_id_fails_in_a_real_process(cli_cluster: LocalCluster) -> None:
     done = railyard("node", "start", "-c", str(cli_cluster.config_path), "--id", "n9")
     assert done.returncode == 1
