@@ -117,5 +117,9 @@ def test_the_safe_default_refuses_plaintext_on_a_wildcard_listen_address(
     with caplog.at_level(logging.ERROR, logger="test-listen"):
         assert refuse_plaintext(load_text(tmp_path, text), "n1", log) is True
     assert "0.0.0.0:7001 is not a loopback address" in caplog.text
+    both = text + 'peer_address = "127.0.0.1:8001"\npeer_listen_address = "0.0.0.0:8001"\n'
+    with caplog.at_level(logging.ERROR, logger="test-listen"):
+        assert refuse_plaintext(load_text(tmp_path, both), "n1", log) is True
+    assert "0.0.0.0:7001, 0.0.0.0:8001 are not loopback addresses" in caplog.text
     allowed = load_text(tmp_path, "[cluster]\ninsecure = true\n" + text)
     assert refuse_plaintext(allowed, "n1", log) is False

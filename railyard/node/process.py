@@ -108,11 +108,11 @@ def refuse_plaintext(config: ClusterConfig, node_id: str, log: logging.Logger) -
     exposed = config.exposed_addresses(node_id)
     if exposed and not config.insecure:
         log.error(
-            "cannot start: %s %s not a loopback address and %s has no [tls] table: anyone "
+            "cannot start: %s %s and %s has no [tls] table: anyone "
             "who reaches it could read and write; secure the cluster (`railyard cert init -c "
             "FILE`, README 'Securing a cluster') or set insecure = true in [cluster]",
             ", ".join(exposed),
-            "is" if len(exposed) == 1 else "are",
+            "is not a loopback address" if len(exposed) == 1 else "are not loopback addresses",
             config.source_name,
         )
         return True
