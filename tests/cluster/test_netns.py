@@ -5,7 +5,9 @@ its namespace's address; the test, in its own namespace, reaches them over
 a bridge as a client on another host would. A record put through one node
 is read from another; then one node's "machine" is taken away (its
 namespace deleted) and a new one brought up under the same advertised
-address: the cluster finds it again and it catches up.
+address: the cluster finds it again and it catches up. Then the membership
+changes there: a fourth machine, which the cluster file does not list, joins
+with `--join` and is added as a voter, and an original node is removed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from tests.support.netns import NetnsCluster, unavailable_reason
 
 NODES = ["n1", "n2", "n3"]
+JOINER = "n4"
 CATCH_UP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.2
 
@@ -52,7 +55,23 @@ def _get(cluster: NetnsCluster, node_id: str, *extra: str) -> list[tuple[str, in
     ]
 
 
-def test_nodes_in_separate_namespaces_form_a_cluster_and_find_a_moved_node_again(
+def _wait_for_records(cluster: NetnsCluster, node_id: str, expected: list[tuple[str, int]]) -> None:
+    """`node_id` serves `expected` (a stale read: what it holds itself)."""
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    records: list[tuple[str, int]] = []
+    while time.monotonic() < deadline:
+        records = _get(cluster, node_id, "--stale")
+        if len(records) >= len(expected):
+            break
+        time.sleep(POLL_INTERVAL_S)
+    assert records == expected, cluster.log(node_id)[-4000:]
+
+
+def _roles(listing: dict[str, list[dict[str, str]]]) -> dict[str, str]:
+    return {member["id"]: member["role"] for member in listing["members"]}
+
+
+def test_nodes_in_separate_namespaces_find_a_moved_node_and_change_membership(
     netns_cluster: NetnsCluster,
 ) -> None:
     cluster = netns_cluster
@@ -73,13 +92,43 @@ def test_nodes_in_separate_namespaces_form_a_cluster_and_find_a_moved_node_again
     assert cluster.add_host(moved, address) == address
     cluster.start_node(moved)
     cluster.wait_ready(moved)
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    records: list[tuple[str, int]] = []
-    while time.monotonic() < deadline:
-        records = _get(cluster, moved, "--stale")
-        if len(records) == 2:
-            break
-        time.sleep(POLL_INTERVAL_S)
-    assert records == [("hello", 1), ("while-away", 2)], cluster.log(moved)[-4000:]
+    _wait_for_records(cluster, moved, [("hello", 1), ("while-away", 2)])
     status = cluster.status(moved)
     assert status is not None and status.leader_id, "the moved node knows the leader"
+
+    # A fourth machine joins: the file does not list it, its addresses are its own.
+    cluster.add_host(JOINER)
+    addresses = (
+        "--address",
+        cluster.address(JOINER),
+        "--peer-address",
+        cluster.peer_address(JOINER),
+    )
+    cluster.start_node(JOINER, "--join", *addresses)
+    cluster.wait_ready(JOINER)
+    added = cluster.cli("member", "add", JOINER, *addresses, "--wait", "30s", "-o", "json")
+    assert added.returncode == 0, added.stderr + cluster.log(JOINER)[-4000:]
+    assert json.loads(added.stdout)["changed"] is True
+    listed = cluster.cli("member", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    listing = json.loads(listed.stdout)
+    assert _roles(listing) == dict.fromkeys([*NODES, JOINER], "voter")
+    joiner = next(m for m in listing["members"] if m["id"] == JOINER)
+    assert (joiner["address"], joiner["peer_address"]) == (
+        cluster.address(JOINER),
+        cluster.peer_address(JOINER),
+    )
+    _wait_for_records(cluster, JOINER, [("hello", 1), ("while-away", 2)])
+
+    # An original node is retired. Then it and `moved` stop: the leader and the
+    # joiner are a quorum of the new three voters only, not of the old four.
+    removed = cluster.cli("member", "remove", follower, "-o", "json")
+    assert removed.returncode == 0, removed.stderr
+    removal = json.loads(removed.stdout)
+    assert removal["changed"] is True
+    assert _roles(removal) == dict.fromkeys([leader, moved, JOINER], "voter")
+    cluster.stop_node(follower)
+    cluster.stop_node(moved)
+    put = cluster.cli("put", "s", "after-remove", "--endpoints", cluster.address(JOINER))
+    assert put.returncode == 0, put.stderr + cluster.log(leader)[-4000:]
+    _wait_for_records(cluster, JOINER, [("hello", 1), ("while-away", 2), ("after-remove", 3)])

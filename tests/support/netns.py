@@ -136,6 +136,9 @@ class NetnsCluster:
     def address(self, node_id: str) -> str:
         return f"{self.hosts[node_id]}:{API_PORT}"
 
+    def peer_address(self, node_id: str) -> str:
+        return f"{self.hosts[node_id]}:{PEER_PORT}"
+
     def write_config(self, node_ids: list[str] | None = None) -> None:
         """The cluster file: each node binds 0.0.0.0 and advertises its namespace's address."""
         lines = [
@@ -148,13 +151,12 @@ class NetnsCluster:
             "insecure = true",
         ]
         for node_id in node_ids if node_ids is not None else list(self.hosts):
-            host = self.hosts[node_id]
             lines += [
                 "",
                 "[[nodes]]",
                 f'id = "{node_id}"',
-                f'address = "{host}:{API_PORT}"',
-                f'peer_address = "{host}:{PEER_PORT}"',
+                f'address = "{self.address(node_id)}"',
+                f'peer_address = "{self.peer_address(node_id)}"',
                 f'listen_address = "0.0.0.0:{API_PORT}"',
                 f'peer_listen_address = "0.0.0.0:{PEER_PORT}"',
             ]

@@ -85,24 +85,33 @@ class Forwarder:
 
     def __init__(self, node: NodeContext) -> None:
         self.node = node
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        # node id -> (the address dialled, its channel)
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._retired: list[grpc.aio.Channel] = []
 
     def channel(self, node_id: str) -> grpc.aio.Channel:
-        if node_id not in self._channels:
-            address = self.node.addresses[node_id]
-            tls = self.node.tls
-            # With TLS the leader checks this node's own certificate (a node may forward).
-            self._channels[node_id] = (
-                grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-                if tls is None
-                else grpc.aio.secure_channel(
-                    address, tls.channel_credentials(), options=CHANNEL_OPTIONS
-                )
+        address = self.node.addresses[node_id]
+        cached = self._channels.get(node_id)
+        if cached is not None and cached[0] == address:
+            return cached[1]
+        if cached is not None:
+            # A member removed and added again at a new address: the old
+            # channel would go on dialling the old one. Calls still on it finish.
+            self._retired.append(cached[1])
+        tls = self.node.tls
+        # With TLS the leader checks this node's own certificate (a node may forward).
+        channel = (
+            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if tls is None
+            else grpc.aio.secure_channel(
+                address, tls.channel_credentials(), options=CHANNEL_OPTIONS
             )
-        return self._channels[node_id]
+        )
+        self._channels[node_id] = (address, channel)
+        return channel
 
     async def close(self) -> None:
-        for ch in self._channels.values():
+        for ch in [*(ch for _, ch in self._channels.values()), *self._retired]:
             await ch.close(grace=None)
 
     async def forward(
