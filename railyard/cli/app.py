@@ -7,8 +7,6 @@ railyard.cli.common for the exit-code and error rules.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -51,6 +49,10 @@ app = typer.Typer(
 
 
 def _version() -> str:
+    # importlib.metadata is slow to import: only --version pays for it.
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
     try:
         return package_version("railyard")
     except PackageNotFoundError:  # run from a source tree that was never installed

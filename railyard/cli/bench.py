@@ -17,8 +17,6 @@ from functools import partial
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from railyard.cli.common import (
     CacertOption,
@@ -126,6 +124,10 @@ async def _with_progress(
     Ctrl-C (SIGINT) stops the work and returns normally, noting it in
     `interrupt`, so the caller reports what was measured until then.
     """
+    # rich is loaded for the bar only, not by every command of the program.
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     interrupt = interrupt or _Interrupt()
     loop = asyncio.get_running_loop()
     console = Console(stderr=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -38,7 +38,11 @@ from railyard.cli.common import (
 )
 from railyard.cli.units import parse_duration_ms
 from railyard.proto import railyard_pb2 as pb
-from railyard.storage import BackupHeader, BackupWriter, StorageError
+
+if TYPE_CHECKING:
+    # The storage ring (and the Raft core under it) loads only when a backup is
+    # made or restored, not for every command of the program.
+    from railyard.storage import BackupHeader, BackupWriter
 
 # A backup this large shows its progress on stderr; a small one is over at once.
 PROGRESS_MIN_BYTES = 8 << 20
@@ -85,6 +89,8 @@ class _FileSink:
 
 
 def header_of(header: pb.BackupHeader) -> BackupHeader:
+    from railyard.storage import BackupHeader
+
     return BackupHeader(
         index=header.index,
         term=header.term,
@@ -154,6 +160,8 @@ def save(
             fail(f"{file}: is a directory; expected the path of the backup file to write")
         if not file.parent.is_dir():
             fail(f"{file.parent}: no such directory; create it or write the backup elsewhere")
+        from railyard.storage import BackupWriter
+
         target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
         with BackupWriter(file) as writer:
             async with target.client(timeout_s=timeout_s) as client:
@@ -193,6 +201,7 @@ def restore(
     and a data directory that is not empty.
     """
     from railyard.node.restore import RestoreRefused, restore_backup
+    from railyard.storage import StorageError
 
     with errors_end_cleanly():
         cluster = resolve_config(config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -36,6 +37,8 @@ HEADER_BYTES = 32
 PUT_DEADLINE_S = 30.0
 READ_DEADLINE_S = 10.0
 SAMPLE_INTERVAL_S = 0.5
+# Streams read back at once afterwards.
+READERS = 4
 
 
 @pytest.fixture
@@ -135,8 +138,12 @@ def test_maximum_size_load_changes_no_leader(cluster: LocalCluster) -> None:
     failures = [f for w in writers for f in w.failures]
     assert not failures, failures[:5]
     assert acknowledged >= WRITERS, "the load never got going"
+    # One reader per stream at once: the node serves one while the test parses another.
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        read = pool.map(lambda w: read_headers(cluster, leader, w.stream), writers)
+        stored = dict(zip((w.stream for w in writers), read, strict=True))
     for w in writers:
-        headers = read_headers(cluster, leader, w.stream)
+        headers = stored[w.stream]
         for first, batch in w.acknowledged:
             for position in range(RECORDS_PER_BATCH):
                 expected = record(w.index, batch, position)[:HEADER_BYTES]
