@@ -57,8 +57,13 @@ def test_leader_killed_during_puts_loses_and_duplicates_nothing(cluster: LocalCl
     assert read_all(cluster, leader, "events") == expected
 
 
-def test_follower_restarted_after_compaction_catches_up_by_snapshot(tmp_path: Path) -> None:
-    c = LocalCluster(tmp_path, snapshot_every=30)
+# Under [tls] the snapshot travels on its own peer TCP connection, over TLS,
+# every chunk's sender checked against the certificate.
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_follower_restarted_after_compaction_catches_up_by_snapshot(
+    tmp_path: Path, tls: bool
+) -> None:
+    c = LocalCluster(tmp_path, snapshot_every=30, tls=tls)
     try:
         c.start()
         leader = c.wait_for_leader()
