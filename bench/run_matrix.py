@@ -3,6 +3,7 @@
     .venv/bin/python bench/run_matrix.py [--duration 10s] [--size 100] [--nodes 3]
                                          [--failover-runs 10] [--grpc-peers]
                                          [--peers-dir DIR] [--peers-python PY] [--no-peers]
+                                         [--no-floor]
 
 Starts one `railyard node start --id ID` process per node (default timings,
 fsync on) on free loopback ports under a temporary directory, each node with
@@ -27,6 +28,12 @@ benchmarks (`etcd_bench.py`, `nats_bench.py` from `--peers-dir`, by default
 `setup.sh`), one after the other and never alongside railyard, and prints
 their figures and railyard's ratio to each, so every ratio is a same-run
 ratio. A peer whose script or binary is missing is skipped with a note.
+
+Floor: unless `--no-floor`, the same invocation also measures grpc.aio's
+own per-call cost on this machine (`bench/grpc_floor.py`: a server that
+answers PutRecord with a constant, called from 1 and 64 tasks) and prints
+the per-call put rows against it: the share of the transport's ceiling a
+real put reaches.
 
 Failover: the leader is killed with SIGKILL while no put is in flight; the
 time from the kill to the acknowledgement of the first put sent after it is
@@ -55,6 +62,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from grpc_floor import measure_floor
 
 from railyard.client import RailyardClient, RailyardError
 
@@ -171,6 +180,9 @@ PEER_FAILOVER = re.compile(r"failover \(kill -9.*\) s: ([\d.]+) \[")
 PEERS = [("etcd", "etcd_bench.py", "etcd"), ("JetStream", "nats_bench.py", "nats-server")]
 # A peer's whole script (3 runs per in-flight level, then failover rounds).
 PEER_TIMEOUT_S = 900.0
+# How the floor is named among the peers' figures, and its calls per in-flight level.
+FLOOR = "grpc.aio no-op"
+FLOOR_CALLS = 6400
 
 
 def run_peer(peers_dir: Path, python: str, script: str) -> dict[str, Any]:
@@ -222,6 +234,8 @@ def ratio_lines(
     line("put batch 1, 64 in flight", "JetStream", 64)
     line("put batch 1, 64 in flight (per call)", "etcd", 64)
     line("put batch 500, 16 in flight (stream)", "JetStream", 64)
+    line("put batch 1, 1 in flight (per call)", FLOOR, 1, "p50_ms")
+    line("put batch 1, 64 in flight (per call)", FLOOR, 64)
     for peer, figures in peers.items():
         theirs = figures.get("failover_s")
         if failover and theirs:
@@ -244,7 +258,15 @@ def peer_lines(peers: dict[str, dict[str, Any]]) -> list[str]:
             for k, (r, p50) in sorted(figures["rates"].items())
         )
         failover = figures.get("failover_s")
-        out.append(f"- {peer}: {rates}" + (f"; failover {failover:.2f} s" if failover else ""))
+        cpu = "; ".join(
+            f"{k} in flight: server {server:.0f} us, client {client:.0f} us of CPU a call"
+            for k, (server, client) in sorted(figures.get("cpu_us", {}).items())
+        )
+        out.append(
+            f"- {peer}: {rates}"
+            + (f"; failover {failover:.2f} s" if failover else "")
+            + (f"; {cpu}" if cpu else "")
+        )
     return out
 
 
@@ -435,6 +457,9 @@ def main() -> int:
         help="the Python the peers' setup.sh installed (default: /tmp/peers/venv/bin/python)",
     )
     parser.add_argument("--no-peers", action="store_true", help="railyard only")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip grpc.aio's no-op floor (bench/grpc_floor.py)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="railyard-bench-") as tmp:
@@ -473,9 +498,19 @@ def main() -> int:
         else:
             print(f"  peer {name} ...", file=sys.stderr, flush=True)
             peer_figures[name] = run_peer(args.peers_dir, args.peers_python, script)
+    if not args.no_floor:
+        print(f"  {FLOOR} floor ...", file=sys.stderr, flush=True)
+        floor = measure_floor(FLOOR_CALLS, [1, 64])
+        peer_figures[FLOOR] = {
+            "rates": {int(r["in_flight"]): (r["calls_per_sec"], r["p50_ms"]) for r in floor},
+            "cpu_us": {
+                int(r["in_flight"]): (r["server_cpu_us_per_call"], r["client_cpu_us_per_call"])
+                for r in floor
+            },
+        }
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     peers = "gRPC Pipe" if args.grpc_peers else "plain TCP"
-    flag = " --grpc-peers" if args.grpc_peers else ""
+    flag = (" --grpc-peers" if args.grpc_peers else "") + (" --no-floor" if args.no_floor else "")
     header = (
         f"{args.nodes} nodes on {HOST}, fsync on, peer traffic over {peers}, "
         f"{args.size}-byte records, {args.duration} per put run; {machine()}; {now}\n\n"
@@ -488,7 +523,7 @@ def main() -> int:
     if memory:
         print("\n" + "\n".join(memory))
     if peer_figures:
-        print("\nPeers, run by this invocation after railyard:\n")
+        print("\nPeers and the floor, run by this invocation after railyard:\n")
         print("\n".join(peer_lines(peer_figures)))
         ratios = ratio_lines(rows, peer_figures, samples)
         if ratios:

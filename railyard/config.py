@@ -315,6 +315,23 @@ class ClusterConfig:
         ]
         return [a for a in addresses if not is_loopback_host(split_address(a)[0])]
 
+    def plaintext_refusal(self, node_id: str) -> str | None:
+        """Why node `node_id` must not start as the file stands (None: it may).
+
+        The safe default: no plaintext beyond loopback unless the file says
+        insecure = true.
+        """
+        exposed = self.exposed_addresses(node_id)
+        if self.tls is not None or not exposed or self.insecure:
+            return None
+        return (
+            f"cannot start: {', '.join(exposed)} "
+            f"{'is not a loopback address' if len(exposed) == 1 else 'are not loopback addresses'}"
+            f" and {self.source_name} has no [tls] table: anyone who reaches it could read and "
+            "write; secure the cluster (`railyard cert init -c FILE`, README 'Securing a "
+            "cluster') or set insecure = true in [cluster]"
+        )
+
     metrics_max_streams: int = DEFAULT_METRICS_MAX_STREAMS
     # Empty: the Kinesis endpoints serve every request without checking signatures.
     kinesis_credentials: tuple[KinesisKey, ...] = ()

@@ -19,20 +19,16 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
-    CacertOption,
-    CertOption,
-    ConfigOption,
-    EndpointsOption,
-    KeyOption,
+    DEFAULT_CONNECTION,
+    Connection,
     Output,
     OutputOption,
-    TlsFiles,
+    connection_options,
     eprint,
     examples,
     fail,
     print_json,
     print_table,
-    resolve_target,
     run,
 )
 from railyard.cli.units import parse_duration_ms, parse_size
@@ -184,6 +180,7 @@ async def _with_progress(
         "railyard bench put --batch 500 --in-flight 16 --count 1000000 -o json",
     ),
 )
+@connection_options
 def put(
     stream: StreamOption = DEFAULT_STREAM,
     clients: ClientsOption = 1,
@@ -220,11 +217,7 @@ def put(
             "client's coalescing of concurrent puts into shared messages.",
         ),
     ] = False,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Append records as fast as the cluster takes them; report rates and latency."""
@@ -249,7 +242,7 @@ def put(
     interrupt = _Interrupt()
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         result = await load_put(
             target.endpoints,
             stream=stream,
@@ -285,6 +278,7 @@ def _finish(result: dict[str, Any], output: Output, interrupt: _Interrupt) -> No
         "railyard bench get --stream orders --stale",
     ),
 )
+@connection_options
 def get(
     stream: StreamOption = DEFAULT_STREAM,
     clients: ClientsOption = 1,
@@ -302,11 +296,7 @@ def get(
         int | None,
         typer.Option("--count", help="Stop after this many records.", min=1, show_default=False),
     ] = None,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Read a stream from its oldest record as fast as possible; report rates and latency."""
@@ -314,7 +304,7 @@ def get(
     interrupt = _Interrupt()
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         try:
             result = await load_get(
                 target.endpoints,

@@ -8,22 +8,18 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
-    CacertOption,
-    CertOption,
-    ConfigOption,
-    EndpointsOption,
-    KeyOption,
+    DEFAULT_CONNECTION,
+    Connection,
     Output,
     OutputOption,
     Target,
-    TlsFiles,
+    connection_options,
     eprint,
     errors_end_cleanly,
     examples,
     fail,
     print_json,
     print_table,
-    resolve_target,
     run,
 )
 from railyard.cli.units import parse_duration_ms
@@ -85,6 +81,8 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
             "apply_lag": None,
             "proposals_per_s": None,
             "disk_free_bytes": None,
+            "state_scrub_passes": None,
+            "state_scrub_rows": None,
             "peer_round_trip_ms": None,
         }
     return {
@@ -107,6 +105,9 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
         "apply_lag": status.apply_lag,
         "proposals_per_s": round(status.proposals_per_s, 1),
         "disk_free_bytes": status.disk_free_bytes if status.disk_free_bytes >= 0 else None,
+        # The background check of every record: passes finished, rows of the one under way.
+        "state_scrub_passes": status.state_scrub_passes,
+        "state_scrub_rows": status.state_scrub_rows,
         # Measured by the leader only: its heartbeats' round trips to each follower.
         "peer_round_trip_ms": {p.node_id: _known(p.round_trip_ms) for p in status.peers},
     }
@@ -222,14 +223,22 @@ def print_status(doc: dict[str, Any]) -> None:
             for n in doc["nodes"]
         ],
     )
+    # Until a node's first pass ends, its records are checked only as they are read.
+    scrubbing = [
+        f"{n['id']} ({n['state_scrub_rows']:,} rows checked)"
+        for n in doc["nodes"]
+        if n["reachable"] and n["state_scrub_passes"] == 0
+    ]
+    if scrubbing:
+        print(
+            "state scrub under way (every record checked in the background after a start): "
+            + ", ".join(scrubbing)
+        )
 
 
+@connection_options
 def status(
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Show every node: role, term, leader, commit/applied/last-log/snapshot index.
@@ -238,7 +247,7 @@ def status(
     """
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         async with target.client() as client:
             statuses = await client.cluster_status()
         doc = status_json(target, statuses)
@@ -312,6 +321,7 @@ async def _force_election(target: Target, to: str | None, output: Output) -> Non
         print(f"leader {doc['previous_leader'] or 'none'} -> {leader.node_id} (term {leader.term})")
 
 
+@connection_options
 def force_election(
     node: Annotated[
         str | None,
@@ -321,19 +331,13 @@ def force_election(
             show_default=False,
         ),
     ] = None,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Move leadership to another node and print the old leader, the new one and the term."""
 
     async def go() -> None:
-        await _force_election(
-            resolve_target(config, endpoints, TlsFiles(cacert, cert, key)), node, output
-        )
+        await _force_election(connection.target(), node, output)
 
     run(go())
 
@@ -346,12 +350,9 @@ FORCE_ELECTION_EPILOG = examples(
 # ------------------------------------------------------------------ top
 
 
+@connection_options
 def top(
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     interval: Annotated[
         str, typer.Option(help="Refresh interval (e.g. 250ms, 0.5s, 1s).")
     ] = DEFAULT_TOP_INTERVAL,
@@ -364,7 +365,7 @@ def top(
     if interval_s <= 0:
         raise typer.BadParameter("expected a positive duration", param_hint="--interval")
     with errors_end_cleanly():
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         from railyard.tui import run_dashboard  # Textual is heavy: load it only for `top`
 
         try:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
+import inspect
 import json
 import os
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +217,69 @@ class Target:
         if self.config is None:
             return {}
         return {n.address: n.id for n in self.config.nodes}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """-c/--config, --endpoints, --cacert, --cert and --key as given: where to reach the cluster."""
+
+    config: Path | None = None
+    endpoints: str | None = None
+    tls: TlsFiles = TlsFiles()
+
+    def target(self) -> Target:
+        return resolve_target(self.config, self.endpoints, self.tls)
+
+
+# A command's `connection` parameter defaults to this: no flag given.
+DEFAULT_CONNECTION = Connection()
+# The options a `connection: Connection` parameter stands for, in the order they are listed.
+_CONNECTION_OPTIONS = (
+    ("config", ConfigOption),
+    ("endpoints", EndpointsOption),
+    ("cacert", CacertOption),
+    ("cert", CertOption),
+    ("key", KeyOption),
+)
+
+
+def connection_options(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command -c/--config, --endpoints, --cacert, --cert and --key as one parameter.
+
+    Typer sees the five options where the command's `connection: Connection`
+    parameter stands (so its help lists them there), and the command is
+    called with them gathered into that `Connection`, resolved by the
+    command itself, where its errors end cleanly.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.name != "connection":
+            parameters.append(parameter)
+            continue
+        parameters += [
+            parameter.replace(name=name, default=None, annotation=option)
+            for name, option in _CONNECTION_OPTIONS
+        ]
+    if len(parameters) == len(signature.parameters):
+        raise TypeError(f"{command.__name__}: expected a `connection: Connection` parameter")
+
+    @functools.wraps(command)
+    def with_connection(
+        *,
+        config: Path | None,
+        endpoints: str | None,
+        cacert: Path | None,
+        cert: Path | None,
+        key: Path | None,
+        **other: Any,
+    ) -> T:
+        tls = TlsFiles(cacert, cert, key)
+        return command(connection=Connection(config, endpoints, tls), **other)
+
+    with_connection.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_connection.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_connection
 
 
 def resolve_config(path: Path | None) -> ClusterConfig:

@@ -17,20 +17,16 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
-    CacertOption,
-    CertOption,
-    ConfigOption,
-    EndpointsOption,
-    KeyOption,
+    DEFAULT_CONNECTION,
+    Connection,
     Output,
     OutputOption,
     Target,
-    TlsFiles,
+    connection_options,
     examples,
     fail,
     print_json,
     print_table,
-    resolve_target,
     run,
 )
 from railyard.cli.units import parse_duration_ms
@@ -86,10 +82,6 @@ def check_address(option: str, address: str) -> None:
         fail(f"{option}: {exc}")
 
 
-def _target(config: Any, endpoints: str | None, cacert: Any, cert: Any, key: Any) -> Target:
-    return resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
-
-
 def _report(output: Output, message: str, response: pb.MemberChangeResponse, **facts: Any) -> None:
     if output is Output.json:
         print_json(
@@ -104,18 +96,15 @@ def _report(output: Output, message: str, response: pb.MemberChangeResponse, **f
 
 
 @member_app.command("list", epilog=examples("railyard member list", "railyard member list -o json"))
+@connection_options
 def list_members(
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """The committed configuration as the leader sees it: role, reachability, match index."""
 
     async def go() -> None:
-        async with _target(config, endpoints, cacert, cert, key).client() as client:
+        async with connection.target().client() as client:
             response = await client.list_members()
         if output is Output.json:
             print_json(members_json(response.config_index, response.members))
@@ -133,6 +122,7 @@ def list_members(
         "railyard member add n5 --address host5:50051 --learner",
     ),
 )
+@connection_options
 def add(
     node_id: IdArgument,
     address: Annotated[
@@ -163,11 +153,7 @@ def add(
             "--wait", help="How long to wait for the learner to catch up before promoting."
         ),
     ] = DEFAULT_WAIT,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Add a node: as a learner, then (unless --learner) a voter once it has caught up.
@@ -181,7 +167,7 @@ def add(
         fail(f"--wait: {exc}")
 
     async def go() -> None:
-        target = _target(config, endpoints, cacert, cert, key)
+        target = connection.target()
         where, peer_where = _addresses(target, node_id, address, peer_address)
         async with target.client() as client:
             added = await client.add_member(node_id, where, peer_where)
@@ -258,19 +244,16 @@ async def _promote_when_caught_up(
 
 
 @member_app.command("promote", epilog=examples("railyard member promote n4"))
+@connection_options
 def promote(
     node_id: IdArgument,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Make a learner a voter; refused until it has caught up with the leader."""
 
     async def go() -> None:
-        async with _target(config, endpoints, cacert, cert, key).client() as client:
+        async with connection.target().client() as client:
             response = await client.promote_member(node_id)
         _report(output, f"{node_id}: promoted to voter", response, id=node_id)
 
@@ -281,6 +264,7 @@ def promote(
     "remove",
     epilog=examples("railyard member remove n2", "railyard member remove n2 --force -o json"),
 )
+@connection_options
 def remove(
     node_id: IdArgument,
     force: Annotated[
@@ -290,17 +274,13 @@ def remove(
             help="Remove even if the voters left that answer lately could not form a quorum.",
         ),
     ] = False,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Remove a voter or a learner (the leader too: leadership then moves)."""
 
     async def go() -> None:
-        async with _target(config, endpoints, cacert, cert, key).client() as client:
+        async with connection.target().client() as client:
             response = await client.remove_member(node_id, force=force)
         what = "removed" if response.changed else "not a member; nothing changed"
         _report(output, f"{node_id}: {what}", response, id=node_id)

@@ -156,6 +156,11 @@ def start(
                 cluster, node_id, log_level=log_level.lower(), log_format=log_format, join=join
             )
         else:
+            # Each child would refuse alike, one after the other: refuse once, start none.
+            for node in cluster.nodes:
+                refusal = cluster.plaintext_refusal(node.id)
+                if refusal is not None:
+                    fail(f"{node.id}: {refusal}")
             code = asyncio.run(_supervise(cluster, log_level.lower(), log_format))
     raise typer.Exit(code)
 

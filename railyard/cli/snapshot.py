@@ -18,14 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from railyard.cli.common import (
-    CacertOption,
-    CertOption,
-    ConfigOption,
-    EndpointsOption,
-    KeyOption,
+    DEFAULT_CONNECTION,
+    Connection,
     Output,
     OutputOption,
-    TlsFiles,
+    connection_options,
     eprint,
     errors_end_cleanly,
     examples,
@@ -33,7 +30,6 @@ from railyard.cli.common import (
     print_json,
     print_table,
     resolve_config,
-    resolve_target,
     run,
 )
 from railyard.cli.units import parse_duration_ms
@@ -130,13 +126,10 @@ def _print_summary(result: dict[str, Any], output: Output) -> None:
         "railyard snapshot save /backups/$(date +%F).ryb -c cluster.toml -o json",
     ),
 )
+@connection_options
 def save(
     file: Annotated[Path, typer.Argument(help="Where to write the backup.", dir_okay=False)],
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     timeout: Annotated[
         str, typer.Option(help="How long the whole save may take (e.g. 90s, 10m).")
     ] = DEFAULT_SAVE_TIMEOUT,
@@ -162,7 +155,7 @@ def save(
             fail(f"{file.parent}: no such directory; create it or write the backup elsewhere")
         from railyard.storage import BackupWriter
 
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         with BackupWriter(file) as writer:
             async with target.client(timeout_s=timeout_s) as client:
                 await client.save_snapshot(_FileSink(writer))

@@ -9,19 +9,15 @@ from typing import Annotated, Any
 import typer
 
 from railyard.cli.common import (
-    CacertOption,
-    CertOption,
-    ConfigOption,
-    EndpointsOption,
-    KeyOption,
+    DEFAULT_CONNECTION,
+    Connection,
     Output,
     OutputOption,
-    TlsFiles,
+    connection_options,
     eprint,
     examples,
     print_json,
     print_table,
-    resolve_target,
     run,
 )
 from railyard.cli.units import format_bytes, format_duration_ms, parse_duration_ms, parse_size
@@ -118,6 +114,7 @@ def _option_value(parse: Any, text: str | None, name: str) -> int:
         "railyard stream create audit --max-records 1000000",
     ),
 )
+@connection_options
 def create(
     name: NameArgument,
     max_age: Annotated[
@@ -132,11 +129,7 @@ def create(
         str | None,
         typer.Option(help="Keep at most this many bytes (e.g. 500MB, 10GiB).", show_default=False),
     ] = None,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Create a stream, optionally with retention limits (default: keep everything)."""
@@ -144,7 +137,7 @@ def create(
     size = _option_value(parse_size, max_bytes, "--max-bytes")
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         async with target.client() as client:
             info = await client.create_stream(
                 name, max_age_ms=age_ms, max_records=max_records or 0, max_bytes=size
@@ -161,6 +154,7 @@ def create(
         "railyard stream update audit --max-records none",
     ),
 )
+@connection_options
 def update(
     name: NameArgument,
     max_age: Annotated[
@@ -179,11 +173,7 @@ def update(
             help="Keep at most this many bytes (e.g. 10GiB; none: no limit).", show_default=False
         ),
     ] = None,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Change a stream's retention; limits not given stay as they are.
@@ -199,7 +189,7 @@ def update(
     size = _limit_value(parse_size, max_bytes, "--max-bytes")
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         async with target.client() as client:
             # NB: read, then replace: an update racing this one may be lost.
             now = (await client.describe_stream(name)).retention
@@ -235,18 +225,15 @@ def _parse_count(text: str) -> int:
 
 
 @stream_app.command("list", epilog=examples("railyard stream list -o json"))
+@connection_options
 def list_(
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """List every stream with its size and retention."""
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         async with target.client() as client:
             infos = await client.list_streams()
         print_streams(sorted(infos, key=lambda i: i.name), output)
@@ -255,19 +242,16 @@ def list_(
 
 
 @stream_app.command("describe", epilog=examples("railyard stream describe orders"))
+@connection_options
 def describe(
     name: NameArgument,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Show one stream: records, bytes, first and last sequence, retention."""
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         async with target.client() as client:
             info = await client.describe_stream(name)
         _print_stream(info, output)
@@ -279,16 +263,13 @@ def describe(
     "delete",
     epilog=examples("railyard stream delete orders", "railyard stream delete orders --yes"),
 )
+@connection_options
 def delete(
     name: NameArgument,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Do not ask (asked only on a terminal).")
     ] = False,
-    config: ConfigOption = None,
-    endpoints: EndpointsOption = None,
-    cacert: CacertOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
+    connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Delete a stream and all its records (asks first on a terminal, unless --yes)."""
@@ -303,7 +284,7 @@ def delete(
         raise typer.Exit(1)
 
     async def go() -> None:
-        target = resolve_target(config, endpoints, TlsFiles(cacert, cert, key))
+        target = connection.target()
         async with target.client() as client:
             await client.delete_stream(name)
         if output is Output.json:

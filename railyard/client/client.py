@@ -166,6 +166,9 @@ class RailyardClient:
         self.timeout_s = timeout_s
         self.producer_id = producer_id or uuid.uuid4().hex
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # A stub binds each of its methods to the channel when built (ten
+        # multicallables for Streams): built once per channel, not per request.
+        self._stubs: dict[str, tuple[pb_grpc.StreamsAsyncStub, pb_grpc.ClusterAsyncStub]] = {}
         self._leader_address: str | None = None
         self._next_endpoint = 0
         self._free_lanes: list[_Lane] = []
@@ -208,6 +211,7 @@ class RailyardClient:
         if self._coalescer is not None:
             await self._coalescer.close()
         channels, self._channels = self._channels, {}
+        self._stubs = {}
         for channel in channels.values():
             await channel.close(None)
 
@@ -223,11 +227,19 @@ class RailyardClient:
             self._channels[endpoint] = channel
         return channel
 
+    def _stubs_of(self, endpoint: str) -> tuple[pb_grpc.StreamsAsyncStub, pb_grpc.ClusterAsyncStub]:
+        stubs = self._stubs.get(endpoint)
+        if stubs is None:
+            channel = self._channel(endpoint)
+            stubs = (pb_grpc.StreamsStub(channel), pb_grpc.ClusterStub(channel))
+            self._stubs[endpoint] = stubs
+        return stubs
+
     def _streams(self, endpoint: str) -> pb_grpc.StreamsAsyncStub:
-        return pb_grpc.StreamsStub(self._channel(endpoint))
+        return self._stubs_of(endpoint)[0]
 
     def _cluster(self, endpoint: str) -> pb_grpc.ClusterAsyncStub:
-        return pb_grpc.ClusterStub(self._channel(endpoint))
+        return self._stubs_of(endpoint)[1]
 
     # ------------------------------------------------------------ retry loop
 

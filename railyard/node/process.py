@@ -24,6 +24,11 @@
 
 Every log line names the node ("n1 became leader term=3"); with
 `log_format="json"` each is a JSON object (`observability/logs.py`).
+
+The checks made before anything is opened are in `preflight.py`, the gRPC
+server's make-up in `grpc_server.py`, and how the node follows its
+configuration (links, accepted senders, authorized nodes) in `members.py`;
+this module wires them with the rest in one pass.
 """
 
 from __future__ import annotations
@@ -32,21 +37,15 @@ import asyncio
 import errno
 import logging
 import signal
-import socket
-from typing import cast
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from railyard.certs import CertError
-from railyard.config import ClusterConfig, ConfigError, NodeConfig, split_address
+from railyard.config import ClusterConfig, ConfigError
 from railyard.node.api.authorization import AuthorizationInterceptor
-from railyard.node.api.cluster_service import WATCH_STATUS_METHOD, ClusterService
+from railyard.node.api.cluster_service import ClusterService
 from railyard.node.api.context import NodeContext
-from railyard.node.api.decoding import TolerantRegistration
 from railyard.node.api.kinesis_backend import start_kinesis_endpoint
 from railyard.node.api.streams_service import StreamsService
 from railyard.node.driver import Driver, FatalError
@@ -54,27 +53,24 @@ from railyard.node.driver.catch_up import (
     CATCH_UP_POLL_S,
     clear_when_caught_up,
 )
-from railyard.node.grpc_options import SERVER_OPTIONS
+from railyard.node.grpc_server import build_server
+from railyard.node.members import MembershipFollower, note_file_differs
 from railyard.node.monitoring import Monitor
 from railyard.node.observability import (
     MetricsEndpoint,
     NodeMetrics,
     configure_logging,
-    event,
 )
-from railyard.node.observability.grpc_metrics import GrpcMetricsInterceptor
 from railyard.node.peers import tcp
 from railyard.node.peers.inbound import RaftService
 from railyard.node.peers.links import PeerLink, Transport
 from railyard.node.peers.tcp import PeerListener
+from railyard.node.preflight import ports_free, refuse_plaintext
 from railyard.node.recovery import LOG_FILE, STATE_FILE, LogBehindState, limits_of, open_state
 from railyard.node.security import NodeTls
 from railyard.proto import railyard_pb2 as pb
-from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import (
     Index,
-    Member,
-    Membership,
     NodeId,
     RaftError,
 )
@@ -98,108 +94,8 @@ async def _watch_expiry(tls: NodeTls) -> None:
         await asyncio.sleep(EXPIRY_CHECK_INTERVAL_S)
 
 
-def refuse_plaintext(config: ClusterConfig, node_id: str, log: logging.Logger) -> bool:
-    """The safe default: no plaintext beyond loopback unless the file says insecure = true.
-
-    True when the node must not start (logged); warns when it starts insecure.
-    """
-    if config.tls is not None:
-        return False
-    exposed = config.exposed_addresses(node_id)
-    if exposed and not config.insecure:
-        log.error(
-            "cannot start: %s %s and %s has no [tls] table: anyone "
-            "who reaches it could read and write; secure the cluster (`railyard cert init -c "
-            "FILE`, README 'Securing a cluster') or set insecure = true in [cluster]",
-            ", ".join(exposed),
-            "is not a loopback address" if len(exposed) == 1 else "are not loopback addresses",
-            config.source_name,
-        )
-        return True
-    if config.insecure:
-        log.warning(
-            "INSECURE: serving without TLS (insecure = true in %s): anyone who reaches %s can "
-            "read, write and impersonate nodes",
-            config.source_name,
-            ", ".join(exposed) or "this node's addresses",
-        )
-    return False
-
-
-def member_addresses(
-    members: tuple[Member, ...], config: ClusterConfig
-) -> dict[NodeId, tuple[str, str | None]]:
-    """Where to reach each member: the addresses its configuration holds, else
-    (a configuration known by ids only, from an old store) the cluster file's."""
-    out: dict[NodeId, tuple[str, str | None]] = {}
-    for member in members:
-        if member.address:
-            out[member.node_id] = (member.address, member.peer_address or None)
-            continue
-        try:
-            node = config.node(member.node_id)
-        except ConfigError:
-            out[member.node_id] = ("", None)
-            continue
-        out[member.node_id] = (node.address, node.peer_address)
-    return out
-
-
-def describe_membership(membership: Membership) -> str:
-    voters = ", ".join(membership.voter_ids) or "none"
-    learners = ", ".join(membership.learner_ids)
-    return f"{voters}" + (f"; learners {learners}" if learners else "")
-
-
-def note_file_differs(
-    config: ClusterConfig, membership: Membership, index: Index, log: logging.Logger
-) -> None:
-    """One line when the store's configuration, which wins, is not the file's list."""
-    if index == 0 or not membership.voters:
-        return
-    in_file = sorted(config.node_ids)
-    if sorted(membership.voter_ids + membership.learner_ids) != in_file:
-        log.info(
-            "the store's configuration (index %d: %s) is in force; %s lists %s",
-            index,
-            describe_membership(membership),
-            config.source_name,
-            ", ".join(in_file),
-        )
-
-
 class _Stop(Exception):
     """Raised inside the TaskGroup to end every task on a signal."""
-
-
-def port_taken(address: str) -> OSError | None:
-    """Why `address` cannot be listened on now (None: it can), found by binding it.
-
-    Checked before anything else, so a node that cannot listen stops with one
-    line (no gRPC error log of its own) and creates no data directory.
-    """
-    host, port = split_address(address)
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # As a listening server does: a port in TIME_WAIT is free to use.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc
-    return None
-
-
-def ports_free(me: NodeConfig, log: logging.Logger) -> bool:
-    """False, after one line naming the address, when the node cannot listen on one."""
-    for where, address in (("", me.bind_address), ("peer_address ", me.peer_bind_address)):
-        taken = None if address is None else port_taken(address)
-        if taken is not None:
-            hint = "; is the port in use?" if taken.errno == errno.EADDRINUSE else ""
-            log.error("cannot listen on %s%s (%s)%s", where, address, taken.strerror or taken, hint)
-            return False
-    return True
 
 
 async def serve(
@@ -303,105 +199,29 @@ async def serve(
     )
     streams_service = StreamsService(node)
     cluster_service = ClusterService(node, streams_service.forwarder)
-    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
     authorization = None if tls is None else AuthorizationInterceptor(config.node_ids, log)
-    if authorization is not None:
-        interceptors.append(authorization)
-    if metrics.registry is not None:
-        interceptors.append(GrpcMetricsInterceptor(metrics))
-
-    logged: dict[str, Membership] = {}
-    senders: dict[NodeId, Member] = {}
-
-    def on_new_sender(sender: pb.Peer) -> None:
-        if not sender.address or driver.core.membership.voters:
-            return
-        senders[NodeId(sender.node_id)] = Member(
-            NodeId(sender.node_id), sender.address, sender.peer_address
-        )
-        apply_membership(driver.core.membership)
-
-    raft_service.on_new_sender = on_new_sender
-
-    def apply_membership(membership: Membership) -> None:
-        """Link, accept and authorize the members of `membership` (the latest
-        configuration) and of the committed one.
-
-        A removed member stays linked and accepted until its removal commits:
-        a leader that removes itself needs the others' acknowledgements, and
-        the leader replicates the removing entry to the member it removes.
-        """
-        committed = driver.core.committed_membership()[1]
-        members = tuple(
-            {
-                m.node_id: m
-                for m in committed.voters
-                + committed.learners
-                + membership.voters
-                + membership.learners
-            }.values()
-        )
-        joining = not membership.voters
-        if joining:
-            # No configuration yet: the leader that adds this node must be
-            # answered before its configuration arrives; the file says where,
-            # or the leader's envelopes do (`on_new_sender`).
-            members = tuple(Member(NodeId(n.id)) for n in config.nodes) + tuple(senders.values())
-        known = {
-            p: (link.address, link.peer_address)
-            for p, link in transport.links.items()
-            if p in driver.core.peers
-        }
-        wanted = {**known, **member_addresses(members, config)}
-        wanted.pop(node_id, None)
-        transport.set_members(wanted)
-        addresses.update({p: address for p, (address, _) in wanted.items()})
-        raft_service.set_members(list(wanted), joining)
-        if authorization is not None:
-            authorization.members = frozenset([node_id, *wanted])
-            authorization.any_node = joining
-        if membership == logged.get("membership"):
-            return  # only the commit changed
-        logged["membership"] = membership
-        log.info(
-            "members %s%s",
-            describe_membership(membership),
-            " (joining: waiting for a leader to add this node)" if joining else "",
-            # `learners` only when there are some: the event's shape is unchanged
-            # for a cluster that never had any.
-            extra=event(
-                "membership",
-                voters=list(membership.voter_ids),
-                **({"learners": list(membership.learner_ids)} if membership.learners else {}),
-            ),
-        )
-
-    driver.on_membership = apply_membership
-    apply_membership(initial)
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-    # With a peer_address, peers' Raft traffic (snapshots too) arrives there
-    # only: the client address does not serve the Raft service (UNIMPLEMENTED),
-    # so a client's port is no way into the log (issue 14).
-    served = (
-        ("Streams", "Cluster") if me.peer_address is not None else ("Raft", "Streams", "Cluster")
+    follower = MembershipFollower(
+        config=config,
+        node_id=node_id,
+        driver=driver,
+        transport=transport,
+        raft_service=raft_service,
+        authorization=authorization,
+        addresses=addresses,
+        log=log,
     )
-    # Malformed requests are INVALID_ARGUMENT, not UNKNOWN or a hang (decoding.py).
-    tolerant = cast(grpc.aio.Server, TolerantRegistration(server, [WATCH_STATUS_METHOD]))
-    if me.peer_address is None:
-        pb_grpc.add_RaftServicer_to_server(raft_service, tolerant)
-    pb_grpc.add_StreamsServicer_to_server(streams_service, tolerant)
-    pb_grpc.add_ClusterServicer_to_server(cluster_service, tolerant)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = [pb.DESCRIPTOR.services_by_name[name].full_name for name in served]
-    reflection.enable_server_reflection(
-        [
-            *service_names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
+    raft_service.on_new_sender = follower.on_new_sender
+    driver.on_membership = follower.apply_membership
+    follower.apply_membership(initial)
+    node_server = build_server(
+        serve_raft=me.peer_address is None,
+        raft_service=raft_service,
+        streams_service=streams_service,
+        cluster_service=cluster_service,
+        authorization=authorization,
+        metrics=metrics,
     )
+    server = node_server.server
     listener = (
         None
         if me.peer_bind_address is None
@@ -479,8 +299,7 @@ async def serve(
                     exc.strerror or exc,
                 )
                 return EXIT_FAILED
-        for name in ["", *service_names]:
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await node_server.set_serving()
         monitor.serving.set()
         log.info(
             "serving on %s%s%s%s (cluster %s, peers %s, %s)",

@@ -1,8 +1,11 @@
 """Open a node's data directory and reconcile what a crash left behind.
 
 `open_state` takes the data directory's lock, opens the log store, the
-snapshot store and the state machine, verifies the state's checksums, and
-reconciles them after a crash (a snapshot written or installed but the log
+snapshot store and the state machine, checks what of the state a start can
+afford (`StreamsMachine.verify_ends`: the state row, every stream row, the
+first and last record of every stream; every record is checked by the
+driver's background scrub, `driver/scrubbing.py`), and reconciles them
+after a crash (a snapshot written or installed but the log
 not yet compacted; a state machine behind a compacted log is restored from
 the snapshot). A snapshot that contradicts committed log entries is ignored
 (`fits_log`), and a log that no longer reaches what the state machine
@@ -93,12 +96,15 @@ def open_state(
     try:
         log_store = SqliteLogStore.open(data_dir / LOG_FILE, cluster=config.name, node_id=node_id)
         snapshots = SnapshotStore(data_dir / SNAPSHOT_DIR)
-        machine = StreamsMachine.open(data_dir / STATE_FILE, limits_of(config))
+        # Without SQLite's quick_check: it reads every page, and the scrub
+        # runs it once the node serves.
+        machine = StreamsMachine.open(data_dir / STATE_FILE, limits_of(config), quick_check=False)
         try:
-            # Every record and producer row against its checksum: a flipped
-            # byte refuses the start, naming the file, rather than being
-            # served and replicated in snapshots.
-            machine.verify()
+            # What is bounded by the streams, not the records: a wrong or
+            # cut-short file is refused at once, naming it. A flipped byte
+            # in a record is found by the scrub shortly after the start (and
+            # by any read of it before that), and stops the node.
+            machine.verify_ends()
             meta = reconcile(log_store, snapshots, machine, log)
             check_log_reaches_applied(log_store, machine, meta, data_dir / LOG_FILE)
         except BaseException:

@@ -980,6 +980,8 @@ class NodeStatus(_message.Message):
     APPLY_LAG_FIELD_NUMBER: _builtins.int
     PROPOSALS_PER_S_FIELD_NUMBER: _builtins.int
     DISK_FREE_BYTES_FIELD_NUMBER: _builtins.int
+    STATE_SCRUB_PASSES_FIELD_NUMBER: _builtins.int
+    STATE_SCRUB_ROWS_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
     CONFIG_INDEX_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
@@ -1025,6 +1027,12 @@ class NodeStatus(_message.Message):
     """Entries this node learned were committed, per second over the last few seconds."""
     disk_free_bytes: _builtins.int
     """Free bytes on the data directory's file system; -1 when unknown."""
+    state_scrub_passes: _builtins.int
+    """The background check of every record of the state (the scrub): passes
+    finished since this node started, and rows checked by the pass under
+    way (0 between passes). A start checks only each stream's ends.
+    """
+    state_scrub_rows: _builtins.int
     config_index: _builtins.int
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerProgress]: ...
@@ -1066,12 +1074,14 @@ class NodeStatus(_message.Message):
         apply_lag: _builtins.int = ...,
         proposals_per_s: _builtins.float = ...,
         disk_free_bytes: _builtins.int = ...,
+        state_scrub_passes: _builtins.int = ...,
+        state_scrub_rows: _builtins.int = ...,
         members: _abc.Iterable[Global___MemberInfo] | None = ...,
         config_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "apply_lag", b"apply_lag", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "config_index", b"config_index", "disk_free_bytes", b"disk_free_bytes", "fsync_p99_ms", b"fsync_p99_ms", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "members", b"members", "node_id", b"node_id", "peers", b"peers", "proposals_per_s", b"proposals_per_s", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "apply_lag", b"apply_lag", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "config_index", b"config_index", "disk_free_bytes", b"disk_free_bytes", "fsync_p99_ms", b"fsync_p99_ms", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "members", b"members", "node_id", b"node_id", "peers", b"peers", "proposals_per_s", b"proposals_per_s", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "state_scrub_passes", b"state_scrub_passes", "state_scrub_rows", b"state_scrub_rows", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,7 @@ from railyard.streams.results import (
     StreamUpdated,
     TooManyStreams,
 )
+from railyard.streams.scrub import ScrubPosition, ScrubStep
 
 __all__ = [
     "AFTER_SEQUENCE",
@@ -60,6 +61,8 @@ __all__ = [
     "ReadResult",
     "RecordTooLarge",
     "Retention",
+    "ScrubPosition",
+    "ScrubStep",
     "StaleProducerSequence",
     "StateIOError",
     "StoredRecord",

@@ -51,15 +51,6 @@ class ProducerTable:
         self.window = window
         self.count: int = conn.execute("SELECT count(*) FROM producers").fetchone()[0]
 
-    def verify(self) -> None:
-        """Check every row against its checksum."""
-        for *fields, crc in self._conn.execute(f"SELECT {_PRODUCER_COLUMNS}, crc FROM producers"):
-            self._check_crc(fields, crc)
-        for *fields, crc in self._conn.execute(
-            f"SELECT {_RESULT_COLUMNS}, crc FROM producer_results"
-        ):
-            self._check_crc(fields, crc)
-
     def result_count(self) -> int:
         count: int = self._conn.execute("SELECT count(*) FROM producer_results").fetchone()[0]
         return count

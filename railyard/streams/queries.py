@@ -145,27 +145,3 @@ def _first_at_or_after(conn: sqlite3.Connection, row: StreamRow, timestamp_ms: i
         else:
             lo = mid + 1
     return lo
-
-
-def verify_records(conn: sqlite3.Connection, rows: list[StreamRow]) -> None:
-    """Check every record of every stream: present, dense, matching its checksum, no strays."""
-    held = 0
-    for row in rows:
-        base = record_id(row.id, 0)
-        expected = base + row.first_seq
-        cursor = conn.execute(
-            "SELECT id, ts, key, data, crc FROM records WHERE id >= ? AND id <= ? ORDER BY id",
-            (expected, base + row.last_seq),
-        )
-        for rid, ts, key, data, crc in cursor:
-            if rid != expected or record_crc(rid, ts, key, data) != crc:
-                raise _damaged(conn, row, expected)
-            expected += 1
-        if expected != base + row.last_seq + 1:
-            raise _damaged(conn, row, expected)
-        held += row.record_count
-    (total,) = conn.execute("SELECT count(*) FROM records").fetchone()
-    if total != held:
-        raise CorruptState(
-            database_path(conn), f"{total} records stored but the streams account for {held}"
-        )

@@ -82,6 +82,15 @@ def load_stream(conn: sqlite3.Connection, name: str) -> StreamRow | None:
     return _row(conn, values) if values is not None else None
 
 
+def load_stream_from(conn: sqlite3.Connection, stream_id: int) -> StreamRow | None:
+    """The stream with the lowest id at or above `stream_id`, if any (streams in id order)."""
+    values = conn.execute(
+        f"SELECT {STREAM_COLUMNS}, crc FROM streams WHERE id >= ? ORDER BY id LIMIT 1",
+        (stream_id,),
+    ).fetchone()
+    return _row(conn, values) if values is not None else None
+
+
 def load_streams(conn: sqlite3.Connection, where: str = "") -> list[StreamRow]:
     """All streams (optionally filtered by a constant SQL condition), by name."""
     sql = f"SELECT {STREAM_COLUMNS}, crc FROM streams {where} ORDER BY name"

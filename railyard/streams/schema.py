@@ -128,12 +128,15 @@ def database_path(conn: sqlite3.Connection) -> Path:
     return Path(conn.execute("PRAGMA database_list").fetchone()[2])
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open a streams database, creating it if no file is there; errors name the file."""
+def connect(path: Path, *, quick_check: bool = True) -> sqlite3.Connection:
+    """Open a streams database, creating it if no file is there; errors name the file.
+
+    `quick_check` reads every page of the file (SQLite's `PRAGMA quick_check`).
+    """
     if not _exists(path):
         _create(path)
     with sqlite_errors_named(path):
-        conn = _connect(path)
+        conn = _connect(path, quick_check=quick_check)
     try:
         with sqlite_errors_named(path):
             _check_format(conn, path)
@@ -155,7 +158,7 @@ def connect_reader(path: Path) -> sqlite3.Connection:
         )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, *, quick_check: bool = True) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
     )
@@ -163,9 +166,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise CorruptState(path, "; ".join(problems[:5]))
+        if quick_check:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise CorruptState(path, "; ".join(problems[:5]))
     except BaseException:
         conn.close()
         raise

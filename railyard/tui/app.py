@@ -316,7 +316,7 @@ class DashboardApp(App[None]):
         if self._shown.get(key) != shows:
             self._shown[key] = shows
             # Re-measuring a column re-lays out the table: only when it must grow.
-            wider = cell_len(shows[0]) > table.columns[ColumnKey(column)].content_width
+            wider = _grow_column(table, column, shows[0])
             table.update_cell(row, column, cell, update_width=wider)
 
     def _show_log(self, entries: Sequence[pb.LogEntryInfo]) -> None:
@@ -365,6 +365,8 @@ class DashboardApp(App[None]):
     def _add_row(self, table: DataTable[Cell], row: str, cells: dict[str, Cell]) -> None:
         """Adds a row with its cells in the table's column order."""
         ordered = [cells[column.value or ""] for column in table.columns]
+        for key, value in zip(table.columns, ordered, strict=True):
+            _grow_column(table, key.value or "", render.cell_key(value)[0])
         table.add_row(*ordered, key=row)
         for column, cell in cells.items():
             self._shown[(table.id or "", row, column)] = render.cell_key(cell)
@@ -513,3 +515,21 @@ def _next_step(interval_s: float, direction: int) -> float:
     if direction > 0:
         return next((s for s in INTERVAL_STEPS_S if s > interval_s), INTERVAL_STEPS_S[-1])
     return next((s for s in reversed(INTERVAL_STEPS_S) if s < interval_s), INTERVAL_STEPS_S[0])
+
+
+def _grow_column(table: DataTable[Cell], column: str, text: str) -> bool:
+    """Widen `column` now for `text`; True when it had to grow.
+
+    A DataTable measures grown cells only at its next idle, and a render
+    before that caches the table's lines at the old widths (the cache is
+    keyed by update count, which the measuring does not change): on a busy
+    machine the screen then kept cut-off cells (`learne` for `learner
+    17,614/17,622`) until the next update. Set before the update, the
+    width is right for every render.
+    """
+    target = table.columns[ColumnKey(column)]
+    width = cell_len(text)
+    if width <= target.content_width:
+        return False
+    target.content_width = width
+    return True

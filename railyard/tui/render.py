@@ -102,10 +102,16 @@ def summary(view: ClusterView, now: float, *, interval_s: float, paused: bool) -
     since = leader_for_s(view, now)
     line.append(f" · leader for {duration(since)}" if leader else "")
     line.append("\n")
-    if not view.has_quorum and view.up_count < len(view.nodes):
+    # Before a node's first answer nothing is known of it: the first screen
+    # says so rather than raising alarms that the next second takes back.
+    waiting = sum(node.state is NodeState.UNKNOWN for node in view.nodes.values())
+    if waiting:
+        line.append(f" waiting for {waiting} of {len(view.nodes)} nodes… ", style="bold")
+        line.append(" ")
+    if view.up_count + waiting <= len(view.nodes) // 2:
         line.append(" ⚠ NO QUORUM ", style="bold white on red")
         line.append(" ")
-    if leader is None:
+    if leader is None and not (waiting and (view.leader_id or not view.up_count)):
         line.append(" ⚠ NO LEADER ", style="bold white on red")
         line.append(" ")
     statuses = [n.status for n in view.nodes.values() if n.status is not None]

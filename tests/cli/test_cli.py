@@ -35,6 +35,8 @@ STATUS_KEYS = {
     "apply_lag",
     "proposals_per_s",
     "disk_free_bytes",
+    "state_scrub_passes",
+    "state_scrub_rows",
     "peer_round_trip_ms",
     "id",
     "address",
@@ -175,6 +177,7 @@ def test_status_json_shape_with_one_leader(cli_cluster: LocalCluster) -> None:
         assert node["fsync_p99_ms"] > 0
         assert node["disk_free_bytes"] > 0
         assert node["apply_lag"] >= 0 and node["proposals_per_s"] >= 0
+        assert node["state_scrub_passes"] >= 0 and node["state_scrub_rows"] >= 0
     leaders = [n["id"] for n in doc["nodes"] if n["role"] == "leader"]
     assert leaders == [doc["leader"]]
     assert doc["term"] == max(n["term"] for n in doc["nodes"])

@@ -294,9 +294,12 @@ def test_a_busy_port_is_one_line_and_creates_no_data_directory(tmp_path: Path) -
 
 def test_a_node_started_on_an_empty_directory_says_so(tmp_path: Path) -> None:
     with LocalCluster(tmp_path, name="empty") as cluster:
-        cluster.wait_for_leader()
+        leader = cluster.wait_for_leader()
+        # Over gRPC: the message under test is the node's, not the CLI's.
         for i in range(3):
-            assert railyard("put", "s", f"r{i}", "-c", str(cluster.config_path)).returncode == 0
+            cluster.streams_stub(leader).PutRecord(
+                pb.PutRecordRequest(stream="s", data=b"r%d" % i), timeout=SUBPROCESS_TIMEOUT_S
+            )
         cluster.wait_converged()
         assert "empty data directory" not in cluster.logs()
         victim = next(n for n in cluster.node_ids if n != cluster.leader())
@@ -380,8 +383,7 @@ def test_get_follow_outlives_a_cluster_restart(tmp_path: Path) -> None:
             )
         try:
             wait_for(out_path, "1\tbefore\n")
-            for node_id in cluster.node_ids:
-                cluster.stop_node(node_id)
+            cluster.stop()  # every node at once
             wait_for(err_path, "note: the cluster is unavailable")
             assert follower.poll() is None, err_path.read_text()
             cluster.start()
@@ -390,8 +392,12 @@ def test_get_follow_outlives_a_cluster_restart(tmp_path: Path) -> None:
             wait_for(out_path, "1\tbefore\n2\tafter\n")
             assert out_path.read_text() == "1\tbefore\n2\tafter\n"
             notes = err_path.read_text().splitlines()
-            assert len(notes) == 2, notes
-            assert "resuming at sequence 2" in notes[1]
+            # A cluster that flaps while it comes back (a node answers, then
+            # an election) may be reported down and back more than once.
+            assert len(notes) >= 2 and len(notes) % 2 == 0, notes
+            assert all("unavailable" in n for n in notes[::2]), notes
+            assert all("resuming at sequence" in n for n in notes[1::2]), notes
+            assert any("resuming at sequence 2" in n for n in notes[1::2]), notes
         finally:
             follower.send_signal(signal.SIGINT)
             try:

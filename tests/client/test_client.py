@@ -127,6 +127,21 @@ async def test_concurrent_puts_use_one_producer_id_each(
     assert len(leader.applied) == 5
 
 
+async def test_a_closed_client_used_again_calls_on_a_new_channel(
+    two_nodes: tuple[FakeNode, FakeNode, list[str]],
+) -> None:
+    # Stubs are kept per endpoint: one bound to the closed channel must not be reused.
+    _, leader, (_, b) = two_nodes
+    client = RailyardClient([b], producer_id="p", coalesce=False)
+    assert await client.put("s", b"x") == 1
+    await client.close()
+    try:
+        assert await client.put("s", b"y") == 2
+    finally:
+        await client.close()
+    assert len(leader.applied) == 2
+
+
 async def test_errors_are_typed(two_nodes: tuple[FakeNode, FakeNode, list[str]]) -> None:
     _, _, (a, _) = two_nodes
     async with RailyardClient([a]) as client:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from railyard.client import RailyardClient
-from railyard.client.producer import MAX_WINDOW, StreamProducer
+from railyard.client.producer import MAX_WINDOW, StreamProducer, _add_records
+from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.streams.limits import DEFAULT_PRODUCER_WINDOW
 from tests.support.cluster import LocalCluster
@@ -84,3 +85,18 @@ async def test_ordered_exactly_once_across_leader_kill(cluster: LocalCluster) ->
 def test_window_is_capped_at_what_the_cluster_remembers() -> None:
     assert StreamProducer(["localhost:1"], "s", window=MAX_WINDOW + 100).window == MAX_WINDOW
     assert MAX_WINDOW <= DEFAULT_PRODUCER_WINDOW  # resends stay within the remembered results
+
+
+def test_records_are_added_as_the_wire_spells_them() -> None:
+    """No key, an empty key and a key each reach the request as a `Record` list would put them."""
+    records = [(b"a", None), (b"b", b""), (b"c", b"k")]
+    request = pb.PutRecordsRequest(stream="s")
+    _add_records(request, records)
+    assert request == pb.PutRecordsRequest(
+        stream="s",
+        records=[
+            cmd_pb.Record(data=b"a"),
+            cmd_pb.Record(data=b"b", has_key=True),
+            cmd_pb.Record(data=b"c", key=b"k", has_key=True),
+        ],
+    )

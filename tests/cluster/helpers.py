@@ -18,6 +18,19 @@ CALL_TIMEOUT_S = 2.0
 RETRY_PAUSE_S = 0.05
 
 
+# A node the test kills has its channel closed by `LocalCluster.kill`, from
+# another thread too: a call in flight on it then ends CANCELLED with this
+# text. To the caller that is the node going away, as UNAVAILABLE is.
+CHANNEL_CLOSED = "Channel closed!"
+
+
+def _node_went_away(exc: grpc.RpcError) -> bool:
+    code = exc.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    return code is grpc.StatusCode.CANCELLED and exc.details() == CHANNEL_CLOSED
+
+
 def with_retries(
     cluster: LocalCluster,
     call: Callable[[str], T],
@@ -26,7 +39,8 @@ def with_retries(
     timeout_s: float = 20.0,
 ) -> T:
     """`call(node_id)` until it succeeds, moving to the leader named by UNAVAILABLE
-    (or the next node) after UNAVAILABLE / DEADLINE_EXCEEDED, like a client does."""
+    (or the next node) after UNAVAILABLE / DEADLINE_EXCEEDED, like a client does
+    (and after a call cut by the test closing a killed node's channel)."""
     ids = among if among is not None else cluster.node_ids
     deadline = time.monotonic() + timeout_s
     target = ids[0]
@@ -37,8 +51,7 @@ def with_retries(
             return call(target)
         except grpc.RpcError as exc:
             last_error = exc
-            code = exc.code()
-            if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if not _node_went_away(exc):
                 raise
             metadata = {m.key: m.value for m in exc.trailing_metadata() or ()}
             hint = metadata.get("railyard-leader")

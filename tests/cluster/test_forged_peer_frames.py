@@ -18,7 +18,6 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -29,11 +28,15 @@ from tests.support.cluster import LocalCluster
 CLUSTER = "forged"
 SOCKET_TIMEOUT_S = 0.5
 STATUS_DEADLINE_S = 10.0
+REFUSAL_TIMEOUT_S = 10.0
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    running = LocalCluster(tmp_path, name=CLUSTER)
+# One cluster for the module: every test leaves it with a leader and all three
+# nodes running (a node a test restarts is waited for), and each test checks
+# only what changed during it, so starting a cluster per test bought nothing.
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    running = LocalCluster(tmp_path_factory.mktemp("forged"), name=CLUSTER)
     try:
         running.start()
         running.wait_for_leader(timeout_s=30)
@@ -75,16 +78,22 @@ def test_a_vote_request_at_an_absurd_term_is_refused_and_never_persisted(
 ) -> None:
     leader = cluster.wait_for_leader(timeout_s=30)
     before = {node: status(cluster, node).term for node in cluster.node_ids}
+    logged = {node: len(cluster.log(node)) for node in cluster.node_ids}
     for target in cluster.node_ids:
         forger = next(n for n in cluster.node_ids if n != target)
         vote = pb.RaftMessage(
             type=pb.MESSAGE_TYPE_VOTE, to=target, sender=forger, term=term, context=1
         )
         send_frames(cluster, target, forger, vote)
-    time.sleep(1.0)
+    # Each node has handled its forged request once it logs the refusal.
+    deadline = time.monotonic() + REFUSAL_TIMEOUT_S
+    while time.monotonic() < deadline and not all(
+        "refused vote from" in cluster.log(node)[logged[node] :] for node in cluster.node_ids
+    ):
+        time.sleep(0.05)
     for node in cluster.node_ids:
+        assert "refused vote from" in cluster.log(node)[logged[node] :]
         assert status(cluster, node).term == before[node]
-        assert "refused vote from" in cluster.log(node)
     target = next(n for n in cluster.node_ids if n != leader)
     cluster.stop_node(target)
     cluster.start_node(target)

@@ -41,6 +41,8 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "railyard_disk_log_bytes": ("gauge", set()),
     "railyard_disk_state_bytes": ("gauge", set()),
     "railyard_disk_free_bytes": ("gauge", set()),
+    "railyard_disk_state_scrubbed_rows": ("counter", set()),
+    "railyard_disk_state_scrubs": ("counter", set()),
     "railyard_network_peer_round_trip_time_seconds": ("histogram", {"peer"}),
     "railyard_network_peer_sent_bytes": ("counter", {"peer"}),
     "railyard_network_peer_received_bytes": ("counter", {"peer"}),

@@ -33,14 +33,32 @@ def _put(cluster: LocalCluster, leader: str, n: int, tag: bytes) -> None:
         )
 
 
-def _start_in_foreground(cluster: LocalCluster, node_id: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        node_command(cluster.config_path, node_id),
-        capture_output=True,
-        text=True,
-        timeout=EXIT_TIMEOUT_S,
-        stdin=subprocess.DEVNULL,
-    )
+def _start_in_foreground(
+    cluster: LocalCluster, *node_ids: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """Start the nodes at once (each refusal costs an interpreter's start) and
+    wait for every one to exit."""
+    procs = [
+        subprocess.Popen(
+            node_command(cluster.config_path, node_id),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        for node_id in node_ids
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=EXIT_TIMEOUT_S)
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results
 
 
 def _refusal(result: subprocess.CompletedProcess[str]) -> str:
@@ -85,9 +103,10 @@ def test_damaged_or_inconsistent_files_are_refused_in_one_line_naming_the_file(
         data[:16] = b"not sqlite, no!!"
         state.write_bytes(bytes(data))
 
-        line = _refusal(_start_in_foreground(c, behind))
+        behind_result, garbled_result = _start_in_foreground(c, behind, garbled)
+        line = _refusal(behind_result)
         assert LOG_DB in line and "lost committed entries" in line, line
-        line = _refusal(_start_in_foreground(c, garbled))
+        line = _refusal(garbled_result)
         assert STATE_DB in line, line
         # The leader was never at risk.
         assert len(read_all(c, leader, "s")) == 15

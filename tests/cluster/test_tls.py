@@ -419,6 +419,16 @@ def test_a_node_off_loopback_refuses_plaintext(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "n1").exists()
 
 
+def test_starting_every_node_refuses_plaintext_once_and_starts_none(tmp_path: Path) -> None:
+    path = exposed_config(tmp_path, insecure=False)
+    result = railyard("node", "start", "-c", str(path))
+    assert result.returncode == 1
+    assert result.stderr.count("has no [tls] table") == 1, result.stderr
+    assert "n1: cannot start" in result.stderr
+    assert "started n1" not in result.stdout + result.stderr  # the supervisor started no child
+    assert not (tmp_path / "data" / "n1").exists()
+
+
 def test_insecure_true_overrides_it_with_a_warning_and_status_says_so(tmp_path: Path) -> None:
     path = exposed_config(tmp_path, insecure=True)
     log = tmp_path / "n1.log"

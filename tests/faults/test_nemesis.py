@@ -17,9 +17,10 @@ import pytest
 
 from tests.faults.nemesis import FAULTS, RunReport, run_nemesis
 
-# Short run: each fault held this long, then this long healthy (s).
-SHORT_FAULT_S = 2.5
-SHORT_QUIET_S = 1.5
+# Short run: each fault held this long (two to four election timeouts of the
+# test clusters' 500 ms), then this long healthy (s).
+SHORT_FAULT_S = 2.0
+SHORT_QUIET_S = 1.0
 # Longer than the schedule can take (faults + heals + restarts); it ends earlier.
 SHORT_BUDGET_S = 120.0
 DEFAULT_SOAK_MINUTES = 20.0

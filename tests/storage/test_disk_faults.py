@@ -467,6 +467,8 @@ RPC_TIMEOUT_S = 10.0
 SPACE_NOTICED_S = 5.0
 # A node that refuses its store exits at once; one that starts answers Status.
 START_TIMEOUT_S = 20.0
+# The scrub checks a few dozen records in its first step, right after the start.
+SCRUB_FOUND_S = 30.0
 CONVERGE_TIMEOUT_S = 30.0
 
 
@@ -620,7 +622,6 @@ UNNAMED_REFUSAL = (
         "state header garbled",
         "log header garbled, page 1 in WAL",
         "state WAL cut in half",
-        "state record byte flipped",
         "log cut to one byte",
         "log WAL header flipped",
         "log WAL cut in half",
@@ -635,6 +636,30 @@ def test_damaged_node_refuses_or_holds_every_record(node_image: NodeImage, case:
     why = next((line for line in logged.splitlines() if db in line), "")
     print(f"{case}: {outcome} {why[-300:]}")
     assert outcome in (REFUSED, INTACT), f"{case}: {outcome}:\n{logged[-3000:]}"
+
+
+def test_a_flipped_record_byte_stops_the_node_soon_after_its_start(node_image: NodeImage) -> None:
+    """A start reads only the ends of each stream, so a record damaged in the middle
+    does not refuse it; the background scrub finds it within a bounded time, and the
+    node stops by itself, naming the file and the record, before any client read it."""
+    image, file, spoil = NODE_DAMAGE["state record byte flipped"]
+    spoil(node_image.restore(image) / file)
+    cluster, victim = node_image.cluster, node_image.victim
+    offset = len(cluster.log(victim))
+    proc = cluster.start_node(victim)
+    try:
+        code = proc.wait(timeout=SCRUB_FOUND_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        cluster.kill(victim, signal.SIGKILL)
+    logged = cluster.log(victim)[offset:]
+    assert code is not None, f"still running {SCRUB_FOUND_S} s after its start:\n{logged[-3000:]}"
+    assert "opened " in logged, f"refused at start, not found by the scrub:\n{logged[-3000:]}"
+    fatal = [line for line in logged.splitlines() if "fatal" in line]
+    assert code != 0 and len(fatal) == 1, logged[-3000:]
+    # Record 11 holds the marker b"000010" (`_flip_a_record_byte`).
+    assert file in fatal[0] and "record 11 of 's'" in fatal[0], fatal[0]
 
 
 @pytest.mark.parametrize("image", ["killed", "stopped"])

@@ -1,12 +1,14 @@
-"""Building command bytes for streams tests."""
+"""Building command bytes for streams tests, and damaging a state database."""
 
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 from railyard.proto import commands_pb2 as pb
-from railyard.streams import POSITIONS, StreamsMachine
+from railyard.streams import POSITIONS, ScrubPosition, StreamsMachine
 
 
 def create(
@@ -126,3 +128,24 @@ def query_dump(sm: StreamsMachine) -> bytes:
 def sql_dump(sm: StreamsMachine) -> list[str]:
     """The whole database as SQL text."""
     return sm.dump_sql()
+
+
+def scrub_pass(sm: StreamsMachine, step_rows: int, position: ScrubPosition | None = None) -> int:
+    """Run a pass to its end (from `position`); the rows it checked."""
+    position = position or ScrubPosition(sm.generation)
+    rows = 0
+    for _ in range(100_000):
+        step = sm.scrub(position, step_rows)
+        rows += step.checked
+        if step.next is None:
+            return rows
+        position = step.next
+    raise AssertionError("the scrub pass did not end")
+
+
+def tamper(path: Path, sql: str) -> None:
+    """Change a state database behind the machine's back, as damage would."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(sql)
+    conn.close()

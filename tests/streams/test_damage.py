@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from railyard.streams import CorruptState, StreamsMachine
-from tests.streams.helpers import append, create
-
-
-def _tamper(path: Path, sql: str) -> None:
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute(sql)
-    conn.close()
+from tests.streams.helpers import append, create, tamper
 
 
 @pytest.fixture
@@ -33,7 +25,7 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_a_changed_record_is_refused_on_read(db: Path) -> None:
-    _tamper(db, "UPDATE records SET data = x'7a' WHERE data = x'62'")
+    tamper(db, "UPDATE records SET data = x'7a' WHERE data = x'62'")
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="record 2") as info:
@@ -44,7 +36,7 @@ def test_a_changed_record_is_refused_on_read(db: Path) -> None:
 
 
 def test_a_missing_record_is_refused_on_read(db: Path) -> None:
-    _tamper(db, "DELETE FROM records WHERE data = x'62'")
+    tamper(db, "DELETE FROM records WHERE data = x'62'")
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="record 2"):
@@ -54,7 +46,7 @@ def test_a_missing_record_is_refused_on_read(db: Path) -> None:
 
 
 def test_a_changed_stream_row_is_refused(db: Path) -> None:
-    _tamper(db, "UPDATE streams SET last_seq = 2")
+    tamper(db, "UPDATE streams SET last_seq = 2")
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="'s'"):
@@ -64,14 +56,14 @@ def test_a_changed_stream_row_is_refused(db: Path) -> None:
 
 
 def test_a_changed_state_row_is_refused_at_open(db: Path) -> None:
-    _tamper(db, "UPDATE state SET last_applied = 1")
+    tamper(db, "UPDATE state SET last_applied = 1")
     with pytest.raises(CorruptState, match="state row") as info:
         StreamsMachine.open(db)
     assert str(db) in str(info.value)
 
 
 def test_a_changed_producer_result_stops_apply(db: Path) -> None:
-    _tamper(db, "UPDATE producer_results SET first_seq = 7")
+    tamper(db, "UPDATE producer_results SET first_seq = 7")
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="producer 'p'"):
@@ -94,7 +86,7 @@ def test_verify_checks_the_whole_state(db: Path) -> None:
     sm = StreamsMachine.open(db)
     sm.verify()  # intact
     sm.close()
-    _tamper(db, "UPDATE records SET ts = 6 WHERE data = x'63'")
+    tamper(db, "UPDATE records SET ts = 6 WHERE data = x'63'")
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="record 3"):
@@ -104,17 +96,17 @@ def test_verify_checks_the_whole_state(db: Path) -> None:
 
 
 def test_verify_finds_stray_records(db: Path) -> None:
-    _tamper(db, "INSERT INTO records VALUES (999, 0, NULL, x'00', 0)")
+    tamper(db, "INSERT INTO records VALUES (999, 0, NULL, x'00', 0)")
     sm = StreamsMachine.open(db)
     try:
-        with pytest.raises(CorruptState, match="records stored"):
+        with pytest.raises(CorruptState, match="is stored but no stream holds it"):
             sm.verify()
     finally:
         sm.close()
 
 
 def test_a_changed_producer_row_stops_apply(db: Path) -> None:
-    _tamper(db, "UPDATE producers SET last_sequence = 0")
+    tamper(db, "UPDATE producers SET last_sequence = 0")
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="producer 'p'"):
@@ -129,7 +121,7 @@ def test_a_changed_producer_row_stops_apply(db: Path) -> None:
     ["UPDATE producer_results SET count = 1", "UPDATE producers SET last_used_index = 9"],
 )
 def test_verify_checks_producers(db: Path, change: str) -> None:
-    _tamper(db, change)
+    tamper(db, change)
     sm = StreamsMachine.open(db)
     try:
         with pytest.raises(CorruptState, match="producer"):
@@ -139,8 +131,8 @@ def test_verify_checks_producers(db: Path, change: str) -> None:
 
 
 def test_a_database_of_an_older_format_is_refused(db: Path) -> None:
-    _tamper(db, "DROP TABLE producer_results")
-    _tamper(db, "UPDATE state SET format = 2")  # as an older build wrote it
+    tamper(db, "DROP TABLE producer_results")
+    tamper(db, "UPDATE state SET format = 2")  # as an older build wrote it
     with pytest.raises(CorruptState, match="format version 2") as info:
         StreamsMachine.open(db)
     assert str(db) in str(info.value)

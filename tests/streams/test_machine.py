@@ -30,6 +30,7 @@ from railyard.streams import (
     StreamUpdated,
     validate,
 )
+from railyard.streams.machine import INSERT_ROWS
 from tests.streams.helpers import append, create, delete, update
 
 
@@ -211,6 +212,22 @@ def test_keys_round_trip_including_empty_key(run: Driver) -> None:
         StoredRecord(3, b"c", b"k", 42),
     ]
     assert info(run.sm, "s").bytes == 4
+
+
+def test_a_batch_spanning_several_insert_statements_reads_back_whole(run: Driver) -> None:
+    """Records go in `INSERT_ROWS` a statement: a batch of two full statements and
+    a remainder keeps every record, in order, with a checksum that passes."""
+    count = 2 * INSERT_ROWS + 7
+    batch = [(b"d%d" % i, b"k%d" % i if i % 3 else None) for i in range(count)]
+    run(create("s"))
+    run(append("s", [b"first"], ts=5))
+    appended = run(append("s", batch, ts=7))
+    assert isinstance(appended, Appended) and appended.sequences == range(2, count + 2)
+    assert read_all(run.sm, "s").records[1:] == [
+        StoredRecord(i + 2, data, key, 7) for i, (data, key) in enumerate(batch)
+    ]
+    assert info(run.sm, "s").bytes == 5 + sum(len(d) + len(k or b"") for d, k in batch)
+    run.sm.verify()
 
 
 def test_list_streams_is_sorted(run: Driver) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from railyard.streams import POSITIONS, Limits, StreamsMachine
-from tests.streams.helpers import append, create, delete
+from railyard.streams import POSITIONS, Limits, ScrubPosition, StreamsMachine
+from tests.streams.helpers import append, create, delete, scrub_pass
 from tests.streams.model import Model
 
 # Small limits so random batches hit them; two producers so eviction happens;
@@ -131,8 +131,12 @@ def test_machine_matches_model(datas: list[bytes], sizes: list[int], probes: lis
         sm = StreamsMachine.open(Path(tmp) / "s.db", LIMITS)
         try:
             got = []
+            # A scrub pass goes on between the batches: no state on the way looks damaged.
+            position = ScrubPosition(sm.generation)
             for batch in batches(datas, sizes):
                 got.extend(sm.apply(batch))
+                step = sm.scrub(position, 2)
+                position = step.next or ScrubPosition(sm.generation)
             assert got == expected
             assert sm.last_applied == len(datas)
             assert sm.clock_ms == model.clock_ms
@@ -142,5 +146,6 @@ def test_machine_matches_model(datas: list[bytes], sizes: list[int], probes: lis
             assert remembered <= LIMITS.max_producers * LIMITS.producer_window
             assert_same_queries(sm, model, probes)
             sm.verify()  # every row written on the way carries a valid checksum
+            scrub_pass(sm, 3, position)
         finally:
             sm.close()

@@ -211,6 +211,22 @@ async def test_no_leader_and_no_quorum_are_flagged() -> None:
         assert "up 1/3" in summary
 
 
+async def test_nodes_not_heard_from_yet_raise_no_alarm() -> None:
+    source = FakeSource(DEMO_ENDPOINTS)
+    source.push(
+        StatusUpdate(
+            N3, DEMO_NOW, pb.NodeStatus(node_id="n3", term=4, role=pb.ROLE_FOLLOWER, leader_id="n1")
+        )
+    )
+    app = DashboardApp(source, clock=lambda: DEMO_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: source.pending == 0, "the updates")
+        await wait_until(pilot, lambda: not app.redraw_pending, "the redraw")
+        summary = str(app.query_one("#summary").render())
+        assert "waiting for 2 of 3 nodes" in summary
+        assert "NO QUORUM" not in summary and "NO LEADER" not in summary
+
+
 async def test_q_quits_and_closes_the_source() -> None:
     source = short_source()
     app = demo_app(source)
@@ -232,3 +248,17 @@ async def test_updates_keep_rendering_while_a_modal_is_open() -> None:
         await wait_until(pilot, lambda: not app.redraw_pending, "a redraw under the modal")
         await pilot.press("escape")
         assert cell(app, N1, "term") == "9"
+
+
+async def test_a_wider_cell_widens_its_column_before_any_render() -> None:
+    """A render between an update and the table's idle measuring cached the
+    old width: the column must be wide enough at once (`_grow_column`)."""
+    app = demo_app(short_source())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_data(pilot)
+        nodes = app.query_one("#nodes", DataTable)
+        column = next(iter(nodes.columns.values()))
+        row = next(iter(nodes.rows.values()))
+        wide = "x" * (column.content_width + 12)
+        app._set_cell(nodes, row.key.value or "", column.key.value or "", wide)
+        assert column.content_width >= len(wide)

@@ -1,14 +1,16 @@
 """The dashboard against a real 3-node cluster on loopback (ClientSource).
 
-Each test starts the `cluster` fixture's node processes (stopped by pid at
-teardown) and drives the app with Pilot; every wait is bounded in time.
+The tests share one cluster (its node processes are stopped by pid at the
+module's teardown) and drive the app with Pilot; every wait is bounded in
+time. Each test writes a stream of its own and leaves every node running,
+the one that kills a node starting it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from rich.text import Text
@@ -28,6 +30,16 @@ INTERVAL_S = 0.1
 # "Within a few seconds": generous for a 2-core machine shared with others.
 SETTLE_S = 10.0
 STEP_S = 0.05
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    running = LocalCluster(tmp_path_factory.mktemp("tui-live"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
 
 
 def cell(app: DashboardApp, table: str, row: str, column: str) -> str:
@@ -135,7 +147,7 @@ async def test_a_killed_node_shows_down_and_the_app_keeps_running(cluster: Local
             # Still live: a put through the survivors shows up in the leader's row.
             before = app.view.nodes[cluster.addresses[leader]].status
             assert before is not None
-            await client.put("tui-live", b"after the kill")
+            await client.put("tui-kill", b"after the kill")
             await wait_for(
                 pilot,
                 lambda: _commit(app, cluster.addresses[leader]) > before.commit_index,
@@ -144,6 +156,8 @@ async def test_a_killed_node_shows_down_and_the_app_keeps_running(cluster: Local
             await pilot.press("down", "down")  # selecting the dead node does not crash either
             await pilot.pause(0.3)
             assert app.is_running
+    cluster.start_node(victim)
+    await asyncio.to_thread(cluster.wait_ready, victim)
 
 
 def _commit(app: DashboardApp, endpoint: str) -> int:

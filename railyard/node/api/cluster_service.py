@@ -7,7 +7,8 @@ answer sent as those bytes (`WATCH_STATUS_METHOD` is registered to pass
 them through), at most `[limits] max_watch_subscribers` at once. `ReadLog` shows
 the most recent entries of this node's log, decoded enough to display.
 The membership RPCs (ListMembers, AddMember, PromoteMember, RemoveMember)
-live in `membership.py`; `Status` lists the committed configuration too.
+are those of the base class, `membership.MembershipRpcs`; `Status` lists
+the committed configuration too.
 `TransferLeadership` moves leadership (Raft §3.10): the leader asks the core
 to transfer; a follower forwards the request to the leader; either way the
 answer comes once a new leader is known, or fails after a few election
@@ -103,14 +104,10 @@ def describe_entry(entry: Entry, commit_index: Index) -> pb.LogEntryInfo:
     return info
 
 
-class ClusterService(pb_grpc.ClusterServicer):
+class ClusterService(MembershipRpcs):
     def __init__(self, node: NodeContext, forwarder: Forwarder) -> None:
-        self.node = node
-        self.driver = node.driver
-        self.addresses = node.addresses
-        self.forwarder = forwarder
+        super().__init__(node, forwarder)
         self.feed = StatusFeed(self._encoded_status)
-        self.members = MembershipRpcs(node, forwarder)
 
     async def status(self) -> pb.NodeStatus:
         core = self.driver.status()
@@ -168,7 +165,8 @@ class ClusterService(pb_grpc.ClusterServicer):
         return status
 
     def _add_figures(self, status: pb.NodeStatus, commit_index: int, now: float) -> None:
-        """What the metrics know that `top` shows: fsync p99, apply lag, proposals/s, disk."""
+        """What the metrics know that `top` shows (fsync p99, apply lag, proposals/s,
+        disk), and the scrub's progress."""
         metrics = self.driver.metrics
         fsync_p99_s = metrics.fsync_p99_s()
         free = self.driver.disk.free_bytes()
@@ -176,6 +174,8 @@ class ClusterService(pb_grpc.ClusterServicer):
         status.apply_lag = max(0, commit_index - self.driver.applied)
         status.proposals_per_s = metrics.committed_per_s(now)
         status.disk_free_bytes = UNKNOWN if free is None else free
+        status.state_scrub_passes = self.driver.scrubber.passes
+        status.state_scrub_rows = self.driver.scrubber.rows
 
     @rpc
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.NodeStatus:
@@ -197,34 +197,6 @@ class ClusterService(pb_grpc.ClusterServicer):
             if error is None:
                 raise
             await abort(context, error, self.addresses)
-
-    @rpc
-    async def ListMembers(
-        self, request: pb.ListMembersRequest, context: Any
-    ) -> pb.ListMembersResponse:
-        response: pb.ListMembersResponse = await self.members.list_members(request, context)
-        return response
-
-    @rpc
-    async def AddMember(
-        self, request: pb.AddMemberRequest, context: Any
-    ) -> pb.MemberChangeResponse:
-        response: pb.MemberChangeResponse = await self.members.add_member(request, context)
-        return response
-
-    @rpc
-    async def PromoteMember(
-        self, request: pb.PromoteMemberRequest, context: Any
-    ) -> pb.MemberChangeResponse:
-        response: pb.MemberChangeResponse = await self.members.promote_member(request, context)
-        return response
-
-    @rpc
-    async def RemoveMember(
-        self, request: pb.RemoveMemberRequest, context: Any
-    ) -> pb.MemberChangeResponse:
-        response: pb.MemberChangeResponse = await self.members.remove_member(request, context)
-        return response
 
     @rpc
     async def ReadLog(self, request: pb.ReadLogRequest, context: Any) -> pb.ReadLogResponse:

@@ -10,7 +10,12 @@ and leaves a call with a request stream hanging until the client's deadline.
 method with a deserializer that returns a `Malformed` marker instead of
 raising, and a behaviour that answers the marker (the request, or any
 message of a request stream) with INVALID_ARGUMENT naming the method and
-the message expected. A handler never sees a `Malformed`.
+the message expected. A handler never sees a `Malformed`: a malformed
+message of a request stream raises `MalformedRequest` in whoever reads the
+stream, and the call is aborted from the handler's own task once that
+reaches it. grpc.aio's abort must come from the handler's task: sent from
+another task (a handler that reads its requests in a task of its own) while
+the handler still writes answers, the call hung until its deadline.
 
 Methods named in `pre_encoded` may also answer with `bytes` already encoded
 as their response message, sent as they are: a status shared by many
@@ -36,6 +41,14 @@ class Malformed:
     __slots__ = ("reason",)
 
     def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class MalformedRequest(Exception):
+    """Raised by a request stream at a message that is not the expected message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
 
 
@@ -158,23 +171,27 @@ def _checking_request(behaviour: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _checking_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    async def checked(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+    async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for request in requests:
             if type(request) is Malformed:
-                # Sends the status at once (the client is answered even while
-                # the handler is busy), then raises in whoever reads the stream.
-                await _refuse(context, request)
+                raise MalformedRequest(request.reason)
             yield request
 
     if inspect.isasyncgenfunction(behaviour):
 
         async def generator(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-            async for response in behaviour(checked(requests, context), context):
-                yield response
+            try:
+                async for response in behaviour(checked(requests), context):
+                    yield response
+            except MalformedRequest as malformed:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed.reason)
 
         return generator
 
     async def coroutine(requests: AsyncIterator[Any], context: Any) -> Any:
-        return await behaviour(checked(requests, context), context)
+        try:
+            return await behaviour(checked(requests), context)
+        except MalformedRequest as malformed:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed.reason)
 
     return coroutine

@@ -15,8 +15,12 @@ not caught up) appends nothing and is FAILED_PRECONDITION. Removing a voter
 when the voters left that answered lately could not form a quorum is refused
 unless forced (`RaftCore.keeps_live_quorum`).
 
-Handlers read the core between the driver's steps (`status()`,
-`committed_membership()`), never change it outside `Driver.call`.
+`MembershipRpcs` is the part of the Cluster servicer that serves them;
+`ClusterService` (`cluster_service.py`) extends it with the other RPCs.
+Who may call them (admin) is checked by name before any handler runs
+(`authorization.py`). Handlers read the core between the driver's steps
+(`status()`, `committed_membership()`), never change it outside
+`Driver.call`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import grpc
 
 from railyard.node.api.context import Forwarder, NodeContext, request_timeout
-from railyard.node.api.status_codes import ServiceError, unavailable
+from railyard.node.api.status_codes import ServiceError, rpc, unavailable
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 from railyard.raft import (
@@ -84,12 +88,13 @@ def check_address(field: str, address: str, *, required: bool) -> None:
         )
 
 
-class MembershipRpcs:
-    """The handlers; `ClusterService` delegates its four membership methods here."""
+class MembershipRpcs(pb_grpc.ClusterServicer):
+    """The Cluster servicer's membership methods; `ClusterService` adds the rest."""
 
     def __init__(self, node: NodeContext, forwarder: Forwarder) -> None:
         self.node = node
         self.driver = node.driver
+        self.addresses = node.addresses
         self.forwarder = forwarder
 
     def _committed(self) -> tuple[Index, Membership]:
@@ -120,16 +125,26 @@ class MembershipRpcs:
             return None
         return await self.forwarder.forward(method, request, context, stub=pb_grpc.ClusterStub)
 
-    async def list_members(self, request: pb.ListMembersRequest, context: Any) -> Any:
-        forwarded = await self._forward_unless_leader("ListMembers", request, context)
+    @rpc
+    async def ListMembers(
+        self, request: pb.ListMembersRequest, context: Any
+    ) -> pb.ListMembersResponse:
+        forwarded: pb.ListMembersResponse | None = await self._forward_unless_leader(
+            "ListMembers", request, context
+        )
         return forwarded if forwarded is not None else self.listing()
 
-    async def add_member(self, request: pb.AddMemberRequest, context: Any) -> Any:
+    @rpc
+    async def AddMember(
+        self, request: pb.AddMemberRequest, context: Any
+    ) -> pb.MemberChangeResponse:
         if not request.id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "id: expected a node id")
         check_address("address", request.address, required=True)
         check_address("peer_address", request.peer_address, required=False)
-        forwarded = await self._forward_unless_leader("AddMember", request, context)
+        forwarded: pb.MemberChangeResponse | None = await self._forward_unless_leader(
+            "AddMember", request, context
+        )
         if forwarded is not None:
             return forwarded
         existing = self.driver.status().membership.member(NodeId(request.id))
@@ -151,19 +166,29 @@ class MembershipRpcs:
         await self._change(change, context)
         return self._answer(changed=True)
 
-    async def promote_member(self, request: pb.PromoteMemberRequest, context: Any) -> Any:
+    @rpc
+    async def PromoteMember(
+        self, request: pb.PromoteMemberRequest, context: Any
+    ) -> pb.MemberChangeResponse:
         if not request.id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "id: expected a node id")
-        forwarded = await self._forward_unless_leader("PromoteMember", request, context)
+        forwarded: pb.MemberChangeResponse | None = await self._forward_unless_leader(
+            "PromoteMember", request, context
+        )
         if forwarded is not None:
             return forwarded
         await self._change(ConfChange(ConfChangeKind.PROMOTE, NodeId(request.id)), context)
         return self._answer(changed=True)
 
-    async def remove_member(self, request: pb.RemoveMemberRequest, context: Any) -> Any:
+    @rpc
+    async def RemoveMember(
+        self, request: pb.RemoveMemberRequest, context: Any
+    ) -> pb.MemberChangeResponse:
         if not request.id:
             raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "id: expected a node id")
-        forwarded = await self._forward_unless_leader("RemoveMember", request, context)
+        forwarded: pb.MemberChangeResponse | None = await self._forward_unless_leader(
+            "RemoveMember", request, context
+        )
         if forwarded is not None:
             return forwarded
         node_id = NodeId(request.id)

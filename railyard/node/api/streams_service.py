@@ -341,6 +341,8 @@ class StreamsService(pb_grpc.StreamsServicer):
             await reader
         finally:
             reader.cancel()
+            if reader.done() and not reader.cancelled():
+                reader.exception()  # retrieved: a call that ended early never awaits it
             while not window.batches.empty():
                 left = window.batches.get_nowait()
                 if left is not None:
@@ -368,8 +370,9 @@ class StreamsService(pb_grpc.StreamsServicer):
                 if outcome.done():  # refused at once: no later batch is proposed
                     break
         finally:
-            # Also when reading failed (a malformed message aborted the call):
-            # the answering loop must not wait for batches that never come.
+            # Also when reading failed (a malformed message ends the call once
+            # the batches before it are answered): the answering loop must not
+            # wait for batches that never come.
             window.batches.put_nowait(None)
 
     def _start_batch(

@@ -79,13 +79,18 @@ class LogWriter:
         self._unsaved_hard_state: HardState | None = None
         self._restarts_on_full_disk = 0
 
-    def start_save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> Saving | None:
+    def start_save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], *, inline: bool = False
+    ) -> Saving | None:
         """Hand entries and hard state to the log thread as one transaction (one fsync).
 
         Returns what `finish_save` waits on, or None when nothing needs
         writing. A hard state that changed only its commit index is not
         written on its own (see the module docstring): it rides along with
-        the next write instead.
+        the next write instead. With `inline`, the save runs here, on the
+        caller's thread, and is done when this returns: the caller knows
+        nothing else uses the log store meanwhile and has nothing to do
+        while it waits (see `Driver._handle_ready`).
         """
         if hard_state is not None:
             saved = self._saved_hard_state
@@ -99,10 +104,17 @@ class LogWriter:
             hard_state = self._unsaved_hard_state
         if hard_state is None and not entries:
             return None
-        future = asyncio.get_running_loop().run_in_executor(
-            self.io, self._save, hard_state, entries
-        )
-        return Saving(future, hard_state, len(entries), time.perf_counter())
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        if inline:
+            future: asyncio.Future[float] = loop.create_future()
+            try:
+                future.set_result(self._save(hard_state, entries))
+            except Exception as exc:
+                future.set_exception(exc)
+        else:
+            future = loop.run_in_executor(self.io, self._save, hard_state, entries)
+        return Saving(future, hard_state, len(entries), started)
 
     def _save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> float:
         """On the log thread: timed there, so the figure is the save's alone (seconds)."""

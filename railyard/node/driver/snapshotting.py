@@ -25,6 +25,9 @@ Invariants:
   its SNAPSHOT message (its meta comes back in `Ready.snapshot`); the staged
   files of refused ones are deleted at the end of the round, so none can be
   taken for the node's own snapshot at the next start.
+- Every snapshot taken or installed is timed here and nowhere else: its
+  duration goes to its log line and to `on_snapshot` (the metrics record
+  what they are told).
 - Installing orders its effects for a crash in between: the snapshot file
   is installed first (start-up restores a state machine behind it), the log
   is reset last (start-up compacts a log behind the latest snapshot). A copy
@@ -106,7 +109,8 @@ class Snapshotter:
         self.snapshot_index = snapshot_index
         self.disk = disk
         self.log = log
-        # Told each snapshot's duration in seconds (taken or installed).
+        # Told each snapshot's duration in seconds (taken or installed): the
+        # metrics' histogram, which measures nothing itself.
         self.on_snapshot = on_snapshot
         self.stats = SnapshotStats()
         self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
@@ -181,15 +185,7 @@ class Snapshotter:
             self._task = None
             self._write = None
         self.stats.snapshots_taken += 1
-        seconds = time.perf_counter() - started
-        if self.on_snapshot is not None:
-            self.on_snapshot(seconds)
-        self.log.info(
-            "snapshot index=%d term=%d; log compacted",
-            meta.index,
-            meta.term,
-            extra=event("snapshot_taken", index=meta.index, term=meta.term, seconds=seconds),
-        )
+        self._report("snapshot_taken", "snapshot index=%d term=%d; log compacted", meta, started)
 
     def _compact(self, meta: SnapshotMeta) -> None:
         if meta.index > self.snapshot_index:
@@ -235,14 +231,18 @@ class Snapshotter:
             raise FatalError(f"cannot install snapshot at index {meta.index}: {exc}") from exc
         self.snapshot_index = meta.index
         self.stats.snapshots_installed += 1
+        self._report("snapshot_installed", "installed snapshot index=%d term=%d", meta, started)
+
+    def _report(self, kind: str, message: str, meta: SnapshotMeta, started: float) -> None:
+        """A snapshot's duration, measured here only, to `on_snapshot` and its log line."""
         seconds = time.perf_counter() - started
         if self.on_snapshot is not None:
             self.on_snapshot(seconds)
         self.log.info(
-            "installed snapshot index=%d term=%d",
+            message,
             meta.index,
             meta.term,
-            extra=event("snapshot_installed", index=meta.index, term=meta.term, seconds=seconds),
+            extra=event(kind, index=meta.index, term=meta.term, seconds=seconds),
         )
 
     def _reset_log(self, meta: SnapshotMeta) -> None:

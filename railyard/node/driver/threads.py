@@ -29,6 +29,9 @@ class Threads:
         self.log = log
         self.log_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raft-log")
         self.sm_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streams")
+        # `log_call`s submitted and not yet returned: while any is, the log
+        # store is not used from the loop (`LogWriter.start_save`).
+        self.log_calls_pending = 0
 
     async def machine_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a state-machine query (or a restore) on the reads thread.
@@ -50,7 +53,11 @@ class Threads:
 
     async def log_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a log-store call on its worker thread, after queued writes."""
-        return await asyncio.get_running_loop().run_in_executor(self.log_io, fn, *args)
+        self.log_calls_pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.log_io, fn, *args)
+        finally:
+            self.log_calls_pending -= 1
 
     def shutdown(self) -> None:
         """Wait for the call in progress on each thread; drop the queued ones."""

@@ -1,7 +1,9 @@
 """What a node tells its operators: Prometheus metrics, /health and /ready, JSON log lines.
 
 - `metrics`: the node's registry (one per node) and the instruments the
-  driver, the peers and the API update as they go;
+  driver, the peers and the API update as they go; `instruments`: those
+  instruments, written on the event loop only; `scrape`: the state a
+  scrape samples and renders beside them;
 - `endpoint`: the HTTP server behind `metrics_address` (a thread of its own);
 - `grpc_metrics`: the server interceptor counting and timing gRPC calls
   (imported from its module: the driver, which uses this package, knows no
@@ -14,15 +16,10 @@ callables that read the node's state.
 """
 
 from railyard.node.observability.endpoint import MetricsEndpoint, Probe
+from railyard.node.observability.instruments import RateMeter, RecentSamples
 from railyard.node.observability.logs import LOG_FORMATS, configure_logging, event
-from railyard.node.observability.metrics import (
-    DEFAULT_MAX_STREAMS,
-    NodeMetrics,
-    RateMeter,
-    RecentSamples,
-    StateSample,
-    StreamFigures,
-)
+from railyard.node.observability.metrics import DEFAULT_MAX_STREAMS, NodeMetrics
+from railyard.node.observability.scrape import StateSample, StreamFigures
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",

@@ -41,14 +41,23 @@ class SendQueue:
         self._ready = asyncio.Event()
         self._woken = False
 
-    def put(self, m: pb.RaftMessage) -> bool:
-        """Queue `m` in its lane; False (nothing queued) when that lane is full."""
+    def put(self, m: pb.RaftMessage, *, notify: bool = True) -> bool:
+        """Queue `m` in its lane; False (nothing queued) when that lane is full.
+
+        With `notify=False` a waiting `get` is not woken: the caller takes
+        the message itself, or calls `notify`.
+        """
         lane = self._bulk if m.type == pb.MESSAGE_TYPE_APPEND else self._control
         if len(lane) >= self.capacity:
             return False
         lane.append(m)
-        self._ready.set()
+        if notify:
+            self._ready.set()
         return True
+
+    def notify(self) -> None:
+        """Wake a waiting `get` for what was queued with `notify=False`."""
+        self._ready.set()
 
     def wake(self) -> None:
         """Make a waiting (or the next) `get` return None."""

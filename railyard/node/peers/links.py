@@ -132,17 +132,41 @@ class PeerLink:
         self._reported_at = 0.0
         self._probe_wanted = asyncio.Event()
         self.connected = False
+        # The TCP connection while its sender task waits for messages: `send_all`
+        # writes to it directly.
+        self._idle: tcp.PeerConnection | None = None
 
     def send(self, message: Message) -> None:
-        if message.type is MessageType.SNAPSHOT:
-            self._snapshot_request = message
-            self._snapshot_wanted.set()
+        self.send_all((message,))
+
+    def send_all(self, messages: Sequence[Message]) -> None:
+        """Queue `messages` for this peer, then write them at once if the connection
+        is idle: a wake-up of the sender task costs more than the write. Otherwise
+        (connecting, busy, backed up) the sender task takes them."""
+        direct = self._idle is not None
+        for message in messages:
+            if message.type is MessageType.SNAPSHOT:
+                self._snapshot_request = message
+                self._snapshot_wanted.set()
+                continue
+            if message.type is MessageType.HEARTBEAT:
+                self.metrics.heartbeat_sent(self.peer_id, time.monotonic())
+            if not self.queue.put(message_to_pb(message), notify=not direct):
+                self.instruments.send_failures.inc()
+                self._unreachable()
+        if direct:
+            self._flush()
+
+    def _flush(self) -> None:
+        conn = self._idle
+        if conn is None:
             return
-        if message.type is MessageType.HEARTBEAT:
-            self.metrics.heartbeat_sent(self.peer_id, time.monotonic())
-        if not self.queue.put(message_to_pb(message)):
-            self.instruments.send_failures.inc()
-            self._unreachable()
+        while self.queue and conn.ended is None and not conn.backed_up:
+            first = self.queue.pop()
+            assert first is not None
+            self._write(conn, first)
+        if self.queue:  # the sender task waits for room, or learns the connection ended
+            self.queue.notify()
 
     def _unreachable(self) -> None:
         # Once per reconnect delay is enough for the core to pause the peer.
@@ -315,9 +339,7 @@ class PeerLink:
         )
         try:
             while True:
-                payload = envelope(self.local, self._drain(first)).SerializeToString()
-                conn.send(payload)
-                self.instruments.sent_bytes.inc(len(payload) + tcp.FRAME_HEADER_BYTES)
+                self._write(conn, first)
                 if conn.backed_up:
                     async with asyncio.timeout(WRITE_STALL_S):
                         await conn.drain()
@@ -325,9 +347,18 @@ class PeerLink:
                     self.connected = True
                     self._failure = None
                     self.log.info("connected to %s at %s (tcp)", self.peer_id, address)
-                first = await self._next_on(conn)
+                self._idle = conn
+                try:
+                    first = await self._next_on(conn)
+                finally:
+                    self._idle = None
         finally:
             conn.abort()
+
+    def _write(self, conn: tcp.PeerConnection, first: pb.RaftMessage) -> None:
+        payload = envelope(self.local, self._drain(first)).SerializeToString()
+        conn.send(payload)
+        self.instruments.sent_bytes.inc(len(payload) + tcp.FRAME_HEADER_BYTES)
 
     async def _next(self) -> pb.RaftMessage:
         """The next queued message, skipping wake-ups meant for an earlier connection."""
@@ -451,10 +482,14 @@ class Transport:
         self._tg: asyncio.TaskGroup | None = None
 
     def send(self, messages: Sequence[Message]) -> None:
+        # Grouped by peer: a peer's messages of one Ready share envelopes.
+        by_peer: dict[NodeId, list[Message]] = {}
         for m in messages:
-            link = self.links.get(m.to)
+            by_peer.setdefault(m.to, []).append(m)
+        for peer_id, batch in by_peer.items():
+            link = self.links.get(peer_id)
             if link is not None:
-                link.send(m)
+                link.send_all(batch)
 
     def set_members(self, wanted: Mapping[NodeId, tuple[str, str | None]]) -> None:
         """Link exactly the peers of `wanted` (id -> address, peer_address)."""

@@ -27,14 +27,9 @@ snapshot of any size holds one chunk in memory. The listener answers with
 one frame: empty when the snapshot was validated and handed to the driver,
 else the refusal.
 
-Outbound connections honour the proxy settings gRPC honours through HTTP
-CONNECT (`proxy.py`), so peer traffic takes the same route whichever
-transport carries it.
-
-NB: liveness is TCP's (keepalive, a user timeout), not a ping of our own: a
-path that keeps the connection up but silently drops bytes (a proxy that
-stops forwarding) is noticed only when it resets the connection. Raft's own
-timeouts carry the cluster through that meanwhile, as through any loss.
+The listener is here; the format both sides share is in `tcp_frames.py`, the
+dialling side in `tcp_dial.py`. This module names them all, so the links and
+the process use one module for the wire.
 """
 
 from __future__ import annotations
@@ -42,9 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -52,17 +45,51 @@ from google.protobuf.message import DecodeError
 
 from railyard.node.observability.refusals import RefusalLog
 from railyard.node.peers.codec import envelope_sender
-from railyard.node.peers.proxy import MAX_PROXY_HEADER_BYTES, Proxy, open_tunnel
+from railyard.node.peers.tcp_dial import (
+    PeerClosed,
+    PeerConnection,
+    PeerRefused,
+    connect,
+    probe,
+    send_snapshot,
+)
+from railyard.node.peers.tcp_frames import (
+    FRAME_HEADER_BYTES,
+    FRAME_SIZE,
+    MAX_REFUSAL_BYTES,
+    PREAMBLE,
+    REFUSAL_LINGER_S,
+    SNAPSHOT_PREAMBLE,
+    TLS_HANDSHAKE_TIMEOUT_S,
+    frame,
+    tls_failure,
+    tune_socket,
+)
 from railyard.node.security import peer_node_id
 from railyard.proto import railyard_pb2 as pb
 
-# Names the protocol and its version: anything else that connects (a gRPC
-# client pointed at the wrong port, a port scanner) is refused at once.
-PREAMBLE = b"RAILYARD-PEER/1\n"
-# The same length: the listener reads either in one go.
-SNAPSHOT_PREAMBLE = b"RAILYARD-SNAP/1\n"
-_SIZE = struct.Struct(">I")
-FRAME_HEADER_BYTES = _SIZE.size
+# The wire as the links and the process use it, the dialler's names included.
+__all__ = [
+    "CLOSE_WAIT_S",
+    "CONNECTIONS_PER_MEMBER",
+    "FRAME_HEADER_BYTES",
+    "FRAME_TIMEOUT_S",
+    "MAX_FRAME_BYTES",
+    "MAX_RECEIVING_BYTES",
+    "PREAMBLE",
+    "SNAPSHOT_PREAMBLE",
+    "SPARE_CONNECTIONS",
+    "EnvelopeSink",
+    "PeerClosed",
+    "PeerConnection",
+    "PeerListener",
+    "PeerRefused",
+    "connect",
+    "frame",
+    "probe",
+    "send_snapshot",
+]
+
 # An envelope holds at most 16 MiB of entries (links.py); the limit
 # leaves room for the rest and refuses garbage lengths before reading them.
 MAX_FRAME_BYTES = 64 << 20
@@ -77,17 +104,9 @@ MAX_RECEIVING_BYTES = 128 << 20
 # within it: a half-sent or silent connection is closed instead of held.
 # A 64 MiB frame takes well under a second on a LAN.
 FRAME_TIMEOUT_S = 10.0
-# A refusal is a sentence.
-MAX_REFUSAL_BYTES = 4096
-# After a refusal, what the dialler still sends is read and dropped this long
-# (it stops once it reads the refusal), then the connection is cut.
-REFUSAL_LINGER_S = 1.0
 READ_CHUNK_BYTES = 1 << 16
 # Closing waits this long for connections busy handing messages to a driver.
 CLOSE_WAIT_S = 1.0
-# A TLS handshake on a LAN takes milliseconds; one that does not finish is
-# a dialler that will not (or cannot) authenticate.
-TLS_HANDSHAKE_TIMEOUT_S = 5.0
 # Connections held at once, beyond which a new one is closed at once: a
 # node's peers hold one each for messages, now and then one for a snapshot
 # and a probe; a forger opening hundreds must not hold a node's memory and
@@ -95,27 +114,6 @@ TLS_HANDSHAKE_TIMEOUT_S = 5.0
 DEFAULT_MAX_CONNECTIONS = 64
 CONNECTIONS_PER_MEMBER = 4
 SPARE_CONNECTIONS = 8
-# Connecting (and the proxy's answer) on a LAN takes milliseconds.
-CONNECT_TIMEOUT_S = 2.0
-# Bytes queued in the socket's user-space buffer before a sender waits for
-# the peer to read: a few large appends; a peer that does not drain them
-# within the write stall limit is torn down by the caller.
-WRITE_BUFFER_HIGH_BYTES = 4 << 20
-# Dead-connection detection without traffic of our own: TCP keepalive
-# probes after 1 s idle, every 1 s, 3 unanswered close the connection; and
-# data unacknowledged for 5 s closes it too (a vanished host, a pulled cable).
-KEEPALIVE_IDLE_S = 1
-KEEPALIVE_INTERVAL_S = 1
-KEEPALIVE_PROBES = 3
-USER_TIMEOUT_MS = 5000
-
-
-class PeerRefused(Exception):
-    """The listener refused us (wrong cluster, unknown node, bad frame), with its reason."""
-
-
-class PeerClosed(Exception):
-    """The listener closed the connection without saying why (it stopped or restarted)."""
 
 
 class _Refused(Exception):
@@ -142,59 +140,9 @@ class EnvelopeSink(Protocol):
     ) -> Awaitable[str | None]: ...
 
 
-def frame(payload: bytes) -> bytes:
-    return _SIZE.pack(len(payload)) + payload
-
-
-async def _start_tls(
-    writer: asyncio.StreamWriter,
-    tls: ssl.SSLContext,
-    host: str,
-    address: str,
-    node_id: str | None,
-) -> None:
-    """Upgrade a dialled connection to TLS; PeerRefused unless it is node `node_id`."""
-    try:
-        await writer.start_tls(
-            tls, server_hostname=host, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
-        )
-        presented, who = peer_node_id(writer.get_extra_info("peercert"))
-    except ssl.SSLError as exc:
-        writer.transport.abort()
-        raise PeerRefused(f"TLS handshake with {address} failed ({_why(exc)})") from None
-    except BaseException:
-        writer.transport.abort()
-        raise
-    if presented != node_id:
-        writer.transport.abort()
-        raise PeerRefused(f"{address} presented {who}, not node {node_id}'s certificate")
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or exc.strerror or str(exc)
-    return str(exc) or type(exc).__name__
-
-
 def _remote(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
-
-
-def _tune(sock: socket.socket | None) -> None:
-    if sock is None:
-        return
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (
-        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
-        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
-        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
-        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
-    ):
-        if hasattr(socket, option):  # Linux; elsewhere the defaults apply
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 # ---------------------------------------------------------------- listening
@@ -272,7 +220,7 @@ class PeerListener:
         self._connections.add(writer)
         accepted: list[pb.Peer] = []  # the sender, once its first envelope passed
         try:
-            _tune(writer.get_extra_info("socket"))
+            tune_socket(writer.get_extra_info("socket"))
             node_id: str | None = None
             if self.tls is not None:
                 authenticated = await self._authenticate(writer)
@@ -308,7 +256,7 @@ class PeerListener:
         try:
             await writer.start_tls(self.tls(), ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
         except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            self._log_refusal("TLS handshake", where, f"TLS handshake failed ({_why(exc)})")
+            self._log_refusal("TLS handshake", where, f"TLS handshake failed ({tls_failure(exc)})")
             return None
         node_id, who = peer_node_id(writer.get_extra_info("peercert"))
         if node_id is None:
@@ -379,7 +327,7 @@ class PeerListener:
         """One frame's body, within the size bounds and the timeouts; else `_Refused`."""
         try:
             async with asyncio.timeout(header_timeout_s):
-                (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
+                (size,) = FRAME_SIZE.unpack(await reader.readexactly(FRAME_SIZE.size))
         except TimeoutError:
             raise _Refused(f"no {what} within {header_timeout_s} s") from None
         if size > MAX_FRAME_BYTES:
@@ -462,155 +410,3 @@ async def _say_and_close(
         async with asyncio.timeout(REFUSAL_LINGER_S):
             while await reader.read(READ_CHUNK_BYTES):
                 pass
-
-
-# ---------------------------------------------------------------- dialling
-
-
-class PeerConnection:
-    """One outbound connection: frames go out, a refusal or the end comes back.
-
-    `on_end` is called once, from the loop, when the listener closes the
-    connection or it breaks; `ended` then holds why (`PeerRefused`,
-    `PeerClosed` or the OSError), and `send` raises it. The task watching
-    for that belongs to the connection: `abort`, which its owner always
-    calls, cancels it.
-    """
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        on_end: Callable[[], None],
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._on_end = on_end
-        self.ended: BaseException | None = None
-        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        try:
-            (size,) = _SIZE.unpack(await self._reader.readexactly(_SIZE.size))
-            text = await self._reader.readexactly(min(size, MAX_REFUSAL_BYTES))
-            self.ended = PeerRefused(text.decode(errors="replace"))
-        except asyncio.IncompleteReadError:
-            self.ended = PeerClosed("the peer closed the connection")
-        except OSError as exc:
-            self.ended = exc
-        self._on_end()
-
-    def send(self, payload: bytes) -> None:
-        """Queue one frame without waiting; then see `backed_up`."""
-        if self.ended is not None:
-            raise self.ended
-        self._writer.write(frame(payload))
-
-    @property
-    def backed_up(self) -> bool:
-        """The peer is not reading fast enough: wait with `drain` (bounded by the caller)."""
-        return self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_BYTES
-
-    async def drain(self) -> None:
-        await self._writer.drain()
-
-    def abort(self) -> None:
-        self._watcher.cancel()
-        self._writer.transport.abort()
-
-
-async def _open(
-    address: str, proxy: Proxy | None, tls: ssl.SSLContext | None, node_id: str | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, _, port_text = address.rpartition(":")
-    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        if proxy is None:
-            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port_text))
-        else:
-            reader, writer = await asyncio.open_connection(
-                proxy.host, proxy.port, limit=MAX_PROXY_HEADER_BYTES
-            )
-            try:
-                await open_tunnel(reader, writer, address, proxy)
-            except BaseException:
-                writer.transport.abort()
-                raise
-        _tune(writer.get_extra_info("socket"))
-        if tls is not None:
-            await _start_tls(writer, tls, host.strip("[]"), address, node_id)
-    return reader, writer
-
-
-async def connect(
-    address: str,
-    on_end: Callable[[], None],
-    proxy: Proxy | None,
-    tls: ssl.SSLContext | None = None,
-    node_id: str | None = None,
-) -> PeerConnection:
-    """Open a connection to a peer's `peer_address`, through `proxy` if given.
-
-    With `tls`, the connection is TLS (inside the proxy's tunnel) and the
-    peer must present the certificate of node `node_id`.
-    """
-    reader, writer = await _open(address, proxy, tls, node_id)
-    writer.write(PREAMBLE)
-    return PeerConnection(reader, writer, on_end)
-
-
-async def probe(
-    address: str,
-    proxy: Proxy | None,
-    tls: ssl.SSLContext | None = None,
-    node_id: str | None = None,
-) -> None:
-    """Open a connection to a peer's `peer_address` and close it; raises as `connect` does.
-
-    Nothing is sent: the listener closes a connection that ends before its
-    preamble without a word.
-    """
-    _, writer = await _open(address, proxy, tls, node_id)
-    writer.transport.abort()
-
-
-async def send_snapshot(
-    address: str,
-    chunks: AsyncIterator[bytes],
-    proxy: Proxy | None,
-    tls: ssl.SSLContext | None = None,
-    node_id: str | None = None,
-) -> None:
-    """Send a snapshot's serialized chunks on a connection of its own; wait for the answer.
-
-    At most WRITE_BUFFER_HIGH_BYTES wait in our buffer (each chunk is
-    drained before the next is read from disk). Raises `PeerRefused` with the
-    listener's reason, `PeerClosed` if it closed without one; the caller
-    bounds the whole transfer in time.
-    """
-    reader, writer = await _open(address, proxy, tls, node_id)
-    try:
-        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
-        writer.write(SNAPSHOT_PREAMBLE)
-        try:
-            async for payload in chunks:
-                writer.write(frame(payload))
-                await writer.drain()
-        except OSError:
-            # Refused midway (the listener closed): its reason may be waiting.
-            async with asyncio.timeout(REFUSAL_LINGER_S):
-                await _snapshot_answer(reader)
-            raise
-        await _snapshot_answer(reader)
-    finally:
-        writer.transport.abort()
-
-
-async def _snapshot_answer(reader: asyncio.StreamReader) -> None:
-    try:
-        (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
-        text = await reader.readexactly(min(size, MAX_REFUSAL_BYTES))
-    except asyncio.IncompleteReadError:
-        raise PeerClosed("the peer closed the connection before answering") from None
-    if size:
-        raise PeerRefused(text.decode(errors="replace"))

@@ -120,6 +120,8 @@ def test_registry_has_every_metric_with_its_type_and_labels(tmp_path: Path) -> N
         ("railyard_disk_log_bytes", "gauge"),
         ("railyard_disk_state_bytes", "gauge"),
         ("railyard_disk_free_bytes", "gauge"),
+        ("railyard_disk_state_scrubbed_rows", "counter"),
+        ("railyard_disk_state_scrubs", "counter"),
         ("railyard_network_peer_round_trip_time_seconds", "histogram"),
         ("railyard_network_peer_sent_bytes", "counter"),
         ("railyard_network_peer_received_bytes", "counter"),
