@@ -91,6 +91,14 @@ MATRIX: list[tuple[str, list[str]]] = [
         "put batch 1, 64 in flight (per call)",
         ["put", "--batch", "1", "--in-flight", "64", "--no-coalesce"],
     ),
+    (
+        "put batch 1, 1 in flight (per call, native)",
+        ["put", "--batch", "1", "--in-flight", "1", "--no-coalesce", "--transport", "native"],
+    ),
+    (
+        "put batch 1, 64 in flight (per call, native)",
+        ["put", "--batch", "1", "--in-flight", "64", "--no-coalesce", "--transport", "native"],
+    ),
     ("put batch 100, 16 in flight (stream)", ["put", "--batch", "100", "--in-flight", "16"]),
     ("put batch 500, 16 in flight (stream)", ["put", "--batch", "500", "--in-flight", "16"]),
     (
@@ -126,12 +134,13 @@ def write_config(root: Path, nodes: int, peer_tcp: bool) -> tuple[Path, list[str
         "snapshot_every = 10000",
         "auto_create_streams = true",
     ]
-    ports = free_ports(2 * nodes if peer_tcp else nodes)
+    ports = free_ports(3 * nodes)
     endpoints = [f"{HOST}:{port}" for port in ports[:nodes]]
     for i, address in enumerate(endpoints, start=1):
         lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "{address}"']
         if peer_tcp:
             lines.append(f'peer_address = "{HOST}:{ports[nodes + i - 1]}"')
+        lines.append(f'native_address = "{HOST}:{ports[2 * nodes + i - 1]}"')
     path = root / "bench.toml"
     path.write_text("\n".join(lines) + "\n")
     return path, endpoints
@@ -233,6 +242,8 @@ def ratio_lines(
     line("put batch 1, 64 in flight", "etcd", 64)
     line("put batch 1, 64 in flight", "JetStream", 64)
     line("put batch 1, 64 in flight (per call)", "etcd", 64)
+    line("put batch 1, 1 in flight (per call, native)", "etcd", 1, "p50_ms")
+    line("put batch 1, 64 in flight (per call, native)", "etcd", 64)
     line("put batch 500, 16 in flight (stream)", "JetStream", 64)
     line("put batch 1, 1 in flight (per call)", FLOOR, 1, "p50_ms")
     line("put batch 1, 64 in flight (per call)", FLOOR, 64)

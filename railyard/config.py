@@ -19,6 +19,8 @@ A cluster file names the cluster, its timings and its nodes::
     metrics_address = "127.0.0.1:52051"  # optional: /metrics, /health, /ready (HTTP)
     kinesis_address = "127.0.0.1:4567"   # optional: a Kinesis-compatible endpoint (HTTP,
                                          # HTTPS with [tls])
+    native_address = "127.0.0.1:53051"   # optional: single puts over framed TCP, a fraction
+                                         # of a gRPC call's cost (TLS with [tls])
     listen_address = "0.0.0.0:50051"     # optional: what the node binds for `address`
     peer_listen_address = "0.0.0.0:51051"  # optional: what it binds for `peer_address`
 
@@ -57,7 +59,10 @@ no Raft; a node without one receives them over gRPC (`Pipe`,
 HTTP; ``[cluster] metrics_max_streams`` bounds its per-stream gauges. A
 node with a ``kinesis_address`` serves the Kinesis protocol there (HTTPS
 with the node's certificate under ``[tls]``), answering only requests
-signed by a key of ``[kinesis.credentials]`` when there are any.
+signed by a key of ``[kinesis.credentials]`` when there are any. A node
+with a ``native_address`` serves PutRecord there over railyard's own framed
+TCP protocol (`node/api/native.py`), mutual TLS under ``[tls]`` with the
+same roles as gRPC; clients find it in the node's Status.
 
 A client beyond a ``[limits]`` value is refused with RESOURCE_EXHAUSTED
 naming the key, and other clients go on being served. A GetRecords request
@@ -72,8 +77,8 @@ Invariants of a loaded `ClusterConfig`:
 - `data_dir` is absolute (a relative path is resolved against the file's
   directory; for the built-in default, which is configs/local.toml, against
   ./configs, so both put their data in ./data).
-- Node ids are unique, and so are all addresses, peer, metrics and Kinesis
-  addresses taken together; every address is ``host:port`` with a port in 1..65535; there
+- Node ids are unique, and so are all addresses, peer, metrics, Kinesis and
+  native addresses taken together; every address is ``host:port`` with a port in 1..65535; there
   is at least one node. Listen addresses are not in that set (nodes on
   different machines may all bind ``0.0.0.0:50051``), but a node's own
   addresses it binds differ from each other, and ``peer_listen_address``
@@ -186,18 +191,21 @@ DEFAULT_CLUSTER_TOML = (
     'peer_address = "127.0.0.1:51051"\n'
     'metrics_address = "127.0.0.1:52051"\n'
     'kinesis_address = "127.0.0.1:4567"\n'
+    'native_address = "127.0.0.1:53051"\n'
     "[[nodes]]\n"
     'id = "n2"\n'
     'address = "127.0.0.1:50052"\n'
     'peer_address = "127.0.0.1:51052"\n'
     'metrics_address = "127.0.0.1:52052"\n'
     'kinesis_address = "127.0.0.1:4568"\n'
+    'native_address = "127.0.0.1:53052"\n'
     "[[nodes]]\n"
     'id = "n3"\n'
     'address = "127.0.0.1:50053"\n'
     'peer_address = "127.0.0.1:51053"\n'
     'metrics_address = "127.0.0.1:52053"\n'
     'kinesis_address = "127.0.0.1:4569"\n'
+    'native_address = "127.0.0.1:53053"\n'
 )
 
 
@@ -216,6 +224,7 @@ class NodeConfig:
     peer_address: str | None = None
     metrics_address: str | None = None
     kinesis_address: str | None = None
+    native_address: str | None = None
     # What the node binds, when it differs from what others dial.
     listen_address: str | None = None
     peer_listen_address: str | None = None
@@ -310,6 +319,7 @@ class ClusterConfig:
             node.address,
             *([node.peer_address] if node.peer_address else []),
             *([node.kinesis_address] if node.kinesis_address else []),
+            *([node.native_address] if node.native_address else []),
             *([node.listen_address] if node.listen_address else []),
             *([node.peer_listen_address] if node.peer_listen_address else []),
         ]
@@ -597,6 +607,7 @@ class _Validator:
                     "peer_address",
                     "metrics_address",
                     "kinesis_address",
+                    "native_address",
                     "listen_address",
                     "peer_listen_address",
                 },
@@ -625,12 +636,21 @@ class _Validator:
                 if "kinesis_address" in table
                 else None
             )
+            native_address = (
+                self.address(table, f"{key}.native_address", addresses, node_id)
+                if "native_address" in table
+                else None
+            )
             listen_address, peer_listen_address = self.listen_addresses(
                 table,
                 key,
                 address,
                 peer_address,
-                {"metrics_address": metrics_address, "kinesis_address": kinesis_address},
+                {
+                    "metrics_address": metrics_address,
+                    "kinesis_address": kinesis_address,
+                    "native_address": native_address,
+                },
             )
             ids.add(node_id)
             nodes.append(
@@ -640,6 +660,7 @@ class _Validator:
                     peer_address=peer_address,
                     metrics_address=metrics_address,
                     kinesis_address=kinesis_address,
+                    native_address=native_address,
                     listen_address=listen_address,
                     peer_listen_address=peer_listen_address,
                 )
@@ -718,8 +739,8 @@ class _Validator:
             raise self.fail(
                 key,
                 f"duplicate address {address!r} (also used by node {taken[host_port]!r}); "
-                "each address, peer_address, metrics_address and kinesis_address needs its "
-                "own host:port",
+                "each address, peer_address, metrics_address, kinesis_address and "
+                "native_address needs its own host:port",
             )
         taken[host_port] = node_id
         return address

@@ -51,9 +51,30 @@ def test_local_toml_is_the_issue_file_and_loads() -> None:
     assert cfg.snapshot_every == 10000
     assert cfg.auto_create_streams is True
     assert cfg.nodes == (
-        NodeConfig("n1", "127.0.0.1:50051", "127.0.0.1:51051", "127.0.0.1:52051", "127.0.0.1:4567"),
-        NodeConfig("n2", "127.0.0.1:50052", "127.0.0.1:51052", "127.0.0.1:52052", "127.0.0.1:4568"),
-        NodeConfig("n3", "127.0.0.1:50053", "127.0.0.1:51053", "127.0.0.1:52053", "127.0.0.1:4569"),
+        NodeConfig(
+            "n1",
+            "127.0.0.1:50051",
+            "127.0.0.1:51051",
+            "127.0.0.1:52051",
+            "127.0.0.1:4567",
+            native_address="127.0.0.1:53051",
+        ),
+        NodeConfig(
+            "n2",
+            "127.0.0.1:50052",
+            "127.0.0.1:51052",
+            "127.0.0.1:52052",
+            "127.0.0.1:4568",
+            native_address="127.0.0.1:53052",
+        ),
+        NodeConfig(
+            "n3",
+            "127.0.0.1:50053",
+            "127.0.0.1:51053",
+            "127.0.0.1:52053",
+            "127.0.0.1:4569",
+            native_address="127.0.0.1:53053",
+        ),
     )
     assert cfg.warnings == ()
     # Relative data_dir is relative to the file, and absolute once loaded:
@@ -205,7 +226,8 @@ def test_ipv6_and_hostnames_are_addresses(tmp_path: Path) -> None:
                 '"127.0.0.1:7002"', '"127.0.0.1:7002"\npeer_address = "127.0.0.1:7003"'
             ),
             "nodes[2].address",
-            "each address, peer_address, metrics_address and kinesis_address needs its own "
+            "each address, peer_address, metrics_address, kinesis_address and "
+            "native_address needs its own "
             "host:port",
         ),
         (

@@ -33,6 +33,7 @@ from railyard.cli.common import (
 )
 from railyard.cli.units import parse_duration_ms, parse_size
 from railyard.client import NotFound
+from railyard.client.client import TRANSPORTS
 from railyard.client.load import Budget, EmptyStream, Stats, load_get, load_put, use_stream
 from railyard.client.producer import MAX_WINDOW
 
@@ -67,6 +68,8 @@ def print_result(result: dict[str, Any], output: Output) -> None:
         path = result["path"]
         if "records_per_message" in result:
             path += f" ({result['records_per_message']:.1f} records per message)"
+        if "transport" in result:
+            path += f" over {result['transport']}"
         rows.append(["path", path])
     rows += [
         ["records/s", f"{result['records_per_sec']:,.0f}"],
@@ -217,10 +220,28 @@ def put(
             "client's coalescing of concurrent puts into shared messages.",
         ),
     ] = False,
+    transport: Annotated[
+        str,
+        typer.Option(
+            "--transport",
+            help="With --no-coalesce: grpc (a PutRecord call per put) or native (each put a "
+            "frame on the node's native_address, a fraction of a gRPC call's CPU; nodes "
+            "without one are called over gRPC).",
+        ),
+    ] = "grpc",
     connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Append records as fast as the cluster takes them; report rates and latency."""
+    if transport not in TRANSPORTS:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(TRANSPORTS)} (got {transport!r})", param_hint="--transport"
+        )
+    if transport != "grpc" and not (no_coalesce and batch == 1):
+        raise typer.BadParameter(
+            "the native transport carries per-call single puts: add --no-coalesce (with --batch 1)",
+            param_hint="--transport",
+        )
     budget = _budget(duration, count)
     try:
         streaming = use_stream(mode, batch)
@@ -255,6 +276,7 @@ def put(
             coalesce=not no_coalesce,
             watch=partial(_with_progress, interrupt=interrupt),
             tls=target.tls,
+            transport=transport,
         )
         _finish(result, output, interrupt)
 

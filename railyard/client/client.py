@@ -15,7 +15,11 @@ What it guarantees:
   is in flight go out together as the next one; each caller still gets its
   own sequence, exactly once (see `client/coalesce.py`). At most
   `max_queued_puts` records wait at a time; more callers wait for room.
-  `coalesce=False` sends each put as its own PutRecord call, as below.
+  `coalesce=False` sends each put as its own PutRecord call, as below:
+  over gRPC, or with `transport="native"` over the node's native put port
+  (`client/native.py`: one TCP connection per node, a fraction of a gRPC
+  call's CPU), found in the node's Status; a node without one is called
+  over gRPC.
 - Exactly-once puts (Raft dissertation §6.3): every put carries a producer id
   and a per-producer sequence number, fixed before the first attempt and
   reused by every retry, so a put retried after a leader crash is applied
@@ -69,12 +73,19 @@ from railyard.client.errors import (
     leader_hint,
     maybe_applied,
 )
+from railyard.client.native import NativeConnection, connect_native, ssl_context
 from railyard.client.tls import ClientTls, open_channel
 from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
 from railyard.proto import railyard_pb2_grpc as pb_grpc
 
-__all__ = ["ATTEMPT_TIMEOUT_S", "DEFAULT_TIMEOUT_S", "START_POSITIONS", "RailyardClient"]
+__all__ = [
+    "ATTEMPT_TIMEOUT_S",
+    "DEFAULT_TIMEOUT_S",
+    "START_POSITIONS",
+    "TRANSPORTS",
+    "RailyardClient",
+]
 
 R = TypeVar("R")
 
@@ -111,6 +122,9 @@ CHANNEL_OPTIONS = (
     # (gRPC waits 30 s between DNS resolutions by default).
     ("grpc.dns_min_time_between_resolutions_ms", 1000),
 )
+
+# How `coalesce=False` puts travel: gRPC calls, or the node's native put port.
+TRANSPORTS = ("grpc", "native")
 
 # The two ways a TLS handshake fails, as `_handshake_failure` tells them.
 SERVER_NOT_TRUSTED = "server not trusted"
@@ -159,9 +173,14 @@ class RailyardClient:
         coalesce: bool = True,
         max_queued_puts: int = DEFAULT_MAX_QUEUED,
         coalesce_in_flight: int = DEFAULT_IN_FLIGHT,
+        transport: str = "grpc",
     ) -> None:
         if not endpoints:
             raise ValueError("RailyardClient needs at least one endpoint (host:port)")
+        if transport not in TRANSPORTS:
+            raise ValueError(
+                f"transport: expected one of {', '.join(TRANSPORTS)} (got {transport!r})"
+            )
         self.endpoints: list[str] = list(dict.fromkeys(endpoints))
         self.timeout_s = timeout_s
         self.producer_id = producer_id or uuid.uuid4().hex
@@ -176,6 +195,15 @@ class RailyardClient:
         self._rng = random.Random()
         self._attempt_timeout_s = attempt_timeout_s
         self._credentials = tls.credentials() if tls is not None else None
+        self.transport = transport
+        self._native_tls = ssl_context(tls) if tls is not None and transport == "native" else None
+        # endpoint -> its native address ("": it serves none), from its Status.
+        self._native_addresses: dict[str, str] = {}
+        self._native: dict[str, NativeConnection] = {}
+        self._native_connecting: dict[str, asyncio.Task[NativeConnection | None]] = {}
+        # Per-call puts answered over each transport (a node without a native
+        # port is called over gRPC): what `bench` reports.
+        self.puts_by_transport: dict[str, int] = dict.fromkeys(TRANSPORTS, 0)
         self.coalesce = coalesce
         self._coalescer = (
             Coalescer(
@@ -210,6 +238,11 @@ class RailyardClient:
     async def close(self) -> None:
         if self._coalescer is not None:
             await self._coalescer.close()
+        for task in self._native_connecting.values():
+            task.cancel()
+        for connection in self._native.values():
+            connection.close()
+        self._native = {}
         channels, self._channels = self._channels, {}
         self._stubs = {}
         for channel in channels.values():
@@ -529,13 +562,56 @@ class RailyardClient:
                 producer_id=lane.producer_id,
                 producer_sequence=producer_sequence,
             )
+            native = (
+                await self._native_of(endpoint, timeout) if self.transport == "native" else None
+            )
+            if native is not None:
+                sequence = (await native.put_record(request, timeout)).sequence
+                self.puts_by_transport["native"] += 1
+                return sequence
             response = await self._streams(endpoint).PutRecord(request, timeout=timeout)
+            self.puts_by_transport["grpc"] += 1
             return response.sequence
 
         try:
             return await self._put_once(f"put to {stream!r}", lane, call)
         finally:
             self._return_lane(lane)
+
+    async def _native_of(self, endpoint: str, timeout: float) -> NativeConnection | None:
+        """The open native connection to `endpoint`'s node, or None when it serves none.
+
+        Concurrent callers share one connection attempt. Failures raise as a
+        gRPC call's would (UNAVAILABLE); the address is then asked again.
+        """
+        connection = self._native.get(endpoint)
+        if connection is not None and not connection.closed:
+            return connection
+        task = self._native_connecting.get(endpoint)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._connect_native(endpoint, timeout))
+            self._native_connecting[endpoint] = task
+            task.add_done_callback(lambda _: self._native_connecting.pop(endpoint, None))
+        return await asyncio.shield(task)
+
+    async def _connect_native(self, endpoint: str, timeout: float) -> NativeConnection | None:
+        self._native.pop(endpoint, None)
+        address = self._native_addresses.get(endpoint)
+        if address is None:
+            status = await self._cluster(endpoint).Status(
+                pb.StatusRequest(), timeout=min(timeout, STATUS_TIMEOUT_S)
+            )
+            address = self._native_addresses[endpoint] = status.native_address
+        if not address:
+            return None
+        try:
+            connection = await connect_native(address, self._native_tls)
+        except grpc.aio.AioRpcError:
+            # A node restarted with another port is asked again next time.
+            self._native_addresses.pop(endpoint, None)
+            raise
+        self._native[endpoint] = connection
+        return connection
 
     async def put_records(
         self, stream: str, records: Sequence[tuple[bytes, bytes | None]]

@@ -8,7 +8,9 @@ unacknowledged; "auto" streams when `batch` > 1. With `batch` 1 in unary
 mode the `in_flight` puts of a client are concurrent callers of one
 `RailyardClient`: they coalesce into shared messages (`client/coalesce.py`)
 unless `coalesce=False`, which sends each as its own PutRecord call. The
-result's "path" names which: "coalesced", "per-call" or "stream". Every put
+result's "path" names which: "coalesced", "per-call" or "stream"; a per-call
+run's "transport" says whether its puts went over gRPC or a node's native
+put port (`transport="native"`; "grpc+native" when some nodes had none). Every put
 is an exactly-once put (producer id and sequence), as a real producer's would be.
 `load_get` runs `clients` readers, each reading the stream from its oldest
 record in GetRecords pages as fast as it can.
@@ -28,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from railyard.client.client import RailyardClient
+from railyard.client.client import TRANSPORTS, RailyardClient
 from railyard.client.errors import AlreadyExists, RailyardError
 from railyard.client.producer import StreamProducer
 from railyard.client.tls import ClientTls
@@ -221,6 +223,7 @@ async def load_put(
     coalesce: bool = True,
     watch: Watch | None = None,
     tls: ClientTls | None = None,
+    transport: str = "grpc",
 ) -> dict[str, Any]:
     """Put records until `budget` is spent; the run's figures (see `summarize`).
 
@@ -232,7 +235,10 @@ async def load_put(
     payload = os.urandom(size)
     streaming = use_stream(mode, batch)
     endpoints = await leader_first(endpoints, tls)
-    opened = [RailyardClient(endpoints, tls=tls, coalesce=coalesce) for _ in range(clients)]
+    opened = [
+        RailyardClient(endpoints, tls=tls, coalesce=coalesce, transport=transport)
+        for _ in range(clients)
+    ]
     producers = [
         StreamProducer(endpoints, stream, window=in_flight, tls=tls)
         for _ in range(clients if streaming else 0)
@@ -264,6 +270,10 @@ async def load_put(
         "mode": "stream" if streaming else "unary",
         "path": put_path(streaming, batch, coalesce),
     }
+    if settings["path"] == "per-call" and batch == 1:
+        # What carried the puts: a node without a native port is called over gRPC.
+        used = {t: sum(c.puts_by_transport[t] for c in opened) for t in TRANSPORTS}
+        settings["transport"] = "+".join(t for t in TRANSPORTS if used[t]) or transport
     coalescers = [c.coalescer for c in opened if c.coalescer is not None]
     if settings["path"] == "coalesced" and coalescers:
         messages = sum(c.stats.messages_acked for c in coalescers)

@@ -56,7 +56,11 @@ def port_taken(address: str) -> OSError | None:
 
 def ports_free(me: NodeConfig, log: logging.Logger) -> bool:
     """False, after one line naming the address, when the node cannot listen on one."""
-    for where, address in (("", me.bind_address), ("peer_address ", me.peer_bind_address)):
+    for where, address in (
+        ("", me.bind_address),
+        ("peer_address ", me.peer_bind_address),
+        ("native_address ", me.native_address),
+    ):
         taken = None if address is None else port_taken(address)
         if taken is not None:
             hint = "; is the port in use?" if taken.errno == errno.EADDRINUSE else ""

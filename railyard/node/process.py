@@ -47,6 +47,7 @@ from railyard.node.api.authorization import AuthorizationInterceptor
 from railyard.node.api.cluster_service import ClusterService
 from railyard.node.api.context import NodeContext
 from railyard.node.api.kinesis_backend import start_kinesis_endpoint
+from railyard.node.api.native import NativeServer
 from railyard.node.api.streams_service import StreamsService
 from railyard.node.driver import Driver, FatalError
 from railyard.node.driver.catch_up import (
@@ -184,6 +185,7 @@ async def serve(
         tls=tls,
         insecure=tls is None and config.insecure,
         resource_limits=config.limits,
+        native_address=me.native_address or "",
     )
     raft_service = RaftService(
         cluster=config.name,
@@ -247,6 +249,20 @@ async def serve(
             log=log,
         )
     )
+    native = (
+        None
+        if me.native_address is None
+        else NativeServer(
+            me.native_address,
+            node,
+            streams_service,
+            log=log,
+            tls=tls.server_context if tls is not None else None,
+            members=(lambda: (authorization.members, authorization.any_node))
+            if authorization is not None
+            else lambda: ((), False),
+        )
+    )
     exit_code = EXIT_OK
     kinesis: web.AppRunner | None = None
     try:
@@ -299,10 +315,22 @@ async def serve(
                     exc.strerror or exc,
                 )
                 return EXIT_FAILED
+        if native is not None:
+            try:
+                await native.start()
+            except OSError as exc:
+                hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
+                log.error(
+                    "cannot listen on native_address %s (%s)%s",
+                    me.native_address,
+                    exc.strerror or exc,
+                    hint,
+                )
+                return EXIT_FAILED
         await node_server.set_serving()
         monitor.serving.set()
         log.info(
-            "serving on %s%s%s%s (cluster %s, peers %s, %s)",
+            "serving on %s%s%s%s%s (cluster %s, peers %s, %s)",
             me.address
             if me.listen_address is None
             else f"{me.listen_address} (advertised {me.address})",
@@ -311,6 +339,7 @@ async def serve(
             ""
             if me.kinesis_address is None
             else f", Kinesis on {'http' if tls is None else 'https'}://{me.kinesis_address}",
+            "" if me.native_address is None else f", native puts on {me.native_address}",
             config.name,
             ", ".join(sorted(transport.links)) or "none yet",
             "mutual TLS" if tls is not None else "plaintext",
@@ -318,6 +347,8 @@ async def serve(
         exit_code = await _run(driver, transport, server, config, log, tls, monitor)
     finally:
         monitor.stopping.set()
+        if native is not None:
+            await native.close()
         if kinesis is not None:
             await kinesis.cleanup()
         if endpoint is not None:

@@ -984,6 +984,7 @@ class NodeStatus(_message.Message):
     STATE_SCRUB_ROWS_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
     CONFIG_INDEX_FIELD_NUMBER: _builtins.int
+    NATIVE_ADDRESS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     node_id: _builtins.str
     address: _builtins.str
@@ -1034,6 +1035,10 @@ class NodeStatus(_message.Message):
     """
     state_scrub_rows: _builtins.int
     config_index: _builtins.int
+    native_address: _builtins.str
+    """Where this node serves the native put protocol (its `native_address`);
+    empty when it does not.
+    """
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerProgress]: ...
     @_builtins.property
@@ -1078,10 +1083,11 @@ class NodeStatus(_message.Message):
         state_scrub_rows: _builtins.int = ...,
         members: _abc.Iterable[Global___MemberInfo] | None = ...,
         config_index: _builtins.int = ...,
+        native_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "apply_lag", b"apply_lag", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "config_index", b"config_index", "disk_free_bytes", b"disk_free_bytes", "fsync_p99_ms", b"fsync_p99_ms", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "members", b"members", "node_id", b"node_id", "peers", b"peers", "proposals_per_s", b"proposals_per_s", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "state_scrub_passes", b"state_scrub_passes", "state_scrub_rows", b"state_scrub_rows", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "apply_lag", b"apply_lag", "awaiting_catch_up", b"awaiting_catch_up", "cert_days_left", b"cert_days_left", "cluster", b"cluster", "commit_index", b"commit_index", "config_index", b"config_index", "disk_free_bytes", b"disk_free_bytes", "fsync_p99_ms", b"fsync_p99_ms", "insecure", b"insecure", "last_contact_ms_ago", b"last_contact_ms_ago", "last_log_index", b"last_log_index", "leader_id", b"leader_id", "leader_since_ms", b"leader_since_ms", "members", b"members", "native_address", b"native_address", "node_id", b"node_id", "peers", b"peers", "proposals_per_s", b"proposals_per_s", "role", b"role", "snapshot_index", b"snapshot_index", "snapshots_installed", b"snapshots_installed", "snapshots_taken", b"snapshots_taken", "state_scrub_passes", b"state_scrub_passes", "state_scrub_rows", b"state_scrub_rows", "streams", b"streams", "term", b"term", "tls", b"tls", "uptime_ms", b"uptime_ms", "voted_for", b"voted_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1523,3 +1529,122 @@ class SaveSnapshotResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___SaveSnapshotResponse: _TypeAlias = SaveSnapshotResponse  # noqa: Y015
+
+@_typing.final
+class NativeRequest(_message.Message):
+    """The native put protocol (`native_address`, `node/api/native.py`): after
+    the client's preamble, each side writes length-prefixed frames (4 bytes,
+    big-endian, then the message). Requests and answers are matched by `id`;
+    answers may come in any order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    PUT_RECORD_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """chosen by the client, unique among its requests in flight"""
+    timeout_ms: _builtins.int
+    """0: the node's default"""
+    @_builtins.property
+    def put_record(self) -> Global___PutRecordRequest: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+        put_record: Global___PutRecordRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "put_record", b"put_record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "id", b"id", "put_record", b"put_record", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["put_record"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___NativeRequest: _TypeAlias = NativeRequest  # noqa: Y015
+
+@_typing.final
+class NativeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUT_RECORD_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """the request's; 0 for a refusal of the whole connection"""
+    @_builtins.property
+    def put_record(self) -> Global___PutRecordResponse: ...
+    @_builtins.property
+    def error(self) -> Global___NativeError: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        put_record: Global___PutRecordResponse | None = ...,
+        error: Global___NativeError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "put_record", b"put_record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "id", b"id", "put_record", b"put_record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["put_record", "error"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___NativeResponse: _TypeAlias = NativeResponse  # noqa: Y015
+
+@_typing.final
+class NativeError(_message.Message):
+    """A failed request, as a gRPC status would carry it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """a gRPC status code (grpc.StatusCode's value[0])"""
+    message: _builtins.str
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The trailing metadata the gRPC call would carry (the leader hint,
+        "maybe applied", a stale producer sequence's last one).
+        """
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NativeError: _TypeAlias = NativeError  # noqa: Y015

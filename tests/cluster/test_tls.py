@@ -28,7 +28,7 @@ import grpc
 import pytest
 
 from railyard.certs import issue_client, load_authority, save
-from railyard.client import ClientTls, RailyardClient
+from railyard.client import ClientTls, PermissionDenied, RailyardClient
 from railyard.node.peers import tcp
 from railyard.node.peers.codec import envelope, message_to_pb
 from railyard.proto import railyard_pb2 as pb
@@ -62,7 +62,7 @@ def railyard(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("tls")
-    c = LocalCluster(root, name="secure", tls=True)
+    c = LocalCluster(root, name="secure", tls=True, native=True)
     certs = c.certs_dir
     for name, role in (("alice", "reader"), ("bob", "writer")):
         made = railyard("cert", "client", name, "--role", role, "-c", str(c.config_path))
@@ -266,6 +266,41 @@ def test_a_writer_puts_and_a_reader_reads(cluster: LocalCluster) -> None:
     got = railyard("get", STREAM, "--from-start", *tls_flags(cluster, "alice"))
     assert got.returncode == 0, got.stderr
     assert "by bob" in got.stdout
+
+
+def native_client(cluster: LocalCluster, name: str) -> RailyardClient:
+    certs = cluster.certs_dir
+    tls = ClientTls.from_files(certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}.key")
+    return RailyardClient(cluster.endpoints, tls=tls, coalesce=False, transport="native")
+
+
+def test_the_native_port_is_mutual_tls_with_the_roles_of_grpc(cluster: LocalCluster) -> None:
+    count = record_count(cluster)
+
+    async def go() -> None:
+        async with native_client(cluster, "bob") as bob:
+            await bob.put(STREAM, b"bob, natively")
+            assert bob.puts_by_transport == {"grpc": 0, "native": 1}
+        async with native_client(cluster, "alice") as alice:
+            with pytest.raises(PermissionDenied, match="PutRecord needs the writer role"):
+                await alice.put(STREAM, b"alice may not")
+
+    asyncio.run(go())
+    assert record_count(cluster) == count + 1
+    # Without a client certificate the handshake is refused: no answer, nothing applied.
+    leader = cluster.wait_for_leader()
+    host, _, port = cluster.native_addresses[leader].rpartition(":")
+    context = ssl.create_default_context(cafile=str(cluster.certs_dir / "ca.pem"))
+    context.check_hostname = False
+    with (
+        socket.create_connection((host, int(port)), timeout=WAIT_S) as raw,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        context.wrap_socket(raw) as tls,
+    ):
+        tls.sendall(b"RAILYARD-NATIVE/1\n")
+        if not tls.recv(1):
+            raise ConnectionResetError("closed without an answer")
+    assert record_count(cluster) == count + 1
 
 
 # ------------------------------------------------------------------ peers

@@ -118,12 +118,14 @@ def render_config(
     peer_addresses: Mapping[str, str] | None = None,
     metrics_addresses: Mapping[str, str] | None = None,
     kinesis_addresses: Mapping[str, str] | None = None,
+    native_addresses: Mapping[str, str] | None = None,
 ) -> str:
     """The cluster file text: a [cluster] table and one [[nodes]] per node.
 
     `nodes` lists (id, address); a node named in `peer_addresses` also gets
     that `peer_address`, one named in `metrics_addresses` that `metrics_address`,
-    and one in `kinesis_addresses` that `kinesis_address`.
+    one in `kinesis_addresses` that `kinesis_address`, and one in
+    `native_addresses` that `native_address`.
     """
     peers = peer_addresses or {}
     metrics = metrics_addresses or {}
@@ -139,6 +141,8 @@ def render_config(
             lines.append(f"metrics_address = {_toml_value(metrics[node_id])}")
         if node_id in kinesis:
             lines.append(f"kinesis_address = {_toml_value(kinesis[node_id])}")
+        if node_id in (native_addresses or {}):
+            lines.append(f"native_address = {_toml_value((native_addresses or {})[node_id])}")
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +160,7 @@ class LocalCluster:
     `log_format` is passed to every node's `--log-format` when set.
     `kinesis=True` gives every node a `kinesis_address` (`kinesis_url(node)`);
     `kinesis_keys` (access key id -> (secret, role)) become `[kinesis.credentials]`.
+    `native=True` gives every node a `native_address` (`native_addresses`).
     """
 
     def __init__(
@@ -177,13 +182,16 @@ class LocalCluster:
         log_format: str | None = None,
         kinesis: bool = False,
         kinesis_keys: Mapping[str, tuple[str, str]] | None = None,
+        native: bool = False,
     ) -> None:
         self.root = Path(tmp_path)
         self.tls = tls
         self.kinesis_keys = dict(kinesis_keys or {})
         self.certs_dir = self.root / "certs"
         self.node_ids = [f"n{i + 1}" for i in range(n)]
-        all_ports = free_ports(n * (1 + peer_tcp + metrics + kinesis))
+        all_ports = free_ports(n * (1 + peer_tcp + metrics + kinesis + native))
+        native_ports = all_ports[len(all_ports) - n :] if native else []
+        all_ports = all_ports[: len(all_ports) - len(native_ports)]
         ports = all_ports[: 2 * n if peer_tcp else n]
         metrics_ports = all_ports[len(ports) : len(ports) + (n if metrics else 0)]
         kinesis_ports = all_ports[len(ports) + len(metrics_ports) :]
@@ -200,6 +208,11 @@ class LocalCluster:
         self.kinesis_addresses: dict[str, str] = (
             {nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, kinesis_ports, strict=True)}
             if kinesis
+            else {}
+        )
+        self.native_addresses: dict[str, str] = (
+            {nid: f"{HOST}:{port}" for nid, port in zip(self.node_ids, native_ports, strict=True)}
+            if native
             else {}
         )
         self.endpoints = [self.addresses[nid] for nid in self.node_ids]
@@ -250,6 +263,7 @@ class LocalCluster:
             self.peer_addresses,
             self.metrics_addresses,
             self.kinesis_addresses,
+            self.native_addresses,
         )
         if self.kinesis_keys:
             text += "\n[kinesis.credentials]\n" + "".join(

@@ -123,6 +123,7 @@ class ClusterService(MembershipRpcs):
             cluster=self.node.cluster,
             node_id=self.node.node_id,
             address=self.node.address,
+            native_address=self.node.native_address,
             role=ROLE_TO_PB[core.role],
             term=core.term,
             leader_id=core.leader_id or "",

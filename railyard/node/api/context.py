@@ -63,6 +63,8 @@ class NodeContext:
     # This node's TLS (None: plaintext), and whether the file allowed that off loopback.
     tls: NodeTls | None = None
     insecure: bool = False
+    # Where this node serves the native put protocol ("": nowhere).
+    native_address: str = ""
     # The cluster file's [limits]: what clients may take from this node.
     resource_limits: LimitsConfig = field(default_factory=LimitsConfig)
     started_at: float = field(default_factory=time.monotonic)

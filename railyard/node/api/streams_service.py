@@ -378,7 +378,7 @@ class StreamsService(pb_grpc.StreamsServicer):
     def _start_batch(
         self, request: pb.PutRecordsRequest, context: Any, unanswered: int
     ) -> asyncio.Future[pb.PutRecordsResponse]:
-        error = _validate_put(request, self.node.limits)
+        error = validate_put(request, self.node.limits)
         if error is None and unanswered >= self.limits.max_inflight_per_connection:
             error = self.admission.too_many_puts(unanswered)
         if error is None and not self.node.is_leader():
@@ -494,12 +494,12 @@ class _Window:
 
 
 def _raise_invalid(request: pb.PutRecordsRequest, limits: Limits) -> None:
-    error = _validate_put(request, limits)
+    error = validate_put(request, limits)
     if error is not None:
         raise error
 
 
-def _validate_put(request: pb.PutRecordsRequest, limits: Limits) -> ServiceError | None:
+def validate_put(request: pb.PutRecordsRequest, limits: Limits) -> ServiceError | None:
     """`validate_append`'s verdict on a request, read in place (no command is built).
 
     The request has the fields the rules read (stream, producer id, records),

@@ -63,9 +63,9 @@ from railyard.node.peers.tcp_frames import (
     TLS_HANDSHAKE_TIMEOUT_S,
     frame,
     tls_failure,
-    tune_socket,
 )
 from railyard.node.security import peer_node_id
+from railyard.node.sockets import tune_socket
 from railyard.proto import railyard_pb2 as pb
 
 # The wire as the links and the process use it, the dialler's names included.

@@ -26,9 +26,9 @@ from railyard.node.peers.tcp_frames import (
     TLS_HANDSHAKE_TIMEOUT_S,
     frame,
     tls_failure,
-    tune_socket,
 )
 from railyard.node.security import peer_node_id
+from railyard.node.sockets import tune_socket
 
 # Connecting (and the proxy's answer) on a LAN takes milliseconds.
 CONNECT_TIMEOUT_S = 2.0

@@ -1,6 +1,6 @@
 """The peer TCP wire's format, shared by the listener (`tcp.py`) and the dialler
-(`tcp_dial.py`): the preambles, length-prefixed frames, the refusal frame, the
-socket options every peer connection gets.
+(`tcp_dial.py`): the preambles, length-prefixed frames, the refusal frame
+(the socket options every peer connection gets are in `node/sockets.py`).
 
 NB: liveness is TCP's (keepalive, a user timeout), not a ping of our own: a
 path that keeps the connection up but silently drops bytes (a proxy that
@@ -10,8 +10,6 @@ timeouts carry the cluster through that meanwhile, as through any loss.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import ssl
 import struct
 
@@ -30,13 +28,6 @@ REFUSAL_LINGER_S = 1.0
 # A TLS handshake on a LAN takes milliseconds; one that does not finish is
 # a dialler that will not (or cannot) authenticate.
 TLS_HANDSHAKE_TIMEOUT_S = 5.0
-# Dead-connection detection without traffic of our own: TCP keepalive
-# probes after 1 s idle, every 1 s, 3 unanswered close the connection; and
-# data unacknowledged for 5 s closes it too (a vanished host, a pulled cable).
-KEEPALIVE_IDLE_S = 1
-KEEPALIVE_INTERVAL_S = 1
-KEEPALIVE_PROBES = 3
-USER_TIMEOUT_MS = 5000
 
 
 def frame(payload: bytes) -> bytes:
@@ -48,20 +39,3 @@ def tls_failure(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return exc.reason or exc.strerror or str(exc)
     return str(exc) or type(exc).__name__
-
-
-def tune_socket(sock: socket.socket | None) -> None:
-    """No Nagle delay, and the keepalive and user timeout above (where the OS has them)."""
-    if sock is None:
-        return
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (
-        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
-        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
-        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
-        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
-    ):
-        if hasattr(socket, option):  # Linux; elsewhere the defaults apply
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

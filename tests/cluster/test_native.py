@@ -1,0 +1,277 @@
+"""The native put port on real nodes: puts, leader hints, hostile frames, limits, failover.
+
+The client's per-call puts with `transport="native"` travel as frames on
+each node's `native_address`; these tests drive it through `RailyardClient`
+as a user would, and through raw sockets as a hostile or broken client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from railyard.client import RailyardClient
+from railyard.client.errors import ResourceExhausted
+from railyard.proto import railyard_pb2 as pb
+from tests.cluster.helpers import create_stream, read_all
+from tests.support.cluster import LocalCluster
+
+pytestmark = pytest.mark.timeout(90)
+
+PREAMBLE = b"RAILYARD-NATIVE/1\n"
+FRAME = struct.Struct(">I")
+SOCKET_TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    running = LocalCluster(tmp_path_factory.mktemp("native"), native=True)
+    try:
+        running.start()
+        running.wait_for_leader()
+        yield running
+    finally:
+        running.stop()
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def frame(message: pb.NativeRequest | bytes) -> bytes:
+    body = message if isinstance(message, bytes) else message.SerializeToString()
+    return FRAME.pack(len(body)) + body
+
+
+def read_answer(sock: socket.socket) -> pb.NativeResponse | None:
+    """The next answer on `sock`, or None when the node closed the connection."""
+    header = _read_exactly(sock, FRAME.size)
+    if header is None:
+        return None
+    (size,) = FRAME.unpack(header)
+    body = _read_exactly(sock, size)
+    assert body is not None, "the connection ended inside an answer"
+    return pb.NativeResponse.FromString(body)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        try:
+            chunk = sock.recv(n - len(data))
+        except ConnectionResetError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+@contextlib.contextmanager
+def raw(address: str, preamble: bytes = PREAMBLE) -> Iterator[socket.socket]:
+    sock = socket.create_connection(host_port(address), timeout=SOCKET_TIMEOUT_S)
+    try:
+        if preamble:
+            sock.sendall(preamble)
+        yield sock
+    finally:
+        sock.close()
+
+
+def put_request(request_id: int, stream: str, data: bytes, producer: str = "") -> pb.NativeRequest:
+    return pb.NativeRequest(
+        id=request_id,
+        timeout_ms=5000,
+        put_record=pb.PutRecordRequest(
+            stream=stream, data=data, producer_id=producer, producer_sequence=request_id
+        ),
+    )
+
+
+def test_concurrent_native_puts_are_each_applied_once_in_each_callers_order(
+    cluster: LocalCluster,
+) -> None:
+    callers, per_caller = 32, 20
+
+    async def go() -> tuple[dict[str, int], list[list[int]]]:
+        async with RailyardClient(cluster.endpoints, coalesce=False, transport="native") as client:
+
+            async def caller(c: int) -> list[int]:
+                return [await client.put("fast", b"%d-%d" % (c, i)) for i in range(per_caller)]
+
+            sequences = await asyncio.gather(*(caller(c) for c in range(callers)))
+            return dict(client.puts_by_transport), list(sequences)
+
+    used, sequences = asyncio.run(go())
+    assert used == {"grpc": 0, "native": callers * per_caller}
+    flat = [s for caller in sequences for s in caller]
+    assert len(set(flat)) == len(flat)
+    for caller in sequences:
+        assert caller == sorted(caller)
+    records = read_all(cluster, cluster.wait_for_leader(), "fast")
+    assert len(records) == callers * per_caller
+    by_data = {data: i + 1 for i, data in enumerate(records)}
+    for c, caller in enumerate(sequences):
+        assert [by_data[b"%d-%d" % (c, i)] for i in range(per_caller)] == caller
+
+
+def test_status_names_the_native_address(cluster: LocalCluster) -> None:
+    for node_id in cluster.node_ids:
+        status = cluster.status(node_id)
+        assert status is not None
+        assert status.native_address == cluster.native_addresses[node_id]
+
+
+def test_a_follower_names_the_leader_and_applies_nothing(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    follower = next(n for n in cluster.node_ids if n != leader)
+    create_stream(cluster, leader, "hinted")
+    with raw(cluster.native_addresses[follower]) as sock:
+        sock.sendall(frame(put_request(7, "hinted", b"x", producer="p")))
+        answer = read_answer(sock)
+    assert answer is not None and answer.id == 7
+    assert answer.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert answer.error.metadata["railyard-leader"] == leader
+    assert answer.error.metadata["railyard-leader-address"] == cluster.addresses[leader]
+    assert read_all(cluster, leader, "hinted") == []
+
+
+@pytest.mark.parametrize(
+    ("preamble", "payload", "expected"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", b"", "expected b'RAILYARD-NATIVE/1\\n' first"),
+        (PREAMBLE, FRAME.pack(1 << 30), "is over the limit of"),
+        (PREAMBLE, frame(b"\xff\xff\xff\xff not protobuf"), "is not a NativeRequest"),
+    ],
+    ids=["wrong-preamble", "oversized-frame", "not-protobuf"],
+)
+def test_a_bad_connection_is_refused_and_closed_and_the_node_serves_on(
+    cluster: LocalCluster, preamble: bytes, payload: bytes, expected: str
+) -> None:
+    leader = cluster.wait_for_leader()
+    before = cluster.status(leader)
+    with raw(cluster.native_addresses[leader], preamble=preamble) as sock:
+        sock.sendall(payload)
+        refusal = read_answer(sock)
+        assert refusal is not None and refusal.id == 0
+        assert refusal.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert expected in refusal.error.message
+        assert read_answer(sock) is None  # closed
+    with raw(cluster.native_addresses[leader]) as sock:
+        sock.sendall(frame(put_request(1, "after-garbage", b"fine")))
+        answer = read_answer(sock)
+    assert answer is not None and answer.HasField("put_record")
+    after = cluster.status(leader)
+    assert before is not None and after is not None
+    assert after.term == before.term and after.role == pb.ROLE_LEADER
+
+
+def test_an_invalid_put_is_refused_with_the_field_named(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    with raw(cluster.native_addresses[leader]) as sock:
+        sock.sendall(frame(put_request(3, "", b"no stream")))
+        answer = read_answer(sock)
+        assert answer is not None and answer.id == 3
+        assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "stream" in answer.error.message
+        # The connection goes on after a refused request.
+        sock.sendall(frame(put_request(4, "valid-after", b"ok")))
+        answer = read_answer(sock)
+    assert answer is not None and answer.id == 4 and answer.HasField("put_record")
+
+
+def test_silent_and_dripping_connections_are_closed(cluster: LocalCluster) -> None:
+    """No preamble within 5 s, or a frame unfinished after 10 s: the node hangs up."""
+    leader = cluster.wait_for_leader()
+    address = cluster.native_addresses[leader]
+    started = time.monotonic()
+    with raw(address, preamble=b"") as silent, raw(address) as dripping:
+        dripping.sendall(FRAME.pack(1000) + b"only part of it")
+        assert read_answer(silent) is None
+        assert read_answer(dripping) is None
+    # Both bounds hold: closed, and not before the first of them.
+    assert 4.0 <= time.monotonic() - started < SOCKET_TIMEOUT_S
+
+
+def test_puts_beyond_max_inflight_per_connection_are_refused(tmp_path: Path) -> None:
+    single = LocalCluster(tmp_path, 1, name="narrow", native=True)
+    single.config_path.write_text(
+        single.config_path.read_text() + "\n[limits]\nmax_inflight_per_connection = 4\n"
+    )
+    try:
+        single.start()
+        single.wait_for_leader(timeout_s=30)
+        address = single.native_addresses["n1"]
+        with raw(address) as sock:
+            # Twenty requests in one write: they arrive together, four are taken.
+            sock.sendall(
+                b"".join(frame(put_request(i, "narrow", b"r", f"p{i}")) for i in range(1, 21))
+            )
+            answers = [read_answer(sock) for _ in range(20)]
+        assert all(a is not None for a in answers)
+        done = [a for a in answers if a is not None and a.HasField("put_record")]
+        refused = [a for a in answers if a is not None and a.HasField("error")]
+        assert len(done) == 4
+        assert len(refused) == 16
+        for answer in refused:
+            assert answer.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+            assert "[limits] max_inflight_per_connection" in answer.error.message
+
+        async def through_client() -> None:
+            async with RailyardClient(
+                single.endpoints, coalesce=False, transport="native"
+            ) as client:
+                with pytest.raises(ResourceExhausted, match="max_inflight_per_connection"):
+                    await asyncio.gather(*(client.put("narrow", b"c") for _ in range(40)))
+
+        asyncio.run(through_client())
+    finally:
+        single.stop()
+
+
+def test_native_puts_survive_a_leader_kill_exactly_once(tmp_path: Path) -> None:
+    failing = LocalCluster(tmp_path, name="native-failover", native=True)
+    callers, per_caller = 16, 40
+    try:
+        failing.start()
+        first = failing.wait_for_leader()
+        killed = asyncio.Event()
+
+        async def go() -> list[list[int]]:
+            async with RailyardClient(
+                failing.endpoints, coalesce=False, transport="native", timeout_s=30
+            ) as client:
+                await client.put("survive", b"warm-up")
+
+                async def caller(c: int) -> list[int]:
+                    out = []
+                    for i in range(per_caller):
+                        out.append(await client.put("survive", b"%d-%d" % (c, i)))
+                        if c == 0 and i == per_caller // 4:
+                            failing.kill(first)
+                            killed.set()
+                    return out
+
+                return list(await asyncio.gather(*(caller(c) for c in range(callers))))
+
+        sequences = asyncio.run(go())
+        assert killed.is_set()
+        leader = failing.wait_for_leader()
+        assert leader != first
+        records = read_all(failing, leader, "survive", stale=False)
+        assert len(records) == len(set(records)), "a put was applied twice"
+        assert len(records) == callers * per_caller + 1
+        by_data = {data: i + 1 for i, data in enumerate(records)}
+        for c, caller in enumerate(sequences):
+            assert [by_data[b"%d-%d" % (c, i)] for i in range(per_caller)] == caller
+    finally:
+        failing.stop()
