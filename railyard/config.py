@@ -33,6 +33,7 @@ A cluster file names the cluster, its timings and its nodes::
 
     [limits]                       # optional: what one node (or the cluster) serves at most
     max_client_streams = 1024      # concurrent PutRecordStream + WatchStatus calls per node
+    max_native_connections = 1024  # client connections to the native put port per node
     max_inflight_per_connection = 256  # puts proposed, not yet answered, per client connection
     max_get_records_bytes = 3145728    # bytes of records in one GetRecords answer (clipped)
     max_watch_subscribers = 64     # concurrent WatchStatus calls per node
@@ -147,6 +148,7 @@ DEFAULT_METRICS_MAX_STREAMS = 100
 # cannot take a node's memory or CPU. A node serves about this many producers
 # and dashboards at once; each holds a call and a little state.
 DEFAULT_MAX_CLIENT_STREAMS = 1024
+DEFAULT_MAX_NATIVE_CONNECTIONS = 1024
 # Four times the client's largest streaming window (producer.MAX_WINDOW, 64).
 DEFAULT_MAX_INFLIGHT_PER_CONNECTION = 256
 # Three 1 MiB records, well under gRPC's 4 MiB default a client receives.
@@ -290,6 +292,7 @@ class LimitsConfig:
     max_get_records_bytes: int = DEFAULT_MAX_GET_RECORDS_BYTES
     max_watch_subscribers: int = DEFAULT_MAX_WATCH_SUBSCRIBERS
     max_streams: int = DEFAULT_MAX_STREAMS
+    max_native_connections: int = DEFAULT_MAX_NATIVE_CONNECTIONS
 
 
 @dataclass(frozen=True)
@@ -507,6 +510,9 @@ class _Validator:
         return LimitsConfig(
             max_client_streams=self.integer(
                 table, "limits.max_client_streams", DEFAULT_MAX_CLIENT_STREAMS, 1
+            ),
+            max_native_connections=self.integer(
+                table, "limits.max_native_connections", DEFAULT_MAX_NATIVE_CONNECTIONS, 1
             ),
             max_inflight_per_connection=self.integer(
                 table,
@@ -789,6 +795,7 @@ _CLUSTER_KEYS = {
 }
 _LIMITS_KEYS = {
     "max_client_streams",
+    "max_native_connections",
     "max_inflight_per_connection",
     "max_get_records_bytes",
     "max_watch_subscribers",

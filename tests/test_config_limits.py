@@ -10,6 +10,7 @@ from railyard.config import (
     DEFAULT_MAX_CLIENT_STREAMS,
     DEFAULT_MAX_GET_RECORDS_BYTES,
     DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+    DEFAULT_MAX_NATIVE_CONNECTIONS,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_WATCH_SUBSCRIBERS,
     MAX_GET_RECORDS_BYTES_CEILING,
@@ -25,6 +26,7 @@ KEYS = (
     "max_get_records_bytes",
     "max_watch_subscribers",
     "max_streams",
+    "max_native_connections",
 )
 
 
@@ -41,6 +43,7 @@ def test_every_key_is_optional_with_its_default(tmp_path: Path) -> None:
         max_get_records_bytes=DEFAULT_MAX_GET_RECORDS_BYTES,
         max_watch_subscribers=DEFAULT_MAX_WATCH_SUBSCRIBERS,
         max_streams=DEFAULT_MAX_STREAMS,
+        max_native_connections=DEFAULT_MAX_NATIVE_CONNECTIONS,
     )
     assert load(tmp_path, "") == expected
     assert load(tmp_path, "[limits]\n") == expected
@@ -48,7 +51,7 @@ def test_every_key_is_optional_with_its_default(tmp_path: Path) -> None:
 
 def test_each_key_is_read(tmp_path: Path) -> None:
     text = "[limits]\n" + "".join(f"{key} = {i + 1}\n" for i, key in enumerate(KEYS))
-    assert load(tmp_path, text) == LimitsConfig(1, 2, 3, 4, 5)
+    assert load(tmp_path, text) == LimitsConfig(1, 2, 3, 4, 5, 6)
 
 
 @pytest.mark.parametrize("key", KEYS)

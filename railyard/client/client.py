@@ -73,7 +73,13 @@ from railyard.client.errors import (
     leader_hint,
     maybe_applied,
 )
-from railyard.client.native import NativeConnection, connect_native, ssl_context
+from railyard.client.native import (
+    HandshakeFailed,
+    NativeConnection,
+    connect_native,
+    rpc_error,
+    ssl_context,
+)
 from railyard.client.tls import ClientTls, open_channel
 from railyard.proto import commands_pb2 as cmd_pb
 from railyard.proto import railyard_pb2 as pb
@@ -125,6 +131,9 @@ CHANNEL_OPTIONS = (
 
 # How `coalesce=False` puts travel: gRPC calls, or the node's native put port.
 TRANSPORTS = ("grpc", "native")
+# A node whose native port could not be reached (or was full) is called over
+# gRPC this long before the native port is tried again.
+NATIVE_RETRY_S = 10.0
 
 # The two ways a TLS handshake fails, as `_handshake_failure` tells them.
 SERVER_NOT_TRUSTED = "server not trusted"
@@ -199,6 +208,9 @@ class RailyardClient:
         self._native_tls = ssl_context(tls) if tls is not None and transport == "native" else None
         # endpoint -> its native address ("": it serves none), from its Status.
         self._native_addresses: dict[str, str] = {}
+        # endpoint -> when to try its native port again (after a failure to reach it).
+        self._native_after: dict[str, float] = {}
+        self._closed = False
         self._native: dict[str, NativeConnection] = {}
         self._native_connecting: dict[str, asyncio.Task[NativeConnection | None]] = {}
         # Per-call puts answered over each transport (a node without a native
@@ -236,6 +248,7 @@ class RailyardClient:
         return self._coalescer
 
     async def close(self) -> None:
+        self._closed = True
         if self._coalescer is not None:
             await self._coalescer.close()
         for task in self._native_connecting.values():
@@ -562,13 +575,10 @@ class RailyardClient:
                 producer_id=lane.producer_id,
                 producer_sequence=producer_sequence,
             )
-            native = (
-                await self._native_of(endpoint, timeout) if self.transport == "native" else None
-            )
-            if native is not None:
-                sequence = (await native.put_record(request, timeout)).sequence
-                self.puts_by_transport["native"] += 1
-                return sequence
+            if self.transport == "native":
+                sequence = await self._put_native(endpoint, request, timeout)
+                if sequence is not None:
+                    return sequence
             response = await self._streams(endpoint).PutRecord(request, timeout=timeout)
             self.puts_by_transport["grpc"] += 1
             return response.sequence
@@ -578,24 +588,70 @@ class RailyardClient:
         finally:
             self._return_lane(lane)
 
-    async def _native_of(self, endpoint: str, timeout: float) -> NativeConnection | None:
-        """The open native connection to `endpoint`'s node, or None when it serves none.
+    async def _put_native(
+        self, endpoint: str, request: pb.PutRecordRequest, timeout: float
+    ) -> int | None:
+        """One attempt over `endpoint`'s native port; None when it is to go over gRPC.
 
-        Concurrent callers share one connection attempt. Failures raise as a
-        gRPC call's would (UNAVAILABLE); the address is then asked again.
+        The whole attempt (finding the port, connecting, the put) takes at
+        most `timeout`, and fails as a gRPC call would.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                native = await self._native_of(endpoint, timeout)
+        except TimeoutError:
+            raise rpc_error(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from {endpoint} in time"
+            ) from None
+        if native is None:
+            return None
+        try:
+            response = await native.put_record(request, max(0.0, deadline - loop.time()))
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED and exc is native.refusal:
+                # The node's native connections are all taken: its gRPC port serves.
+                self._native_after[endpoint] = loop.time() + NATIVE_RETRY_S
+                return None
+            if code is grpc.StatusCode.UNAVAILABLE:
+                # Not the leader (any more): this connection will not serve puts.
+                self._drop_native(endpoint)
+            raise
+        self.puts_by_transport["native"] += 1
+        return response.sequence
+
+    def _drop_native(self, endpoint: str) -> None:
+        connection = self._native.pop(endpoint, None)
+        if connection is not None:
+            connection.close()
+
+    async def _native_of(self, endpoint: str, timeout: float) -> NativeConnection | None:
+        """The open native connection to `endpoint`'s node, or None when it is to be
+        called over gRPC (it serves no native port, or it could not be reached).
+
+        Concurrent callers share one connection attempt.
         """
         connection = self._native.get(endpoint)
         if connection is not None and not connection.closed:
             return connection
+        if asyncio.get_running_loop().time() < self._native_after.get(endpoint, 0.0):
+            return None
         task = self._native_connecting.get(endpoint)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._connect_native(endpoint, timeout))
             self._native_connecting[endpoint] = task
-            task.add_done_callback(lambda _: self._native_connecting.pop(endpoint, None))
+            task.add_done_callback(lambda done: self._connected(endpoint, done))
         return await asyncio.shield(task)
 
+    def _connected(self, endpoint: str, task: asyncio.Task[NativeConnection | None]) -> None:
+        self._native_connecting.pop(endpoint, None)
+        if not task.cancelled():
+            task.exception()  # seen by whoever awaited it; retrieved here for those gone
+
     async def _connect_native(self, endpoint: str, timeout: float) -> NativeConnection | None:
-        self._native.pop(endpoint, None)
+        self._drop_native(endpoint)
         address = self._native_addresses.get(endpoint)
         if address is None:
             status = await self._cluster(endpoint).Status(
@@ -605,11 +661,20 @@ class RailyardClient:
         if not address:
             return None
         try:
-            connection = await connect_native(address, self._native_tls)
-        except grpc.aio.AioRpcError:
-            # A node restarted with another port is asked again next time.
+            connection = await connect_native(address, self._native_tls, timeout)
+        except HandshakeFailed as exc:
+            raise rpc_error(
+                grpc.StatusCode.UNAVAILABLE, f"failed to connect to {address}: {exc}"
+            ) from None
+        except (OSError, TimeoutError):
+            # The gRPC port may still serve (a firewall, a node restarted with
+            # another native port): this attempt goes there, the port is asked again.
             self._native_addresses.pop(endpoint, None)
-            raise
+            self._native_after[endpoint] = asyncio.get_running_loop().time() + NATIVE_RETRY_S
+            return None
+        if self._closed:
+            connection.close()
+            raise rpc_error(grpc.StatusCode.CANCELLED, "the client is closed")
         self._native[endpoint] = connection
         return connection
 

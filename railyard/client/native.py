@@ -2,15 +2,24 @@
 
 One TCP connection per node carries any number of PutRecord requests at
 once, matched to their answers by id (the wire is described in
-`railyard.proto`'s `NativeRequest`). A put through it costs the client a
-few tens of microseconds of CPU against about 0.3 ms for a grpc.aio call.
+`railyard.proto` beside `NativeRequest`). A put through it costs the client
+a few tens of microseconds of CPU against about 0.3 ms for a grpc.aio call.
 
 Failures come back as `grpc.aio.AioRpcError`s with the code, details and
 trailing metadata the node's gRPC PutRecord would have answered, so the
 client's retry loop, leader hints and exactly-once rules treat both
-transports alike. A connection that fails fails every request on it: one
-already sent is marked "maybe applied" (its retry carries the same producer
-id and sequence, so it is applied once either way).
+transports alike. How a connection's end fails the requests on it:
+
+- the node's refusal of the connection (id 0) comes after the answers of
+  every request it read: those still waiting were never read, and fail
+  with the refusal's code (PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...);
+- a connection lost otherwise fails every request written to it
+  UNAVAILABLE and "maybe applied" (its retry carries the same producer id
+  and sequence, so it is applied once either way); a request not yet
+  written fails UNAVAILABLE alone;
+- a request that gets no answer in time while nothing at all arrived on
+  the connection since it was written ends the connection: a peer that
+  vanished without a reset is not waited on again.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ import asyncio
 import ssl
 import struct
 import tempfile
+import time
 from pathlib import Path
+from typing import cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -27,14 +38,20 @@ from google.protobuf.message import DecodeError
 from railyard.client.errors import MAYBE_APPLIED_KEY
 from railyard.client.tls import ClientTls
 from railyard.proto import railyard_pb2 as pb
+from railyard.sockets import tune_socket
 
 PREAMBLE = b"RAILYARD-NATIVE/1\n"
-FRAME_SIZE = struct.Struct(">I")
+HEADER = struct.Struct(">IQ")
+REFUSAL = 0
 # What a node answers: a PutRecordResponse or an error sentence, never large.
 MAX_ANSWER_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = 5.0
+# A request asks the node for at most this long (its own cap).
+MAX_TIMEOUT_S = 60.0
 
-__all__ = ["NativeConnection", "connect_native", "ssl_context"]
+__all__ = ["NativeConnection", "connect_native", "rpc_error", "ssl_context"]
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def rpc_error(
@@ -45,7 +62,12 @@ def rpc_error(
     )
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+def _error_of(error: pb.NativeError) -> grpc.aio.AioRpcError:
+    return rpc_error(
+        _CODES.get(error.code, grpc.StatusCode.UNKNOWN),
+        error.message,
+        tuple(error.metadata.items()),
+    )
 
 
 class NativeConnection(asyncio.Protocol):
@@ -56,17 +78,20 @@ class NativeConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiting: dict[int, asyncio.Future[pb.PutRecordResponse]] = {}
-        self.next_id = 0
+        self.next_id = REFUSAL
         self.failure: grpc.aio.AioRpcError | None = None
+        # The node's refusal of the connection (id 0): its answer to any request here.
+        self.refusal: grpc.aio.AioRpcError | None = None
+        self.last_received = time.monotonic()
 
     @property
     def closed(self) -> bool:
         return self.failure is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(PREAMBLE)
+        self.transport = cast(asyncio.Transport, transport)
+        tune_socket(transport.get_extra_info("socket"))
+        self.transport.write(PREAMBLE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(
@@ -78,46 +103,49 @@ class NativeConnection(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
         self.buffer += data
         buffer = self.buffer
         offset = 0
-        while len(buffer) - offset >= FRAME_SIZE.size:
-            (size,) = FRAME_SIZE.unpack_from(buffer, offset)
+        while len(buffer) - offset >= HEADER.size and self.failure is None:
+            size, answer_id = HEADER.unpack_from(buffer, offset)
             if size > MAX_ANSWER_BYTES:
                 self._broken(f"an answer of {size} bytes (at most {MAX_ANSWER_BYTES} expected)")
                 return
-            end = offset + FRAME_SIZE.size + size
+            end = offset + HEADER.size + size
             if len(buffer) < end:
                 break
             try:
-                answer = pb.NativeResponse.FromString(bytes(buffer[offset + FRAME_SIZE.size : end]))
+                answer = pb.NativeResponse.FromString(bytes(buffer[offset + HEADER.size : end]))
             except DecodeError:
                 self._broken("an answer that is not a NativeResponse")
                 return
             offset = end
-            self._answer(answer)
+            self._answer(answer_id, answer)
         del buffer[:offset]
 
-    def _answer(self, answer: pb.NativeResponse) -> None:
-        if answer.id == 0:
-            # The node refused the connection as a whole (a limit, the preamble).
-            error = answer.error
-            self._fail(rpc_error(_CODES.get(error.code, grpc.StatusCode.UNKNOWN), error.message))
+    def _answer(self, answer_id: int, answer: pb.NativeResponse) -> None:
+        body = answer.WhichOneof("body")
+        if answer_id == REFUSAL:
+            # Every request the node read was answered before this: the rest never were.
+            self.refusal = (
+                _error_of(answer.error)
+                if body == "error"
+                else rpc_error(grpc.StatusCode.UNKNOWN, f"{self.address} closed the connection")
+            )
+            self._fail(self.refusal)
             return
-        future = self.waiting.pop(answer.id, None)
+        future = self.waiting.pop(answer_id, None)
         if future is None or future.done():
             return  # the caller gave up (its deadline) before the answer came
-        if answer.HasField("put_record"):
+        if body == "put_record":
             future.set_result(answer.put_record)
-            return
-        error = answer.error
-        future.set_exception(
-            rpc_error(
-                _CODES.get(error.code, grpc.StatusCode.UNKNOWN),
-                error.message,
-                tuple(error.metadata.items()),
+        elif body == "error":
+            future.set_exception(_error_of(answer.error))
+        else:
+            future.set_exception(
+                rpc_error(grpc.StatusCode.UNKNOWN, f"{self.address} sent an empty answer")
             )
-        )
 
     def _broken(self, what: str) -> None:
         self._fail(
@@ -142,20 +170,36 @@ class NativeConnection(asyncio.Protocol):
         self, request: pb.PutRecordRequest, timeout: float
     ) -> pb.PutRecordResponse:
         """Send one put and wait for its answer, at most `timeout` seconds."""
-        if self.failure is not None or self.transport is None:
-            raise self.failure or rpc_error(grpc.StatusCode.UNAVAILABLE, "not connected")
+        transport = self.transport
+        if self.refusal is not None:
+            raise self.refusal
+        if self.failure is not None or transport is None or transport.is_closing():
+            # Not written: nothing of it can have been applied.
+            raise rpc_error(
+                grpc.StatusCode.UNAVAILABLE,
+                f"connection to {self.address} closed"
+                + (f" ({self.failure.details()})" if self.failure is not None else ""),
+            )
         self.next_id += 1
         request_id = self.next_id
-        body = pb.NativeRequest(
-            id=request_id, timeout_ms=max(1, int(timeout * 1000)), put_record=request
-        ).SerializeToString()
+        timeout_ms = max(1, int(min(timeout, MAX_TIMEOUT_S) * 1000))
+        body = pb.NativeRequest(timeout_ms=timeout_ms, put_record=request).SerializeToString()
         future: asyncio.Future[pb.PutRecordResponse] = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = future
-        self.transport.write(FRAME_SIZE.pack(len(body)) + body)
+        written = time.monotonic()
+        transport.write(HEADER.pack(len(body), request_id) + body)
         try:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
+            if self.last_received < written:
+                self._fail(
+                    rpc_error(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"{self.address} sent nothing for {timeout:g}s; connection closed",
+                        ((MAYBE_APPLIED_KEY, "1"),),
+                    )
+                )
             raise rpc_error(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from {self.address} in time"
             ) from None
@@ -182,13 +226,23 @@ def ssl_context(tls: ClientTls) -> ssl.SSLContext:
     return context
 
 
-async def connect_native(address: str, context: ssl.SSLContext | None) -> NativeConnection:
-    """A connection to `address`; UNAVAILABLE (as `AioRpcError`) when it cannot be made."""
+class HandshakeFailed(Exception):
+    """The TLS handshake with a node's native port failed (as gRPC's would)."""
+
+
+async def connect_native(
+    address: str, context: ssl.SSLContext | None, timeout: float
+) -> NativeConnection:
+    """A connection to `address` within `timeout`.
+
+    Raises `HandshakeFailed` when TLS refuses, OSError or TimeoutError when
+    no connection can be made.
+    """
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+        async with asyncio.timeout(min(timeout, CONNECT_TIMEOUT_S)):
             _, connection = await loop.create_connection(
                 lambda: NativeConnection(address),
                 host,
@@ -197,15 +251,5 @@ async def connect_native(address: str, context: ssl.SSLContext | None) -> Native
                 server_hostname=host if context is not None else None,
             )
     except ssl.SSLError as exc:
-        raise rpc_error(
-            grpc.StatusCode.UNAVAILABLE,
-            f"failed to connect to {address}: handshake failed ({exc.reason or exc})",
-        ) from None
-    except (OSError, TimeoutError) as exc:
-        raise rpc_error(
-            grpc.StatusCode.UNAVAILABLE,
-            f"failed to connect to {address}: {getattr(exc, 'strerror', None) or exc or 'timeout'}"
-            + (" (connection refused)" if isinstance(exc, ConnectionRefusedError) else ""),
-        ) from None
-    # asyncio sets TCP_NODELAY on every TCP connection it makes.
+        raise HandshakeFailed(f"{address}: handshake failed ({exc.reason or exc})") from None
     return connection

@@ -344,7 +344,7 @@ async def serve(
             ", ".join(sorted(transport.links)) or "none yet",
             "mutual TLS" if tls is not None else "plaintext",
         )
-        exit_code = await _run(driver, transport, server, config, log, tls, monitor)
+        exit_code = await _run(driver, transport, server, config, log, tls, monitor, native)
     finally:
         monitor.stopping.set()
         if native is not None:
@@ -376,6 +376,7 @@ async def _run(
     log: logging.Logger,
     tls: NodeTls | None,
     monitor: Monitor,
+    native: NativeServer | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -388,7 +389,11 @@ async def _run(
         await stop.wait()
         monitor.stopping.set()
         log.info("stopping")
-        await server.stop(STOP_GRACE_S)
+        # Both answer what they took in while the driver still runs.
+        await asyncio.gather(
+            server.stop(STOP_GRACE_S),
+            *([native.close(STOP_GRACE_S)] if native is not None else []),
+        )
         raise _Stop
 
     exit_code = EXIT_OK

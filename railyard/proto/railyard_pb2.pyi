@@ -1533,18 +1533,16 @@ Global___SaveSnapshotResponse: _TypeAlias = SaveSnapshotResponse  # noqa: Y015
 @_typing.final
 class NativeRequest(_message.Message):
     """The native put protocol (`native_address`, `node/api/native.py`): after
-    the client's preamble, each side writes length-prefixed frames (4 bytes,
-    big-endian, then the message). Requests and answers are matched by `id`;
-    answers may come in any order.
+    the client's preamble, each side writes frames of a 12-byte header (the
+    message's size, 4 bytes, and the request's id, 8 bytes, both big-endian)
+    and the message. An answer carries its request's id; answers come in the
+    order requests finish. Id 0 is the node's refusal of the whole connection.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     PUT_RECORD_FIELD_NUMBER: _builtins.int
-    id: _builtins.int
-    """chosen by the client, unique among its requests in flight"""
     timeout_ms: _builtins.int
     """0: the node's default"""
     @_builtins.property
@@ -1552,13 +1550,12 @@ class NativeRequest(_message.Message):
     def __init__(
         self,
         *,
-        id: _builtins.int = ...,
         timeout_ms: _builtins.int = ...,
         put_record: Global___PutRecordRequest | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "put_record", b"put_record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "id", b"id", "put_record", b"put_record", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "put_record", b"put_record", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["put_record"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -1570,11 +1567,8 @@ Global___NativeRequest: _TypeAlias = NativeRequest  # noqa: Y015
 class NativeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
     PUT_RECORD_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
-    id: _builtins.int
-    """the request's; 0 for a refusal of the whole connection"""
     @_builtins.property
     def put_record(self) -> Global___PutRecordResponse: ...
     @_builtins.property
@@ -1582,13 +1576,12 @@ class NativeResponse(_message.Message):
     def __init__(
         self,
         *,
-        id: _builtins.int = ...,
         put_record: Global___PutRecordResponse | None = ...,
         error: Global___NativeError | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "put_record", b"put_record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "id", b"id", "put_record", b"put_record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "put_record", b"put_record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["put_record", "error"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015

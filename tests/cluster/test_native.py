@@ -27,7 +27,7 @@ from tests.support.cluster import LocalCluster
 pytestmark = pytest.mark.timeout(90)
 
 PREAMBLE = b"RAILYARD-NATIVE/1\n"
-FRAME = struct.Struct(">I")
+HEADER = struct.Struct(">IQ")
 SOCKET_TIMEOUT_S = 15.0
 
 
@@ -47,20 +47,20 @@ def host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def frame(message: pb.NativeRequest | bytes) -> bytes:
+def frame(request_id: int, message: pb.NativeRequest | bytes) -> bytes:
     body = message if isinstance(message, bytes) else message.SerializeToString()
-    return FRAME.pack(len(body)) + body
+    return HEADER.pack(len(body), request_id) + body
 
 
-def read_answer(sock: socket.socket) -> pb.NativeResponse | None:
-    """The next answer on `sock`, or None when the node closed the connection."""
-    header = _read_exactly(sock, FRAME.size)
+def read_answer(sock: socket.socket) -> tuple[int, pb.NativeResponse] | None:
+    """The next (id, answer) on `sock`, or None when the node closed the connection."""
+    header = _read_exactly(sock, HEADER.size)
     if header is None:
         return None
-    (size,) = FRAME.unpack(header)
+    size, answer_id = HEADER.unpack(header)
     body = _read_exactly(sock, size)
     assert body is not None, "the connection ended inside an answer"
-    return pb.NativeResponse.FromString(body)
+    return answer_id, pb.NativeResponse.FromString(body)
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
@@ -87,14 +87,14 @@ def raw(address: str, preamble: bytes = PREAMBLE) -> Iterator[socket.socket]:
         sock.close()
 
 
-def put_request(request_id: int, stream: str, data: bytes, producer: str = "") -> pb.NativeRequest:
-    return pb.NativeRequest(
-        id=request_id,
+def put_frame(request_id: int, stream: str, data: bytes, producer: str = "") -> bytes:
+    request = pb.NativeRequest(
         timeout_ms=5000,
         put_record=pb.PutRecordRequest(
             stream=stream, data=data, producer_id=producer, producer_sequence=request_id
         ),
     )
+    return frame(request_id, request)
 
 
 def test_concurrent_native_puts_are_each_applied_once_in_each_callers_order(
@@ -136,57 +136,102 @@ def test_a_follower_names_the_leader_and_applies_nothing(cluster: LocalCluster) 
     follower = next(n for n in cluster.node_ids if n != leader)
     create_stream(cluster, leader, "hinted")
     with raw(cluster.native_addresses[follower]) as sock:
-        sock.sendall(frame(put_request(7, "hinted", b"x", producer="p")))
-        answer = read_answer(sock)
-    assert answer is not None and answer.id == 7
+        sock.sendall(put_frame(7, "hinted", b"x", producer="p"))
+        got = read_answer(sock)
+    assert got is not None and got[0] == 7
+    answer = got[1]
     assert answer.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert answer.error.metadata["railyard-leader"] == leader
     assert answer.error.metadata["railyard-leader-address"] == cluster.addresses[leader]
     assert read_all(cluster, leader, "hinted") == []
 
 
-@pytest.mark.parametrize(
-    ("preamble", "payload", "expected"),
-    [
-        (b"GET / HTTP/1.1\r\n\r\n", b"", "expected b'RAILYARD-NATIVE/1\\n' first"),
-        (PREAMBLE, FRAME.pack(1 << 30), "is over the limit of"),
-        (PREAMBLE, frame(b"\xff\xff\xff\xff not protobuf"), "is not a NativeRequest"),
-    ],
-    ids=["wrong-preamble", "oversized-frame", "not-protobuf"],
-)
-def test_a_bad_connection_is_refused_and_closed_and_the_node_serves_on(
-    cluster: LocalCluster, preamble: bytes, payload: bytes, expected: str
+def test_a_wrong_preamble_is_refused_and_closed_and_the_node_serves_on(
+    cluster: LocalCluster,
 ) -> None:
     leader = cluster.wait_for_leader()
     before = cluster.status(leader)
-    with raw(cluster.native_addresses[leader], preamble=preamble) as sock:
-        sock.sendall(payload)
-        refusal = read_answer(sock)
-        assert refusal is not None and refusal.id == 0
-        assert refusal.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-        assert expected in refusal.error.message
+    with raw(cluster.native_addresses[leader], preamble=b"GET / HTTP/1.1\r\n\r\n") as sock:
+        got = read_answer(sock)
+        assert got is not None and got[0] == 0
+        assert got[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "expected b'RAILYARD-NATIVE/1\\n' first" in got[1].error.message
         assert read_answer(sock) is None  # closed
     with raw(cluster.native_addresses[leader]) as sock:
-        sock.sendall(frame(put_request(1, "after-garbage", b"fine")))
-        answer = read_answer(sock)
-    assert answer is not None and answer.HasField("put_record")
+        sock.sendall(put_frame(1, "after-garbage", b"fine"))
+        got = read_answer(sock)
+    assert got is not None and got[1].HasField("put_record")
     after = cluster.status(leader)
     assert before is not None and after is not None
     assert after.term == before.term and after.role == pb.ROLE_LEADER
 
 
-def test_an_invalid_put_is_refused_with_the_field_named(cluster: LocalCluster) -> None:
+def test_bad_requests_are_refused_alone_and_the_connection_goes_on(
+    cluster: LocalCluster,
+) -> None:
+    """Oversized (its bytes skipped unread), undecodable, empty, invalid: each by its id."""
+    leader = cluster.wait_for_leader()
+    oversized = 2 << 20
+    with raw(cluster.native_addresses[leader]) as sock:
+        sock.sendall(HEADER.pack(oversized, 2) + bytes(oversized))
+        sock.sendall(frame(3, b"\xff\xff\xff\xff not protobuf"))
+        sock.sendall(frame(4, b""))
+        sock.sendall(put_frame(5, "", b"no stream"))
+        sock.sendall(put_frame(6, "valid-after", b"ok"))
+        answers = dict(a for a in (read_answer(sock) for _ in range(5)) if a is not None)
+    assert sorted(answers) == [2, 3, 4, 5, 6]
+    codes = {i: answers[i].error.code for i in (2, 3, 4, 5)}
+    assert codes == {
+        2: grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        3: grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        4: grpc.StatusCode.UNIMPLEMENTED.value[0],
+        5: grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    }
+    assert f"a request of {oversized} bytes is over the limit" in answers[2].error.message
+    assert "stream" in answers[5].error.message
+    assert answers[6].HasField("put_record")
+
+
+def test_a_refusal_comes_after_the_answers_of_every_request_read(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     with raw(cluster.native_addresses[leader]) as sock:
-        sock.sendall(frame(put_request(3, "", b"no stream")))
-        answer = read_answer(sock)
-        assert answer is not None and answer.id == 3
-        assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-        assert "stream" in answer.error.message
-        # The connection goes on after a refused request.
-        sock.sendall(frame(put_request(4, "valid-after", b"ok")))
-        answer = read_answer(sock)
-    assert answer is not None and answer.id == 4 and answer.HasField("put_record")
+        sock.sendall(put_frame(1, "refused-after", b"first") + frame(0, b""))
+        first = read_answer(sock)
+        refusal = read_answer(sock)
+        closed = read_answer(sock)
+    assert first is not None and first[0] == 1 and first[1].HasField("put_record")
+    assert refusal is not None and refusal[0] == 0
+    assert "id 0 is reserved" in refusal[1].error.message
+    assert closed is None
+    assert read_all(cluster, leader, "refused-after") == [b"first"]
+
+
+def test_a_flood_of_tiny_requests_unread_does_not_stall_the_leader(cluster: LocalCluster) -> None:
+    """Six connections each write 256 KiB of empty requests and never read the answers.
+
+    Every answer is small but each request is smaller still: answered all at
+    once they would queue megabytes per connection and hold the event loop
+    for hundreds of milliseconds per read, past the heartbeats.
+    """
+    leader = cluster.wait_for_leader()
+    before = cluster.status(leader)
+    flood = b"".join(frame(i, b"") for i in range(1, (256 << 10) // HEADER.size))
+    sockets = [
+        socket.create_connection(host_port(cluster.native_addresses[leader]), timeout=2)
+        for _ in range(6)
+    ]
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.send(PREAMBLE + flood)
+        time.sleep(3)
+        after = cluster.status(leader)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert before is not None and after is not None
+    assert after.term == before.term and after.role == pb.ROLE_LEADER
 
 
 def test_silent_and_dripping_connections_are_closed(cluster: LocalCluster) -> None:
@@ -195,17 +240,20 @@ def test_silent_and_dripping_connections_are_closed(cluster: LocalCluster) -> No
     address = cluster.native_addresses[leader]
     started = time.monotonic()
     with raw(address, preamble=b"") as silent, raw(address) as dripping:
-        dripping.sendall(FRAME.pack(1000) + b"only part of it")
+        dripping.sendall(HEADER.pack(1000, 1) + b"only part of it")
         assert read_answer(silent) is None
         assert read_answer(dripping) is None
     # Both bounds hold: closed, and not before the first of them.
     assert 4.0 <= time.monotonic() - started < SOCKET_TIMEOUT_S
 
 
-def test_puts_beyond_max_inflight_per_connection_are_refused(tmp_path: Path) -> None:
+def test_puts_beyond_max_inflight_per_connection_and_connections_beyond_the_limit(
+    tmp_path: Path,
+) -> None:
     single = LocalCluster(tmp_path, 1, name="narrow", native=True)
     single.config_path.write_text(
-        single.config_path.read_text() + "\n[limits]\nmax_inflight_per_connection = 4\n"
+        single.config_path.read_text()
+        + "\n[limits]\nmax_inflight_per_connection = 4\nmax_native_connections = 2\n"
     )
     try:
         single.start()
@@ -213,13 +261,12 @@ def test_puts_beyond_max_inflight_per_connection_are_refused(tmp_path: Path) -> 
         address = single.native_addresses["n1"]
         with raw(address) as sock:
             # Twenty requests in one write: they arrive together, four are taken.
-            sock.sendall(
-                b"".join(frame(put_request(i, "narrow", b"r", f"p{i}")) for i in range(1, 21))
-            )
-            answers = [read_answer(sock) for _ in range(20)]
-        assert all(a is not None for a in answers)
-        done = [a for a in answers if a is not None and a.HasField("put_record")]
-        refused = [a for a in answers if a is not None and a.HasField("error")]
+            sock.sendall(b"".join(put_frame(i, "narrow", b"r", f"p{i}") for i in range(1, 21)))
+            got = [read_answer(sock) for _ in range(20)]
+        answers = [a[1] for a in got if a is not None]
+        assert len(answers) == 20
+        done = [a for a in answers if a.HasField("put_record")]
+        refused = [a for a in answers if a.HasField("error")]
         assert len(done) == 4
         assert len(refused) == 16
         for answer in refused:
@@ -234,6 +281,28 @@ def test_puts_beyond_max_inflight_per_connection_are_refused(tmp_path: Path) -> 
                     await asyncio.gather(*(client.put("narrow", b"c") for _ in range(40)))
 
         asyncio.run(through_client())
+
+        # Two connections held open: a third is refused, and the client goes over gRPC.
+        with raw(address) as first, raw(address) as second:
+            for sock in (first, second):
+                sock.sendall(put_frame(1, "narrow", b"held", f"held-{sock.fileno()}"))
+                assert read_answer(sock) is not None
+            with raw(address) as third:
+                got = read_answer(third)
+                assert got is not None and got[0] == 0
+                assert got[1].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                assert "[limits] max_native_connections" in got[1].error.message
+                assert read_answer(third) is None
+
+            async def falls_back() -> dict[str, int]:
+                async with RailyardClient(
+                    single.endpoints, coalesce=False, transport="native"
+                ) as client:
+                    for i in range(3):
+                        await client.put("narrow", b"fallback-%d" % i)
+                    return dict(client.puts_by_transport)
+
+            assert asyncio.run(falls_back()) == {"grpc": 3, "native": 0}
     finally:
         single.stop()
 

@@ -423,6 +423,7 @@ def test_sighup_makes_new_connections_use_replaced_files(
     assert new_der != old
     assert served_certificate(cluster.addresses[node], *client) == new_der
     assert served_certificate(cluster.peer_addresses[node], *peer) == new_der
+    assert served_certificate(cluster.native_addresses[node], *client) == new_der
     assert cluster.pid(node) == pid
     put = railyard("put", STREAM, "after rotation", "-c", str(cluster.config_path))
     assert put.returncode == 0, put.stderr

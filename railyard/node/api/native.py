@@ -1,51 +1,63 @@
 """The native put protocol: PutRecord over framed TCP, without gRPC's per-call cost.
 
 A grpc.aio call costs a node about 0.4 ms of CPU before any of railyard's
-work, and its client 0.3 ms (`bench/grpc_floor.py`); a length-prefixed
-protobuf frame on an asyncio TCP connection costs tens of microseconds on
-each side. A node with a ``native_address`` serves single puts there::
+work, and its client 0.3 ms (`bench/grpc_floor.py`); a frame on an asyncio
+TCP connection costs tens of microseconds on each side. A node with a
+``native_address`` serves single puts there::
 
     connection := PREAMBLE (client) frame*   (both ways)
-    frame      := size (4 bytes, big-endian) message (protobuf, `size` bytes)
+    frame      := size (4 bytes) id (8 bytes) message (`size` bytes, protobuf)
 
-The client sends `NativeRequest`s, the node answers each with a
-`NativeResponse` of the same id, in the order they finish. Each request is
-its own proposal on the leader (`StreamsService.propose_append`, the path of
-every put), with the same validation, deduplication (producer id and
-sequence) and answers as a gRPC PutRecord: a failure is a `NativeError`
-holding the gRPC status code, message and trailing metadata the call would
-have had, so a client maps both the same way.
+The client sends `NativeRequest`s under ids of its choosing, the node
+answers each with a `NativeResponse` under the same id, in the order they
+finish. Each request is its own proposal on the leader
+(`StreamsService.propose_append`, the path of every put), with the same
+validation, deduplication (producer id and sequence) and answers as a gRPC
+PutRecord: a failure is a `NativeError` holding the gRPC status code,
+message and trailing metadata the call would have had. Only the leader
+serves puts: a follower answers UNAVAILABLE naming the leader (as
+PutRecordStream does) instead of forwarding.
 
-Only the leader serves puts: a follower answers UNAVAILABLE naming the
-leader (its gRPC address; the client finds the leader's native address in
-its Status), as PutRecordStream does, instead of forwarding.
+Id 0 is the node's refusal of the whole connection (no preamble, the
+caller's role, `max_native_connections`); it comes after the answers of
+every request the node read, so a request still unanswered then was never
+read: the client fails those with the refusal itself.
 
 Bounds, everything here being hostile until authenticated:
 
-- under ``[tls]`` mutual TLS with the cluster CA, and each request checked
-  against the certificate's role as a gRPC PutRecord is (writer);
-- the client's preamble within `HANDSHAKE_TIMEOUT_S`, else the connection
-  is closed; a frame over `max_frame_bytes` (the largest valid request) or
-  one that does not decode ends the connection, after a refusal (id 0);
-- a frame begun must be complete within `FRAME_TIMEOUT_S` (no slow drip
-  holding a buffer);
-- connections count against ``[limits] max_client_streams`` and puts
-  under way against ``max_inflight_per_connection``; one past it is refused
-  with RESOURCE_EXHAUSTED and the connection goes on;
-- answers not read by the client stop the reading of its requests (the
-  transport's write buffer high-water mark), so a client that only writes
-  holds no more than its in-flight puts.
+- under ``[tls]`` mutual TLS with the cluster CA, the handshake made per
+  connection with the current certificates (SIGHUP reaches new connections)
+  within `HANDSHAKE_TIMEOUT_S`, at most `MAX_HANDSHAKES` at once; then the
+  certificate's role is checked (writer, as for a gRPC PutRecord) before
+  the connection takes a slot, and again on each request (membership
+  changes);
+- at most ``[limits] max_native_connections`` connections; one idle (nothing
+  read, nothing under way) for `IDLE_TIMEOUT_S` is closed;
+- the preamble within `HANDSHAKE_TIMEOUT_S`; a message over the largest
+  valid request is refused by its id and its bytes skipped unread; one that
+  does not decode is refused by its id;
+- the bytes of requests being received or under way, over all
+  connections, at most `MAX_HELD_BYTES`: a request beyond is refused
+  (RESOURCE_EXHAUSTED) and skipped; a frame begun must be complete within
+  `FRAME_TIMEOUT_S` (no slow drip holding a reservation);
+- puts under way per connection at most ``max_inflight_per_connection``;
+  one more is refused with RESOURCE_EXHAUSTED and the connection goes on;
+- answers the client does not read stop the reading of its requests
+  (the write buffer's high-water mark), and one read's frames are handled
+  `MAX_FRAMES_PER_CALLBACK` at a time, so neither a flood of tiny requests
+  nor refusals can queue unbounded answers or hold the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import struct
 import time
 from collections.abc import Callable, Collection
-from contextlib import ExitStack
+from typing import cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -58,26 +70,38 @@ from railyard.node.api.status_codes import (
     LEADER_ID_KEY,
     ServiceError,
     exception_error,
+    over_limit,
     unavailable,
 )
 from railyard.node.api.streams_service import StreamsService, validate_put
 from railyard.node.observability.refusals import RefusalLog
-from railyard.node.sockets import tune_socket
 from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
+from railyard.sockets import tune_socket
 
 PREAMBLE = b"RAILYARD-NATIVE/1\n"
-FRAME_SIZE = struct.Struct(">I")
+HEADER = struct.Struct(">IQ")
 PUT_METHOD = "/railyard.v1.Streams/PutRecord"
 # The preamble (and, with TLS, the handshake) of a client that means to talk.
 HANDSHAKE_TIMEOUT_S = 5.0
+# TLS handshakes under way at once: each costs CPU before anyone is known.
+MAX_HANDSHAKES = 64
 FRAME_TIMEOUT_S = 10.0
-# A request frame holds one record and a few short fields around it.
-FRAME_OVERHEAD_BYTES = 64 << 10
+# A connection with nothing read and nothing under way this long is closed
+# (the client opens a new one when it needs it).
+IDLE_TIMEOUT_S = 300.0
+IDLE_CHECK_S = 30.0
+# A request's message holds one record and a few short fields around it.
+MESSAGE_OVERHEAD_BYTES = 64 << 10
+# Requests being received or under way, over every connection of the node.
+MAX_HELD_BYTES = 256 << 20
 # Answers queued for a client that does not read: past this, stop reading it.
 WRITE_HIGH_WATER_BYTES = 256 << 10
+# Frames handled per read before the loop serves others.
+MAX_FRAMES_PER_CALLBACK = 64
 # A request may ask for at most this long (the node's own default otherwise).
 MAX_TIMEOUT_S = 60.0
+REFUSAL = 0  # the id of a refusal of the whole connection
 
 
 class NativeServer:
@@ -100,30 +124,56 @@ class NativeServer:
         self.tls = tls
         # The members whose node certificates may call (and whether any node may).
         self.members = members
-        self.max_frame_bytes = node.limits.max_record_bytes + FRAME_OVERHEAD_BYTES
+        self.max_message_bytes = node.limits.max_record_bytes + MESSAGE_OVERHEAD_BYTES
         self.refusals = RefusalLog(log)
         self.connections: set[_Connection] = set()
+        self.established = 0
+        self.handshakes = 0
+        self.held_bytes = 0
         self._server: asyncio.Server | None = None
+        self._idle_check: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self),
-            host.strip("[]"),
-            int(port),
-            ssl=self.tls() if self.tls is not None else None,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.tls is not None else None,
-            reuse_address=True,
+            lambda: _Connection(self), host.strip("[]"), int(port), reuse_address=True
         )
+        self._idle_check = loop.create_task(self._close_idle())
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Stop taking connections and requests; answer what is under way, within `grace_s`."""
         if self._server is None:
             return
         self._server.close()
-        for connection in list(self.connections):
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+        connections = list(self.connections)
+        for connection in connections:
+            connection.stop_reading()
+        tasks = [task for c in connections for task in c.tasks]
+        if tasks and grace_s > 0:
+            await asyncio.wait(tasks, timeout=grace_s)
+        for connection in connections:
             connection.abort()
         await self._server.wait_closed()
+
+    async def _close_idle(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.idle_since(now) >= IDLE_TIMEOUT_S:
+                    connection.abort()
+
+    def reserve(self, size: int) -> bool:
+        if self.held_bytes + size > MAX_HELD_BYTES:
+            return False
+        self.held_bytes += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held_bytes -= size
 
     def refusal_of(self, identity: Identity | None) -> str | None:
         """Why this connection's requests are refused (None: they are served)."""
@@ -155,7 +205,9 @@ class NativeServer:
     def error_of(self, exc: BaseException) -> pb.NativeError:
         error = exception_error(exc)
         if error is None:
-            self.log.exception("native put failed", exc_info=exc)
+            self.refusals.warning(
+                "native-internal", "a native put failed: %s: %s", type(exc).__name__, exc
+            )
             error = ServiceError(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         metadata = dict(error.trailing)
         if error.code is grpc.StatusCode.UNAVAILABLE and error.leader:
@@ -171,84 +223,194 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.established = False
         self.greeted = False
-        self.closing = False
+        # No more requests are read (a refusal, or the node stopping).
+        self.stopped = False
+        self.lost = False
         self.identity: Identity | None = None
         self.peer = "?"
         self.tasks: set[asyncio.Task[None]] = set()
-        self.held = ExitStack()
-        self.key = ""
-        self.admission = server.node.admission
         self.in_flight = 0
-        self.reading_paused_by_writes = False
+        self.paused_by_writes = False
+        self.paused_for_others = False
+        # The frame being received: its header, and bytes of a refused one to skip.
+        self.header: tuple[int, int] | None = None
+        self.skip = 0
         self.frame_started: float | None = None
+        self.last_read = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        self.pending_refusal: ServiceError | None = None
 
     # ------------------------------------------------------------ connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
-        tune_socket(transport.get_extra_info("socket"))
-        peername = transport.get_extra_info("peername")
-        self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        self.key = f"native {self.peer} {id(self)}"
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance.
+        self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
         try:
-            self.held.enter_context(self.admission.client_stream())
-        except ServiceError as exc:
+            peername = transport.get_extra_info("peername")
+            self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+            tune_socket(transport.get_extra_info("socket"))
+            if self.server.tls is None:
+                self._established()
+                return
+            if self.server.handshakes >= MAX_HANDSHAKES:
+                self.server.refusals.warning(
+                    "native-handshakes",
+                    "closed a native connection from %s: %d TLS handshakes under way already",
+                    self.peer,
+                    MAX_HANDSHAKES,
+                )
+                self.abort()
+                return
+            # Nothing is read before the handshake takes the transport over.
+            self.transport.pause_reading()
+            self.server.handshakes += 1
+            task = asyncio.get_running_loop().create_task(self._handshake())
+            self.tasks.add(task)
+            task.add_done_callback(self._handshake_done)
+        except Exception as exc:
             self.server.refusals.warning(
-                "native-connections", "refused a native connection from %s: %s", self.peer, exc
+                "native-accept", "closed a native connection from %s: %s", self.peer, exc
             )
-            self.refuse(exc)
+            self.abort()
+
+    async def _handshake(self) -> None:
+        assert self.server.tls is not None and self.transport is not None
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                self.transport,
+                self,
+                self.server.tls(),
+                server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            self.server.refusals.warning(
+                "native-handshake",
+                "refused a native connection from %s: TLS handshake failed (%s)",
+                self.peer,
+                exc,
+            )
+            self.abort()
             return
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            der = ssl_object.getpeercert(binary_form=True)
-            if der:
-                self.identity = identity_of_pem(ssl.DER_cert_to_PEM_cert(der).encode())
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_expired)
+        if secure is None or self.lost:
+            return
+        self.transport = secure
+        ssl_object = secure.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            self.identity = identity_of_pem(ssl.DER_cert_to_PEM_cert(der).encode())
+        self._established()
+
+    def _handshake_done(self, task: asyncio.Task[None]) -> None:
+        # A callback, not a `finally`: a task cancelled before it ran never enters it.
+        self.tasks.discard(task)
+        self.server.handshakes -= 1
+
+    def _established(self) -> None:
+        """Authenticated (or plaintext): check the role, take a slot, wait for the preamble."""
+        assert self.transport is not None
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
+        reason = self.server.refusal_of(self.identity)
+        if reason is not None:
+            who = self.identity.describe() if self.identity else "a caller without a certificate"
+            self.server.refusals.warning(
+                "native-permission",
+                "refused a native connection from %s (%s): %s",
+                who,
+                self.peer,
+                reason,
+            )
+            self.refuse(ServiceError(grpc.StatusCode.PERMISSION_DENIED, reason))
+            return
+        limit = self.server.node.resource_limits.max_native_connections
+        if self.server.established >= limit:
+            self.server.refusals.warning(
+                "native-connections",
+                "refused a native connection from %s: %d open already",
+                self.peer,
+                self.server.established,
+            )
+            self.refuse(
+                over_limit(
+                    f"node {self.server.node.node_id} has {self.server.established} native "
+                    "connections open already",
+                    "max_native_connections",
+                    limit,
+                )
+            )
+            return
+        self.established = True
+        self.server.established += 1
+        self.last_read = time.monotonic()
+        self._set_timer(HANDSHAKE_TIMEOUT_S, self._preamble_expired)
+        if self.server.tls is not None:
+            self.transport.resume_reading()
+        if self.buffer:
+            self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
+        self.lost = True
+        self.stopped = True
         self.server.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
+        if self.established:
+            self.established = False
+            self.server.established -= 1
+        if self.header is not None:
+            self.server.release(self.header[0])
+            self.header = None
+        self._cancel_timer()
         for task in self.tasks:
             task.cancel()
-        self.held.close()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
-    def refuse(self, error: ServiceError) -> None:
-        """Answer id 0 with `error`, then close (after the answer is written)."""
-        self.write(
-            pb.NativeResponse(
-                id=0,
-                error=pb.NativeError(code=error.code.value[0], message=error.message),
-            )
-        )
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def pause_writing(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.reading_paused_by_writes = True
+    def stop_reading(self) -> None:
+        self.stopped = True
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
+        self._cancel_timer()
 
-    def resume_writing(self) -> None:
-        if self.transport is not None and self.reading_paused_by_writes and not self.closing:
-            self.reading_paused_by_writes = False
-            self.transport.resume_reading()
+    def refuse(self, error: ServiceError) -> None:
+        """Read no more; once every request read is answered, answer id 0 with `error` and close."""
+        self.stop_reading()
+        self.pending_refusal = error
+        self._maybe_send_refusal()
 
-    def _handshake_expired(self) -> None:
+    def _maybe_send_refusal(self) -> None:
+        error = self.pending_refusal
+        if error is None or self.in_flight or self.transport is None:
+            return
+        self.pending_refusal = None
+        self.write(
+            REFUSAL,
+            pb.NativeResponse(
+                error=pb.NativeError(code=error.code.value[0], message=error.message)
+            ),
+        )
+        self.transport.close()
+
+    def idle_since(self, now: float) -> float:
+        return 0.0 if self.in_flight or self.header is not None else now - self.last_read
+
+    # ------------------------------------------------------------ timers, pauses
+
+    def _set_timer(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self.timer = asyncio.get_running_loop().call_later(delay_s, callback)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _preamble_expired(self) -> None:
         self.timer = None
-        if not self.greeted and not self.closing:
+        if not self.greeted and not self.stopped:
             self.server.refusals.warning(
                 "native-preamble", "closed a native connection from %s: no preamble", self.peer
             )
@@ -256,12 +418,13 @@ class _Connection(asyncio.Protocol):
 
     def _frame_expired(self) -> None:
         self.timer = None
-        started = self.frame_started
-        if started is None or self.closing:
+        if self.stopped or self.frame_started is None:
             return
-        left = started + FRAME_TIMEOUT_S - time.monotonic()
+        if self.paused_by_writes or self.paused_for_others:
+            return  # we stopped reading: the client is not the one dripping
+        left = self.frame_started + FRAME_TIMEOUT_S - time.monotonic()
         if left > 0:
-            self.timer = asyncio.get_running_loop().call_later(left, self._frame_expired)
+            self._set_timer(left, self._frame_expired)
             return
         self.server.refusals.warning(
             "native-slow-frame",
@@ -271,56 +434,139 @@ class _Connection(asyncio.Protocol):
         )
         self.abort()
 
+    def pause_writing(self) -> None:
+        self.paused_by_writes = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.paused_by_writes = False
+        self._update_reading()
+        self._drain()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.stopped:
+            return
+        if self.paused_by_writes or self.paused_for_others:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+            if self.frame_started is not None:
+                # The frame's time counts from when we read again.
+                self.frame_started = time.monotonic()
+                self._set_timer(FRAME_TIMEOUT_S, self._frame_expired)
+
+    def _resume_after_others(self) -> None:
+        self.paused_for_others = False
+        self._update_reading()
+        self._drain()
+
     # ------------------------------------------------------------ frames in
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.stopped:
             return
+        self.last_read = time.monotonic()
         self.buffer += data
+        if not self.established:
+            # What a TLS client sends at once after its handshake, before the
+            # role check has run: kept for it, within one read's worth.
+            if len(self.buffer) > WRITE_HIGH_WATER_BYTES:
+                self.abort()
+            return
+        self._process()
+
+    def _process(self) -> None:
         if not self.greeted:
-            if len(self.buffer) < len(PREAMBLE):
-                if not PREAMBLE.startswith(bytes(self.buffer)):
-                    self._refuse_preamble()
-                return
-            if self.buffer[: len(PREAMBLE)] != PREAMBLE:
+            n = len(PREAMBLE)
+            if bytes(self.buffer[:n]) != PREAMBLE[: len(self.buffer[:n])]:
                 self._refuse_preamble()
                 return
-            del self.buffer[: len(PREAMBLE)]
+            if len(self.buffer) < n:
+                return
+            del self.buffer[:n]
             self.greeted = True
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            self._cancel_timer()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Handle the buffered frames while nothing says stop; see the module docstring."""
         buffer = self.buffer
         offset = 0
-        header = FRAME_SIZE.size
-        while len(buffer) - offset >= header and not self.closing:
-            (size,) = FRAME_SIZE.unpack_from(buffer, offset)
-            if size > self.server.max_frame_bytes:
-                self._refuse_frame(
-                    f"a frame of {size} bytes is over the limit of "
-                    f"{self.server.max_frame_bytes} bytes"
-                )
-                return
-            end = offset + header + size
-            if len(buffer) < end:
+        handled = 0
+        server = self.server
+        while not (self.stopped or self.paused_by_writes or self.paused_for_others):
+            if self.skip:
+                dropped = min(self.skip, len(buffer) - offset)
+                self.skip -= dropped
+                offset += dropped
+                if self.skip:
+                    break
+                continue
+            if self.header is None:
+                if len(buffer) - offset < HEADER.size:
+                    break
+                size, request_id = HEADER.unpack_from(buffer, offset)
+                offset += HEADER.size
+                if request_id == REFUSAL:
+                    self._refuse_frame("request id 0 is reserved for the node's refusals")
+                    break
+                if size > server.max_message_bytes:
+                    self._answer_error(request_id, self._oversized(size))
+                    self.skip = size
+                    continue
+                if not server.reserve(size):
+                    self._answer_error(
+                        request_id,
+                        ServiceError(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"node {server.node.node_id} holds {server.held_bytes} bytes of "
+                            "native requests already; retry",
+                        ),
+                    )
+                    self.skip = size
+                    continue
+                self.header = (size, request_id)
+                self.frame_started = time.monotonic()
+            size, request_id = self.header
+            if len(buffer) - offset < size:
                 break
-            try:
-                request = pb.NativeRequest.FromString(bytes(buffer[offset + header : end]))
-            except DecodeError:
-                self._refuse_frame("a frame is not a NativeRequest message")
-                return
-            offset = end
-            self._serve(request)
+            body = bytes(buffer[offset : offset + size])
+            offset += size
+            self.header = None
+            self.frame_started = None
+            self._serve(request_id, body, size)
+            handled += 1
+            if handled >= MAX_FRAMES_PER_CALLBACK:
+                self.paused_for_others = True
+                self._update_reading()
+                asyncio.get_running_loop().call_soon(self._resume_after_others)
+                break
         del buffer[:offset]
-        if buffer and not self.closing:
-            if self.frame_started is None or offset:
+        if self.stopped:
+            return
+        if self.header is not None or self.skip:
+            if self.frame_started is None:
                 self.frame_started = time.monotonic()
             if self.timer is None:
-                self.timer = asyncio.get_running_loop().call_later(
-                    FRAME_TIMEOUT_S, self._frame_expired
-                )
+                self._set_timer(FRAME_TIMEOUT_S, self._frame_expired)
         else:
             self.frame_started = None
+            self._cancel_timer()
+
+    def _oversized(self, size: int) -> ServiceError:
+        return ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"a request of {size} bytes is over the limit of {self.server.max_message_bytes} "
+            f"bytes (a record holds at most {self.server.node.limits.max_record_bytes} bytes, "
+            "data + key)",
+        )
+
+    def _refuse_frame(self, why: str) -> None:
+        self.server.refusals.warning(
+            "native-frame", "refusing a native connection from %s: %s", self.peer, why
+        )
+        self.refuse(ServiceError(grpc.StatusCode.INVALID_ARGUMENT, why))
 
     def _refuse_preamble(self) -> None:
         self.server.refusals.warning(
@@ -336,38 +582,50 @@ class _Connection(asyncio.Protocol):
             )
         )
 
-    def _refuse_frame(self, why: str) -> None:
-        self.server.refusals.warning(
-            "native-frame", "closed a native connection from %s: %s", self.peer, why
-        )
-        self.refuse(ServiceError(grpc.StatusCode.INVALID_ARGUMENT, why))
-
     # ------------------------------------------------------------ requests
 
-    def _serve(self, request: pb.NativeRequest) -> None:
-        reason = self.server.refusal_of(self.identity)
+    def _serve(self, request_id: int, body: bytes, size: int) -> None:
+        """Answer at once, or start the put; the reservation of `size` bytes ends with it."""
+        server = self.server
+        try:
+            request = pb.NativeRequest.FromString(body)
+        except DecodeError:
+            server.release(size)
+            self._answer_error(
+                request_id,
+                ServiceError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the message is not a NativeRequest"
+                ),
+            )
+            return
+        reason = server.refusal_of(self.identity)
         if reason is not None:
-            self._answer_error(request.id, ServiceError(grpc.StatusCode.PERMISSION_DENIED, reason))
+            server.release(size)
+            server.refusals.warning(
+                "native-permission", "refused a native put from %s: %s", self.peer, reason
+            )
+            self._answer_error(request_id, ServiceError(grpc.StatusCode.PERMISSION_DENIED, reason))
             return
         if request.WhichOneof("body") != "put_record":
+            server.release(size)
             self._answer_error(
-                request.id,
+                request_id,
                 ServiceError(
                     grpc.StatusCode.UNIMPLEMENTED,
                     "the native port serves put_record only; use the gRPC address for the rest",
                 ),
             )
             return
-        limit = self.server.node.resource_limits.max_inflight_per_connection
-        if self.in_flight >= limit:
-            self._answer_error(request.id, self.admission.too_many_puts(self.in_flight))
+        if self.in_flight >= server.node.resource_limits.max_inflight_per_connection:
+            server.release(size)
+            self._answer_error(request_id, server.node.admission.too_many_puts(self.in_flight))
             return
         self.in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._put(request))
+        task = asyncio.get_running_loop().create_task(self._put(request_id, request, size))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _put(self, request: pb.NativeRequest) -> None:
+    async def _put(self, request_id: int, request: pb.NativeRequest, size: int) -> None:
         timeout_s = (
             min(request.timeout_ms / 1000, MAX_TIMEOUT_S)
             if request.timeout_ms
@@ -378,18 +636,21 @@ class _Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.write(pb.NativeResponse(id=request.id, error=self.server.error_of(exc)))
+            self.write(request_id, pb.NativeResponse(error=self.server.error_of(exc)))
         else:
-            self.write(pb.NativeResponse(id=request.id, put_record=response))
+            self.write(request_id, pb.NativeResponse(put_record=response))
         finally:
+            self.server.release(size)
             self.in_flight -= 1
+            self._maybe_send_refusal()
 
     def _answer_error(self, request_id: int, error: ServiceError) -> None:
-        self.write(pb.NativeResponse(id=request_id, error=self.server.error_of(error)))
+        self.write(request_id, pb.NativeResponse(error=self.server.error_of(error)))
 
-    def write(self, response: pb.NativeResponse) -> None:
+    def write(self, request_id: int, response: pb.NativeResponse) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         body = response.SerializeToString()
-        transport.write(FRAME_SIZE.pack(len(body)) + body)
+        with contextlib.suppress(RuntimeError):  # a transport closed under us
+            transport.write(HEADER.pack(len(body), request_id) + body)

@@ -65,8 +65,8 @@ from railyard.node.peers.tcp_frames import (
     tls_failure,
 )
 from railyard.node.security import peer_node_id
-from railyard.node.sockets import tune_socket
 from railyard.proto import railyard_pb2 as pb
+from railyard.sockets import tune_socket
 
 # The wire as the links and the process use it, the dialler's names included.
 __all__ = [

@@ -28,7 +28,7 @@ from railyard.node.peers.tcp_frames import (
     tls_failure,
 )
 from railyard.node.security import peer_node_id
-from railyard.node.sockets import tune_socket
+from railyard.sockets import tune_socket
 
 # Connecting (and the proxy's answer) on a LAN takes milliseconds.
 CONNECT_TIMEOUT_S = 2.0

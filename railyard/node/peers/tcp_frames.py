@@ -1,6 +1,6 @@
 """The peer TCP wire's format, shared by the listener (`tcp.py`) and the dialler
 (`tcp_dial.py`): the preambles, length-prefixed frames, the refusal frame
-(the socket options every peer connection gets are in `node/sockets.py`).
+(the socket options every peer connection gets are in `railyard/sockets.py`).
 
 NB: liveness is TCP's (keepalive, a user timeout), not a ping of our own: a
 path that keeps the connection up but silently drops bytes (a proxy that

@@ -1,5 +1,6 @@
-"""The socket options of every TCP connection a node takes or makes outside gRPC
-(peers, the native put port).
+"""The socket options of every TCP connection railyard makes or takes outside
+gRPC: between peers, and on the native put port at both ends. Standard
+library only, so the node and the client share it.
 
 NB: liveness is TCP's (keepalive, a user timeout), not a ping of our own: a
 path that keeps the connection up but silently drops bytes (a proxy that
