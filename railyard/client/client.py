@@ -74,6 +74,7 @@ from railyard.client.errors import (
     maybe_applied,
 )
 from railyard.client.native import (
+    CONNECT_TIMEOUT_S,
     HandshakeFailed,
     NativeConnection,
     connect_native,
@@ -576,9 +577,11 @@ class RailyardClient:
                 producer_sequence=producer_sequence,
             )
             if self.transport == "native":
+                deadline = asyncio.get_running_loop().time() + timeout
                 sequence = await self._put_native(endpoint, request, timeout)
                 if sequence is not None:
                     return sequence
+                timeout = max(0.0, deadline - asyncio.get_running_loop().time())
             response = await self._streams(endpoint).PutRecord(request, timeout=timeout)
             self.puts_by_transport["grpc"] += 1
             return response.sequence
@@ -600,38 +603,38 @@ class RailyardClient:
         deadline = loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
-                native = await self._native_of(endpoint, timeout)
+                native = await self._native_of(endpoint)
         except TimeoutError:
+            # Nothing was sent: no "maybe applied" here.
             raise rpc_error(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer from {endpoint} in time"
+                grpc.StatusCode.UNAVAILABLE, f"no native connection to {endpoint} in time"
             ) from None
         if native is None:
             return None
         try:
-            response = await native.put_record(request, max(0.0, deadline - loop.time()))
+            response = await native.put_record(request, deadline - loop.time())
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code is grpc.StatusCode.RESOURCE_EXHAUSTED and exc is native.refusal:
-                # The node's native connections are all taken: its gRPC port serves.
-                self._native_after[endpoint] = loop.time() + NATIVE_RETRY_S
-                return None
-            if code is grpc.StatusCode.UNAVAILABLE:
-                # Not the leader (any more): this connection will not serve puts.
-                self._drop_native(endpoint)
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                # Not the leader (any more), or the connection ended: a new one next time.
+                self._drop_native(endpoint, native)
             raise
         self.puts_by_transport["native"] += 1
         return response.sequence
 
-    def _drop_native(self, endpoint: str) -> None:
-        connection = self._native.pop(endpoint, None)
-        if connection is not None:
-            connection.close()
+    def _drop_native(self, endpoint: str, connection: NativeConnection | None = None) -> None:
+        """Close `endpoint`'s connection (only if it is still `connection`, when given)."""
+        current = self._native.get(endpoint)
+        if current is not None and (connection is None or current is connection):
+            del self._native[endpoint]
+            current.close()
 
-    async def _native_of(self, endpoint: str, timeout: float) -> NativeConnection | None:
+    async def _native_of(self, endpoint: str) -> NativeConnection | None:
         """The open native connection to `endpoint`'s node, or None when it is to be
-        called over gRPC (it serves no native port, or it could not be reached).
+        called over gRPC (it serves no native port, it could not be reached, or
+        its native connections are all taken).
 
-        Concurrent callers share one connection attempt.
+        Concurrent callers share one connection attempt, bounded by its own
+        timeouts (each caller bounds its wait).
         """
         connection = self._native.get(endpoint)
         if connection is not None and not connection.closed:
@@ -640,41 +643,54 @@ class RailyardClient:
             return None
         task = self._native_connecting.get(endpoint)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect_native(endpoint, timeout))
+            task = asyncio.get_running_loop().create_task(self._connect_native(endpoint))
             self._native_connecting[endpoint] = task
             task.add_done_callback(lambda done: self._connected(endpoint, done))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closed and (current is None or not current.cancelling()):
+                raise rpc_error(grpc.StatusCode.CANCELLED, "the client was closed") from None
+            raise
 
     def _connected(self, endpoint: str, task: asyncio.Task[NativeConnection | None]) -> None:
         self._native_connecting.pop(endpoint, None)
         if not task.cancelled():
             task.exception()  # seen by whoever awaited it; retrieved here for those gone
 
-    async def _connect_native(self, endpoint: str, timeout: float) -> NativeConnection | None:
+    async def _connect_native(self, endpoint: str) -> NativeConnection | None:
         self._drop_native(endpoint)
+        loop = asyncio.get_running_loop()
         address = self._native_addresses.get(endpoint)
         if address is None:
             status = await self._cluster(endpoint).Status(
-                pb.StatusRequest(), timeout=min(timeout, STATUS_TIMEOUT_S)
+                pb.StatusRequest(), timeout=STATUS_TIMEOUT_S
             )
             address = self._native_addresses[endpoint] = status.native_address
         if not address:
             return None
         try:
-            connection = await connect_native(address, self._native_tls, timeout)
+            connection = await connect_native(address, self._native_tls, CONNECT_TIMEOUT_S)
         except HandshakeFailed as exc:
             raise rpc_error(
                 grpc.StatusCode.UNAVAILABLE, f"failed to connect to {address}: {exc}"
             ) from None
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise  # the node's refusal (the client's role): as gRPC would answer
+            # Its native connections are all taken: its gRPC port serves meanwhile.
+            self._native_after[endpoint] = loop.time() + NATIVE_RETRY_S
+            return None
         except (OSError, TimeoutError):
             # The gRPC port may still serve (a firewall, a node restarted with
             # another native port): this attempt goes there, the port is asked again.
             self._native_addresses.pop(endpoint, None)
-            self._native_after[endpoint] = asyncio.get_running_loop().time() + NATIVE_RETRY_S
+            self._native_after[endpoint] = loop.time() + NATIVE_RETRY_S
             return None
         if self._closed:
             connection.close()
-            raise rpc_error(grpc.StatusCode.CANCELLED, "the client is closed")
+            raise rpc_error(grpc.StatusCode.CANCELLED, "the client was closed")
         self._native[endpoint] = connection
         return connection
 

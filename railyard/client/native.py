@@ -10,16 +10,19 @@ trailing metadata the node's gRPC PutRecord would have answered, so the
 client's retry loop, leader hints and exactly-once rules treat both
 transports alike. How a connection's end fails the requests on it:
 
-- the node's refusal of the connection (id 0) comes after the answers of
-  every request it read: those still waiting were never read, and fail
-  with the refusal's code (PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...);
+- `connect_native` returns once the node accepted the connection (an
+  empty answer under id 0), or raises its refusal (PERMISSION_DENIED,
+  RESOURCE_EXHAUSTED, ...); a connection closed before either is a TLS
+  handshake the node refused (`HandshakeFailed`);
+- a later refusal (id 0) comes after the answers of every request the
+  node read: those still waiting were never read, and fail with it;
 - a connection lost otherwise fails every request written to it
   UNAVAILABLE and "maybe applied" (its retry carries the same producer id
   and sequence, so it is applied once either way); a request not yet
   written fails UNAVAILABLE alone;
-- a request that gets no answer in time while nothing at all arrived on
-  the connection since it was written ends the connection: a peer that
-  vanished without a reset is not waited on again.
+- a request that gets no answer within at least `SILENCE_S` while nothing
+  at all arrived on the connection since it was written ends the
+  connection: a peer that vanished without a reset is not waited on again.
 """
 
 from __future__ import annotations
@@ -46,10 +49,19 @@ REFUSAL = 0
 # What a node answers: a PutRecordResponse or an error sentence, never large.
 MAX_ANSWER_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = 5.0
+# A connection silent this long with a request on it is taken for dead.
+SILENCE_S = 1.0
 # A request asks the node for at most this long (its own cap).
 MAX_TIMEOUT_S = 60.0
 
-__all__ = ["NativeConnection", "connect_native", "rpc_error", "ssl_context"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "HandshakeFailed",
+    "NativeConnection",
+    "connect_native",
+    "rpc_error",
+    "ssl_context",
+]
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -83,6 +95,8 @@ class NativeConnection(asyncio.Protocol):
         # The node's refusal of the connection (id 0): its answer to any request here.
         self.refusal: grpc.aio.AioRpcError | None = None
         self.last_received = time.monotonic()
+        # Set when the node accepted the connection (or failed with its refusal).
+        self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def closed(self) -> bool:
@@ -126,6 +140,9 @@ class NativeConnection(asyncio.Protocol):
 
     def _answer(self, answer_id: int, answer: pb.NativeResponse) -> None:
         body = answer.WhichOneof("body")
+        if answer_id == REFUSAL and body is None and not self.accepted.done():
+            self.accepted.set_result(None)
+            return
         if answer_id == REFUSAL:
             # Every request the node read was answered before this: the rest never were.
             self.refusal = (
@@ -159,6 +176,8 @@ class NativeConnection(asyncio.Protocol):
     def _fail(self, error: grpc.aio.AioRpcError) -> None:
         if self.failure is None:
             self.failure = error
+        if not self.accepted.done():
+            self.accepted.set_exception(error)
         waiting, self.waiting = self.waiting, {}
         for future in waiting.values():
             if not future.done():
@@ -180,6 +199,10 @@ class NativeConnection(asyncio.Protocol):
                 f"connection to {self.address} closed"
                 + (f" ({self.failure.details()})" if self.failure is not None else ""),
             )
+        if timeout <= 0:
+            raise rpc_error(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"no time left for a put to {self.address}"
+            )
         self.next_id += 1
         request_id = self.next_id
         timeout_ms = max(1, int(min(timeout, MAX_TIMEOUT_S) * 1000))
@@ -192,7 +215,7 @@ class NativeConnection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            if self.last_received < written:
+            if timeout >= SILENCE_S and self.last_received < written:
                 self._fail(
                     rpc_error(
                         grpc.StatusCode.UNAVAILABLE,
@@ -233,16 +256,19 @@ class HandshakeFailed(Exception):
 async def connect_native(
     address: str, context: ssl.SSLContext | None, timeout: float
 ) -> NativeConnection:
-    """A connection to `address` within `timeout`.
+    """A connection to `address` the node accepted, within `timeout`.
 
-    Raises `HandshakeFailed` when TLS refuses, OSError or TimeoutError when
-    no connection can be made.
+    Raises `HandshakeFailed` when TLS refuses (the node's refusal of a
+    certificate shows only as the connection closing before it accepted),
+    the node's refusal as `AioRpcError`, OSError or TimeoutError when no
+    connection can be made.
     """
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     loop = asyncio.get_running_loop()
+    limit = min(timeout, CONNECT_TIMEOUT_S)
     try:
-        async with asyncio.timeout(min(timeout, CONNECT_TIMEOUT_S)):
+        async with asyncio.timeout(limit):
             _, connection = await loop.create_connection(
                 lambda: NativeConnection(address),
                 host,
@@ -252,4 +278,18 @@ async def connect_native(
             )
     except ssl.SSLError as exc:
         raise HandshakeFailed(f"{address}: handshake failed ({exc.reason or exc})") from None
+    try:
+        async with asyncio.timeout(limit):
+            await connection.accepted
+    except grpc.aio.AioRpcError as exc:
+        connection.close()
+        if exc is connection.refusal:
+            raise
+        raise HandshakeFailed(
+            f"{address}: the node closed the connection before accepting it (is this "
+            "client's certificate one the cluster's CA signed?)"
+        ) from None
+    except BaseException:
+        connection.close()
+        raise
     return connection

@@ -77,11 +77,18 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
 
 
 @contextlib.contextmanager
-def raw(address: str, preamble: bytes = PREAMBLE) -> Iterator[socket.socket]:
+def raw(
+    address: str, preamble: bytes = PREAMBLE, *, welcome: bool = True
+) -> Iterator[socket.socket]:
+    """A connection sending `preamble`; with `welcome`, the node's acceptance is read first."""
     sock = socket.create_connection(host_port(address), timeout=SOCKET_TIMEOUT_S)
     try:
         if preamble:
             sock.sendall(preamble)
+        if welcome:
+            accepted = read_answer(sock)
+            assert accepted is not None and accepted[0] == 0
+            assert accepted[1].WhichOneof("body") is None
         yield sock
     finally:
         sock.close()
@@ -287,7 +294,7 @@ def test_puts_beyond_max_inflight_per_connection_and_connections_beyond_the_limi
             for sock in (first, second):
                 sock.sendall(put_frame(1, "narrow", b"held", f"held-{sock.fileno()}"))
                 assert read_answer(sock) is not None
-            with raw(address) as third:
+            with raw(address, welcome=False) as third:
                 got = read_answer(third)
                 assert got is not None and got[0] == 0
                 assert got[1].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]

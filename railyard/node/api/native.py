@@ -18,10 +18,12 @@ message and trailing metadata the call would have had. Only the leader
 serves puts: a follower answers UNAVAILABLE naming the leader (as
 PutRecordStream does) instead of forwarding.
 
-Id 0 is the node's refusal of the whole connection (no preamble, the
-caller's role, `max_native_connections`); it comes after the answers of
-every request the node read, so a request still unanswered then was never
-read: the client fails those with the refusal itself.
+Id 0 carries the node's word on the connection: an empty answer once it is
+accepted (the role, `max_native_connections`), which the client waits for
+before it sends a request, or a refusal (an error: the role, the limit,
+no preamble), after which the node closes it. A refusal comes after the
+answers of every request the node read, so a request still unanswered then
+was never read: the client fails those with the refusal itself.
 
 Bounds, everything here being hostile until authenticated:
 
@@ -36,10 +38,11 @@ Bounds, everything here being hostile until authenticated:
 - the preamble within `HANDSHAKE_TIMEOUT_S`; a message over the largest
   valid request is refused by its id and its bytes skipped unread; one that
   does not decode is refused by its id;
-- the bytes of requests being received or under way, over all
-  connections, at most `MAX_HELD_BYTES`: a request beyond is refused
-  (RESOURCE_EXHAUSTED) and skipped; a frame begun must be complete within
-  `FRAME_TIMEOUT_S` (no slow drip holding a reservation);
+- the bytes received and not yet answered, over all connections, at most
+  about `MAX_HELD_BYTES`: past it no connection is read until answers
+  free room (counted as they arrive, not as headers claim them); a frame
+  begun must be complete within `FRAME_TIMEOUT_S`, whatever paused it;
+  a client that reads none of its answers for `WRITE_STALL_S` is cut off;
 - puts under way per connection at most ``max_inflight_per_connection``;
   one more is refused with RESOURCE_EXHAUSTED and the connection goes on;
 - answers the client does not read stop the reading of its requests
@@ -52,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import struct
@@ -93,8 +97,14 @@ IDLE_TIMEOUT_S = 300.0
 IDLE_CHECK_S = 30.0
 # A request's message holds one record and a few short fields around it.
 MESSAGE_OVERHEAD_BYTES = 64 << 10
-# Requests being received or under way, over every connection of the node.
+# Bytes of requests received and not yet answered, over every connection of
+# the node: past it, connections stop being read until it is under the second.
 MAX_HELD_BYTES = 256 << 20
+RESUME_HELD_BYTES = 192 << 20
+# A client that reads none of its answers this long is cut off.
+WRITE_STALL_S = 30.0
+# At shutdown, answers already written get this long to leave.
+CLOSE_FLUSH_S = 1.0
 # Answers queued for a client that does not read: past this, stop reading it.
 WRITE_HIGH_WATER_BYTES = 256 << 10
 # Frames handled per read before the loop serves others.
@@ -130,6 +140,8 @@ class NativeServer:
         self.established = 0
         self.handshakes = 0
         self.held_bytes = 0
+        # Connections whose reading stopped for the budget, resumed once it has room.
+        self.waiting_for_room: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._idle_check: asyncio.Task[None] | None = None
 
@@ -148,13 +160,18 @@ class NativeServer:
         self._server.close()
         if self._idle_check is not None:
             self._idle_check.cancel()
-        connections = list(self.connections)
-        for connection in connections:
+        for connection in list(self.connections):
             connection.stop_reading()
-        tasks = [task for c in connections for task in c.tasks]
+        tasks = [task for c in list(self.connections) for task in c.tasks]
         if tasks and grace_s > 0:
             await asyncio.wait(tasks, timeout=grace_s)
-        for connection in connections:
+        # Written answers are flushed before the connections end, briefly.
+        for connection in list(self.connections):
+            connection.close()
+        flush_until = time.monotonic() + CLOSE_FLUSH_S
+        while self.connections and time.monotonic() < flush_until:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
             connection.abort()
         await self._server.wait_closed()
 
@@ -166,14 +183,16 @@ class NativeServer:
                 if connection.idle_since(now) >= IDLE_TIMEOUT_S:
                     connection.abort()
 
-    def reserve(self, size: int) -> bool:
-        if self.held_bytes + size > MAX_HELD_BYTES:
-            return False
-        self.held_bytes += size
-        return True
+    def charge(self, change: int) -> None:
+        """Count bytes received and not yet answered (negative: freed); see `over_budget`."""
+        self.held_bytes += change
+        if change < 0 and self.waiting_for_room and self.held_bytes <= RESUME_HELD_BYTES:
+            waiting, self.waiting_for_room = self.waiting_for_room, set()
+            for connection in waiting:
+                connection.room_again()
 
-    def release(self, size: int) -> None:
-        self.held_bytes -= size
+    def over_budget(self) -> bool:
+        return self.held_bytes > MAX_HELD_BYTES
 
     def refusal_of(self, identity: Identity | None) -> str | None:
         """Why this connection's requests are refused (None: they are served)."""
@@ -223,6 +242,8 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        # Bytes of `buffer` counted in the server's budget.
+        self.charged = 0
         self.established = False
         self.greeted = False
         # No more requests are read (a refusal, or the node stopping).
@@ -234,12 +255,13 @@ class _Connection(asyncio.Protocol):
         self.in_flight = 0
         self.paused_by_writes = False
         self.paused_for_others = False
+        self.paused_for_room = False
         # The frame being received: its header, and bytes of a refused one to skip.
         self.header: tuple[int, int] | None = None
         self.skip = 0
-        self.frame_started: float | None = None
         self.last_read = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        self.stall_timer: asyncio.TimerHandle | None = None
         self.pending_refusal: ServiceError | None = None
 
     # ------------------------------------------------------------ connection
@@ -286,16 +308,19 @@ class _Connection(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
             )
-        except (OSError, TimeoutError, RuntimeError) as exc:
+        except Exception as exc:
             self.server.refusals.warning(
                 "native-handshake",
                 "refused a native connection from %s: TLS handshake failed (%s)",
                 self.peer,
                 exc,
             )
+            # The TLS layer took the transport over: no `connection_lost` comes here.
             self.abort()
+            self._cleanup()
             return
         if secure is None or self.lost:
+            self._cleanup()
             return
         self.transport = secure
         ssl_object = secure.get_extra_info("ssl_object")
@@ -308,9 +333,12 @@ class _Connection(asyncio.Protocol):
         # A callback, not a `finally`: a task cancelled before it ran never enters it.
         self.tasks.discard(task)
         self.server.handshakes -= 1
+        if task.cancelled() and not self.established:
+            self.abort()
+            self._cleanup()
 
     def _established(self) -> None:
-        """Authenticated (or plaintext): check the role, take a slot, wait for the preamble."""
+        """Authenticated (or plaintext): check the role, take a slot, welcome the client."""
         assert self.transport is not None
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
         reason = self.server.refusal_of(self.identity)
@@ -345,6 +373,8 @@ class _Connection(asyncio.Protocol):
         self.established = True
         self.server.established += 1
         self.last_read = time.monotonic()
+        # An empty answer under id 0: accepted (the client waits for it to connect).
+        self.write(REFUSAL, pb.NativeResponse())
         self._set_timer(HANDSHAKE_TIMEOUT_S, self._preamble_expired)
         if self.server.tls is not None:
             self.transport.resume_reading()
@@ -352,22 +382,34 @@ class _Connection(asyncio.Protocol):
             self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        """Forget the connection (once): its slot, its buffer's bytes, its timers, its tasks."""
+        if self.lost:
+            return
         self.lost = True
         self.stopped = True
         self.server.connections.discard(self)
+        self.server.waiting_for_room.discard(self)
         if self.established:
             self.established = False
             self.server.established -= 1
-        if self.header is not None:
-            self.server.release(self.header[0])
-            self.header = None
+        self.buffer.clear()
+        self._recharge()
         self._cancel_timer()
-        for task in self.tasks:
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+        for task in list(self.tasks):
             task.cancel()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def stop_reading(self) -> None:
         self.stopped = True
@@ -417,14 +459,10 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     def _frame_expired(self) -> None:
+        # Whatever paused the reading meanwhile: a frame (or a skip) is held
+        # for at most FRAME_TIMEOUT_S from its header.
         self.timer = None
-        if self.stopped or self.frame_started is None:
-            return
-        if self.paused_by_writes or self.paused_for_others:
-            return  # we stopped reading: the client is not the one dripping
-        left = self.frame_started + FRAME_TIMEOUT_S - time.monotonic()
-        if left > 0:
-            self._set_timer(left, self._frame_expired)
+        if self.stopped:
             return
         self.server.refusals.warning(
             "native-slow-frame",
@@ -434,12 +472,35 @@ class _Connection(asyncio.Protocol):
         )
         self.abort()
 
+    def _write_stalled(self) -> None:
+        self.stall_timer = None
+        if self.paused_by_writes and not self.lost:
+            self.server.refusals.warning(
+                "native-stalled",
+                "closed a native connection from %s: it read none of its answers for %gs",
+                self.peer,
+                WRITE_STALL_S,
+            )
+            self.abort()
+
     def pause_writing(self) -> None:
         self.paused_by_writes = True
+        if self.stall_timer is None:
+            self.stall_timer = asyncio.get_running_loop().call_later(
+                WRITE_STALL_S, self._write_stalled
+            )
         self._update_reading()
 
     def resume_writing(self) -> None:
         self.paused_by_writes = False
+        if self.stall_timer is not None:
+            self.stall_timer.cancel()
+            self.stall_timer = None
+        self._update_reading()
+        self._drain()
+
+    def room_again(self) -> None:
+        self.paused_for_room = False
         self._update_reading()
         self._drain()
 
@@ -447,19 +508,21 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.stopped:
             return
-        if self.paused_by_writes or self.paused_for_others:
+        if self.paused_by_writes or self.paused_for_others or self.paused_for_room:
             transport.pause_reading()
         else:
             transport.resume_reading()
-            if self.frame_started is not None:
-                # The frame's time counts from when we read again.
-                self.frame_started = time.monotonic()
-                self._set_timer(FRAME_TIMEOUT_S, self._frame_expired)
 
     def _resume_after_others(self) -> None:
         self.paused_for_others = False
         self._update_reading()
         self._drain()
+
+    def _recharge(self) -> None:
+        change = len(self.buffer) - self.charged
+        if change:
+            self.charged += change
+            self.server.charge(change)
 
     # ------------------------------------------------------------ frames in
 
@@ -468,6 +531,7 @@ class _Connection(asyncio.Protocol):
             return
         self.last_read = time.monotonic()
         self.buffer += data
+        self._recharge()
         if not self.established:
             # What a TLS client sends at once after its handshake, before the
             # role check has run: kept for it, within one read's worth.
@@ -485,6 +549,7 @@ class _Connection(asyncio.Protocol):
             if len(self.buffer) < n:
                 return
             del self.buffer[:n]
+            self._recharge()
             self.greeted = True
             self._cancel_timer()
         self._drain()
@@ -495,64 +560,56 @@ class _Connection(asyncio.Protocol):
         offset = 0
         handled = 0
         server = self.server
-        while not (self.stopped or self.paused_by_writes or self.paused_for_others):
+        transport = self.transport
+        while not (
+            self.stopped
+            or self.paused_by_writes
+            or self.paused_for_others
+            or transport is None
+            or transport.is_closing()
+        ):
             if self.skip:
                 dropped = min(self.skip, len(buffer) - offset)
                 self.skip -= dropped
                 offset += dropped
                 if self.skip:
                     break
+                self._cancel_timer()
                 continue
             if self.header is None:
                 if len(buffer) - offset < HEADER.size:
                     break
                 size, request_id = HEADER.unpack_from(buffer, offset)
                 offset += HEADER.size
+                handled += 1
                 if request_id == REFUSAL:
-                    self._refuse_frame("request id 0 is reserved for the node's refusals")
+                    self._refuse_frame("request id 0 is reserved for the node's word")
                     break
+                self._set_timer(FRAME_TIMEOUT_S, self._frame_expired)
                 if size > server.max_message_bytes:
                     self._answer_error(request_id, self._oversized(size))
                     self.skip = size
                     continue
-                if not server.reserve(size):
-                    self._answer_error(
-                        request_id,
-                        ServiceError(
-                            grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"node {server.node.node_id} holds {server.held_bytes} bytes of "
-                            "native requests already; retry",
-                        ),
-                    )
-                    self.skip = size
-                    continue
                 self.header = (size, request_id)
-                self.frame_started = time.monotonic()
             size, request_id = self.header
             if len(buffer) - offset < size:
                 break
             body = bytes(buffer[offset : offset + size])
             offset += size
             self.header = None
-            self.frame_started = None
-            self._serve(request_id, body, size)
-            handled += 1
+            self._cancel_timer()
+            self._serve(request_id, body)
             if handled >= MAX_FRAMES_PER_CALLBACK:
                 self.paused_for_others = True
                 self._update_reading()
                 asyncio.get_running_loop().call_soon(self._resume_after_others)
                 break
         del buffer[:offset]
-        if self.stopped:
-            return
-        if self.header is not None or self.skip:
-            if self.frame_started is None:
-                self.frame_started = time.monotonic()
-            if self.timer is None:
-                self._set_timer(FRAME_TIMEOUT_S, self._frame_expired)
-        else:
-            self.frame_started = None
-            self._cancel_timer()
+        self._recharge()
+        if not self.stopped and server.over_budget() and not self.paused_for_room:
+            self.paused_for_room = True
+            server.waiting_for_room.add(self)
+            self._update_reading()
 
     def _oversized(self, size: int) -> ServiceError:
         return ServiceError(
@@ -584,13 +641,12 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ requests
 
-    def _serve(self, request_id: int, body: bytes, size: int) -> None:
-        """Answer at once, or start the put; the reservation of `size` bytes ends with it."""
+    def _serve(self, request_id: int, body: bytes) -> None:
+        """Answer at once, or start the put (its bytes counted in the budget until it ends)."""
         server = self.server
         try:
             request = pb.NativeRequest.FromString(body)
         except DecodeError:
-            server.release(size)
             self._answer_error(
                 request_id,
                 ServiceError(
@@ -600,14 +656,12 @@ class _Connection(asyncio.Protocol):
             return
         reason = server.refusal_of(self.identity)
         if reason is not None:
-            server.release(size)
             server.refusals.warning(
                 "native-permission", "refused a native put from %s: %s", self.peer, reason
             )
             self._answer_error(request_id, ServiceError(grpc.StatusCode.PERMISSION_DENIED, reason))
             return
         if request.WhichOneof("body") != "put_record":
-            server.release(size)
             self._answer_error(
                 request_id,
                 ServiceError(
@@ -617,15 +671,17 @@ class _Connection(asyncio.Protocol):
             )
             return
         if self.in_flight >= server.node.resource_limits.max_inflight_per_connection:
-            server.release(size)
             self._answer_error(request_id, server.node.admission.too_many_puts(self.in_flight))
             return
+        size = len(body)
         self.in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._put(request_id, request, size))
+        server.charge(size)
+        task = asyncio.get_running_loop().create_task(self._put(request_id, request))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        # A callback, not a `finally`: a task cancelled before it ran never enters it.
+        task.add_done_callback(functools.partial(self._put_done, size))
 
-    async def _put(self, request_id: int, request: pb.NativeRequest, size: int) -> None:
+    async def _put(self, request_id: int, request: pb.NativeRequest) -> None:
         timeout_s = (
             min(request.timeout_ms / 1000, MAX_TIMEOUT_S)
             if request.timeout_ms
@@ -639,10 +695,12 @@ class _Connection(asyncio.Protocol):
             self.write(request_id, pb.NativeResponse(error=self.server.error_of(exc)))
         else:
             self.write(request_id, pb.NativeResponse(put_record=response))
-        finally:
-            self.server.release(size)
-            self.in_flight -= 1
-            self._maybe_send_refusal()
+
+    def _put_done(self, size: int, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.in_flight -= 1
+        self.server.charge(-size)
+        self._maybe_send_refusal()
 
     def _answer_error(self, request_id: int, error: ServiceError) -> None:
         self.write(request_id, pb.NativeResponse(error=self.server.error_of(error)))
