@@ -84,6 +84,7 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
             "state_scrub_passes": None,
             "state_scrub_rows": None,
             "peer_round_trip_ms": None,
+            "native_address": None,
         }
     return {
         "id": status.node_id or node_id,
@@ -110,6 +111,8 @@ def node_json(address: str, node_id: str | None, status: pb.NodeStatus | None) -
         "state_scrub_rows": status.state_scrub_rows,
         # Measured by the leader only: its heartbeats' round trips to each follower.
         "peer_round_trip_ms": {p.node_id: _known(p.round_trip_ms) for p in status.peers},
+        # Where it takes per-call puts over the native protocol (None: nowhere).
+        "native_address": status.native_address or None,
     }
 
 

@@ -38,6 +38,7 @@ STATUS_KEYS = {
     "state_scrub_passes",
     "state_scrub_rows",
     "peer_round_trip_ms",
+    "native_address",
     "id",
     "address",
     "reachable",
