@@ -261,6 +261,7 @@ async def serve(
             members=(lambda: (authorization.members, authorization.any_node))
             if authorization is not None
             else lambda: ((), False),
+            metrics=metrics,
         )
     )
     exit_code = EXIT_OK
@@ -278,25 +279,13 @@ async def serve(
             try:
                 await listener.start()
             except OSError as exc:
-                hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
-                log.error(
-                    "cannot listen on peer_address %s (%s)%s",
-                    me.peer_bind_address,
-                    exc.strerror or exc,
-                    hint,
-                )
+                _cannot_listen(log, "peer_address", me.peer_bind_address, exc)
                 return EXIT_FAILED
         if endpoint is not None:
             try:
                 endpoint.start()
             except OSError as exc:
-                hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
-                log.error(
-                    "cannot listen on metrics_address %s (%s)%s",
-                    me.metrics_address,
-                    exc.strerror or exc,
-                    hint,
-                )
+                _cannot_listen(log, "metrics_address", me.metrics_address, exc)
                 return EXIT_FAILED
         await server.start()
         if me.kinesis_address is not None:
@@ -319,13 +308,7 @@ async def serve(
             try:
                 await native.start()
             except OSError as exc:
-                hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
-                log.error(
-                    "cannot listen on native_address %s (%s)%s",
-                    me.native_address,
-                    exc.strerror or exc,
-                    hint,
-                )
+                _cannot_listen(log, "native_address", me.native_address, exc)
                 return EXIT_FAILED
         await node_server.set_serving()
         monitor.serving.set()
@@ -366,6 +349,11 @@ async def serve(
             exit_code = EXIT_FAILED
         log.info("stopped")
     return exit_code
+
+
+def _cannot_listen(log: logging.Logger, key: str, address: str | None, exc: OSError) -> None:
+    hint = "; is the port in use?" if exc.errno == errno.EADDRINUSE else ""
+    log.error("cannot listen on %s %s (%s)%s", key, address, exc.strerror or exc, hint)
 
 
 async def _run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import Any
 import grpc
 import pytest
 
+from railyard.client import InvalidArgument, RailyardClient
 from railyard.proto import railyard_pb2 as pb
 from tests.support.cluster import LocalCluster
 from tests.support.http import Family, health, scrape
 
 PUTS = 20
+NATIVE_PUTS = 5
 # Small enough that the puts of a test take a snapshot on every node.
 SNAPSHOT_EVERY = 10
 WAIT_S = 15.0
@@ -67,6 +70,16 @@ def put(cluster: LocalCluster, node_id: str, n: int, stream: str = "s") -> None:
         stub.PutRecord(pb.PutRecordRequest(stream=stream, data=b"%d" % i), timeout=5)
 
 
+async def native_puts(cluster: LocalCluster) -> None:
+    """NATIVE_PUTS puts over the native port, and one it refuses (no stream named)."""
+    async with RailyardClient(cluster.endpoints, coalesce=False, transport="native") as client:
+        for i in range(NATIVE_PUTS):
+            await client.put("n", b"%d" % i)
+        with pytest.raises(InvalidArgument):
+            await client.put("", b"nowhere")
+        assert client.puts_by_transport["native"] == NATIVE_PUTS
+
+
 def value(family: Family, sample: str, **labels: str) -> float:
     for name, have, v in family.samples:
         if name == sample and all(have.get(k) == w for k, w in labels.items()):
@@ -96,7 +109,9 @@ def wait_for(check: Any, what: str, timeout_s: float = WAIT_S) -> Any:
 
 
 def test_every_metric_after_a_put_counters_rise_fsyncs_observed(tmp_path: Path) -> None:
-    with LocalCluster(tmp_path, metrics=True, snapshot_every=SNAPSHOT_EVERY) as cluster:
+    with LocalCluster(
+        tmp_path, metrics=True, snapshot_every=SNAPSHOT_EVERY, native=True
+    ) as cluster:
         leader = cluster.wait_for_leader()
         put(cluster, leader, 1)
         cluster.wait_converged(min_applied=2)
@@ -130,7 +145,8 @@ def test_every_metric_after_a_put_counters_rise_fsyncs_observed(tmp_path: Path) 
                 pb.DescribeStreamRequest(name="missing"), timeout=5
             )
         assert missing.value.code() is grpc.StatusCode.NOT_FOUND
-        cluster.wait_converged(min_applied=PUTS + 2)
+        asyncio.run(native_puts(cluster))
+        cluster.wait_converged(min_applied=PUTS + NATIVE_PUTS + 2)
         after = {nid: scrape(cluster.metrics_addresses[nid]) for nid in cluster.node_ids}
         for nid in cluster.node_ids:
             old, new = cumulative(before[nid]), cumulative(after[nid])
@@ -150,12 +166,19 @@ def test_every_metric_after_a_put_counters_rise_fsyncs_observed(tmp_path: Path) 
             index = "railyard_server_snapshot_index"
             assert value(after[nid][index], index) >= SNAPSHOT_EVERY, nid
             appended = "railyard_records_appended"
-            assert value(after[nid][appended], appended + "_total") == PUTS + 1
+            assert value(after[nid][appended], appended + "_total") == PUTS + NATIVE_PUTS + 1
         grpc_requests = after[leader]["railyard_grpc_requests"]
         total = "railyard_grpc_requests_total"
         assert value(grpc_requests, total, method="Streams/PutRecord", code="OK") >= PUTS + 1
         # An aborted call is counted under the code it ended with.
         assert value(grpc_requests, total, method="Streams/DescribeStream", code="NOT_FOUND") == 1
+        native = after[leader]["railyard_native_requests"]
+        native_total = "railyard_native_requests_total"
+        assert value(native, native_total, method="PutRecord", code="OK") == NATIVE_PUTS
+        assert value(native, native_total, method="PutRecord", code="INVALID_ARGUMENT") == 1
+        duration = "railyard_native_request_duration_seconds"
+        timed = after[leader][duration]
+        assert value(timed, duration + "_count", method="PutRecord") == NATIVE_PUTS + 1
         read = after[leader]["railyard_records_read"]
         assert value(read, "railyard_records_read_total") == PUTS + 1
         records = after[leader]["railyard_stream_records"]

@@ -77,9 +77,13 @@ from railyard.node.api.status_codes import (
     over_limit,
     unavailable,
 )
-from railyard.node.api.streams_service import StreamsService, validate_put
+from railyard.node.api.streams_service import (
+    StreamsService,
+    single_record_batch,
+    validate_put,
+)
+from railyard.node.observability import NodeMetrics
 from railyard.node.observability.refusals import RefusalLog
-from railyard.proto import commands_pb2 as cmd
 from railyard.proto import railyard_pb2 as pb
 from railyard.sockets import tune_socket
 
@@ -111,7 +115,9 @@ WRITE_HIGH_WATER_BYTES = 256 << 10
 MAX_FRAMES_PER_CALLBACK = 64
 # A request may ask for at most this long (the node's own default otherwise).
 MAX_TIMEOUT_S = 60.0
-REFUSAL = 0  # the id of a refusal of the whole connection
+REFUSAL = 0  # the id of the node's word on the whole connection
+OK = grpc.StatusCode.OK.value[0]
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class NativeServer:
@@ -126,8 +132,10 @@ class NativeServer:
         log: logging.Logger,
         tls: Callable[[], ssl.SSLContext] | None = None,
         members: Callable[[], tuple[Collection[str], bool]] = lambda: ((), False),
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.address = address
+        self.metrics = metrics
         self.node = node
         self.streams = streams
         self.log = log
@@ -202,12 +210,7 @@ class NativeServer:
         return refusal(identity, PUT_METHOD, members, any_node)
 
     async def put(self, request: pb.PutRecordRequest, timeout_s: float) -> pb.PutRecordResponse:
-        batch = pb.PutRecordsRequest(
-            stream=request.stream,
-            records=[cmd.Record(data=request.data, key=request.key, has_key=request.has_key)],
-            producer_id=request.producer_id,
-            producer_sequence=request.producer_sequence,
-        )
+        batch = single_record_batch(request)
         invalid = validate_put(batch, self.node.limits)
         if invalid is not None:
             raise invalid
@@ -644,6 +647,7 @@ class _Connection(asyncio.Protocol):
     def _serve(self, request_id: int, body: bytes) -> None:
         """Answer at once, or start the put (its bytes counted in the budget until it ends)."""
         server = self.server
+        started = time.perf_counter()
         try:
             request = pb.NativeRequest.FromString(body)
         except DecodeError:
@@ -676,12 +680,12 @@ class _Connection(asyncio.Protocol):
         size = len(body)
         self.in_flight += 1
         server.charge(size)
-        task = asyncio.get_running_loop().create_task(self._put(request_id, request))
+        task = asyncio.get_running_loop().create_task(self._put(request_id, request, started))
         self.tasks.add(task)
         # A callback, not a `finally`: a task cancelled before it ran never enters it.
         task.add_done_callback(functools.partial(self._put_done, size))
 
-    async def _put(self, request_id: int, request: pb.NativeRequest) -> None:
+    async def _put(self, request_id: int, request: pb.NativeRequest, started: float) -> None:
         timeout_s = (
             min(request.timeout_ms / 1000, MAX_TIMEOUT_S)
             if request.timeout_ms
@@ -692,8 +696,11 @@ class _Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.write(request_id, pb.NativeResponse(error=self.server.error_of(exc)))
+            error = self.server.error_of(exc)
+            self._count(error.code, started)
+            self.write(request_id, pb.NativeResponse(error=error))
         else:
+            self._count(OK, started)
             self.write(request_id, pb.NativeResponse(put_record=response))
 
     def _put_done(self, size: int, task: asyncio.Task[None]) -> None:
@@ -703,7 +710,14 @@ class _Connection(asyncio.Protocol):
         self._maybe_send_refusal()
 
     def _answer_error(self, request_id: int, error: ServiceError) -> None:
-        self.write(request_id, pb.NativeResponse(error=self.server.error_of(error)))
+        answer = self.server.error_of(error)
+        self._count(answer.code, time.perf_counter())
+        self.write(request_id, pb.NativeResponse(error=answer))
+
+    def _count(self, code: int, started: float) -> None:
+        metrics = self.server.metrics
+        if metrics is not None and metrics.enabled:
+            metrics.native_request(_CODE_NAMES.get(code, "UNKNOWN"), started)
 
     def write(self, request_id: int, response: pb.NativeResponse) -> None:
         transport = self.transport

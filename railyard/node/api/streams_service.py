@@ -196,12 +196,7 @@ class StreamsService(pb_grpc.StreamsServicer):
 
     @rpc
     async def PutRecord(self, request: pb.PutRecordRequest, context: Any) -> pb.PutRecordResponse:
-        batch = pb.PutRecordsRequest(
-            stream=request.stream,
-            records=[cmd.Record(data=request.data, key=request.key, has_key=request.has_key)],
-            producer_id=request.producer_id,
-            producer_sequence=request.producer_sequence,
-        )
+        batch = single_record_batch(request)
 
         def respond(appended: Appended) -> pb.PutRecordResponse:
             return pb.PutRecordResponse(
@@ -491,6 +486,16 @@ class _Window:
     def __init__(self) -> None:
         self.batches: asyncio.Queue[asyncio.Future[pb.PutRecordsResponse] | None] = asyncio.Queue()
         self.unanswered = 0
+
+
+def single_record_batch(request: pb.PutRecordRequest) -> pb.PutRecordsRequest:
+    """A PutRecord as the batch of one record every put path takes."""
+    return pb.PutRecordsRequest(
+        stream=request.stream,
+        records=[cmd.Record(data=request.data, key=request.key, has_key=request.has_key)],
+        producer_id=request.producer_id,
+        producer_sequence=request.producer_sequence,
+    )
 
 
 def _raise_invalid(request: pb.PutRecordsRequest, limits: Limits) -> None:

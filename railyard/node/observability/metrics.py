@@ -33,6 +33,7 @@ and the sampler.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -73,6 +74,8 @@ SNAPSHOT_BUCKETS = exponential_buckets(0.01, 2, 14)
 ROUND_TRIP_BUCKETS = exponential_buckets(0.0001, 2, 14)
 # gRPC calls: 0.1 ms ... 6.5 s (long-lived streams land in +Inf).
 GRPC_BUCKETS = exponential_buckets(0.0001, 2, 17)
+# The native port's one method, as its metrics name it.
+NATIVE_PUT = "PutRecord"
 # Per-stream gauges for at most this many streams, so cardinality stays bounded.
 DEFAULT_MAX_STREAMS = 100
 # A heartbeat unanswered for this long was lost: its round trip is not counted.
@@ -121,6 +124,8 @@ class NodeMetrics:
         self._scrubs: Inc = NOOP
         self.grpc_requests: Family | None = None
         self.grpc_duration: Family | None = None
+        self.native_requests: Family | None = None
+        self.native_duration: Family | None = None
         self.sampler: Sampler = lambda: None
         # Guards `_last_sample`, read by concurrent scrapes.
         self._lock = threading.Lock()
@@ -228,6 +233,24 @@ class NodeMetrics:
             ("method",),
             GRPC_BUCKETS,
         )
+        self.native_requests = self._family(
+            "railyard_native_requests",
+            "Requests served on the native put port, by method and status code.",
+            ("method", "code"),
+        )
+        self.native_duration = self._family(
+            "railyard_native_request_duration_seconds",
+            "Time from a native request's arrival to its answer.",
+            ("method",),
+            GRPC_BUCKETS,
+        )
+
+    def native_request(self, code: str, started: float) -> None:
+        """One native request answered with `code`, `started` at this perf_counter time."""
+        if self.native_requests is None or self.native_duration is None:
+            return
+        self.native_requests.counter(NATIVE_PUT, code).inc()
+        self.native_duration.histogram(NATIVE_PUT).observe(time.perf_counter() - started)
 
     def copy_instruments(self) -> InstrumentsCopy:
         """The event instruments' values (call on the event loop, which writes them)."""
