@@ -10,6 +10,7 @@ draws a progress bar on stderr while the load runs, and prints the result
 from __future__ import annotations
 
 import asyncio
+import enum
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,6 @@ from railyard.cli.common import (
 )
 from railyard.cli.units import parse_duration_ms, parse_size
 from railyard.client import NotFound
-from railyard.client.client import TRANSPORTS
 from railyard.client.load import Budget, EmptyStream, Stats, load_get, load_put, use_stream
 from railyard.client.producer import MAX_WINDOW
 
@@ -57,6 +57,13 @@ DurationOption = Annotated[
     str | None,
     typer.Option("--duration", help=f"Run this long (e.g. 10s, 1m). Default: {DEFAULT_DURATION}."),
 ]
+
+
+class Transport(enum.StrEnum):
+    """How `--no-coalesce` puts travel (`RailyardClient`'s `transport`)."""
+
+    grpc = "grpc"
+    native = "native"
 
 
 def print_result(result: dict[str, Any], output: Output) -> None:
@@ -221,27 +228,33 @@ def put(
         ),
     ] = False,
     transport: Annotated[
-        str,
+        Transport,
         typer.Option(
             "--transport",
-            help="With --no-coalesce: grpc (a PutRecord call per put) or native (each put a "
-            "frame on the node's native_address, a fraction of a gRPC call's CPU; nodes "
-            "without one are called over gRPC).",
+            help="With --no-coalesce and --batch 1: grpc (a PutRecord call per put) or native "
+            "(each put a frame on the node's native_address, a fraction of a gRPC call's CPU; "
+            "nodes without one, or whose native port is unreachable or full, are called over "
+            "gRPC, and the result's path says so). E.g. `railyard bench put --in-flight 64 "
+            "--no-coalesce --transport native`.",
         ),
-    ] = "grpc",
+    ] = Transport.grpc,
     connection: Connection = DEFAULT_CONNECTION,
     output: OutputOption = Output.table,
 ) -> None:
     """Append records as fast as the cluster takes them; report rates and latency."""
-    if transport not in TRANSPORTS:
-        raise typer.BadParameter(
-            f"expected one of {', '.join(TRANSPORTS)} (got {transport!r})", param_hint="--transport"
-        )
-    if transport != "grpc" and not (no_coalesce and batch == 1):
-        raise typer.BadParameter(
-            "the native transport carries per-call single puts: add --no-coalesce (with --batch 1)",
-            param_hint="--transport",
-        )
+    if transport is not Transport.grpc:
+        if batch != 1 or mode == "stream":
+            raise typer.BadParameter(
+                "--transport native sends single puts, each its own request: use --batch 1 "
+                f"and --mode unary or auto (got --batch {batch}, --mode {mode})",
+                param_hint="--transport",
+            )
+        if not no_coalesce:
+            raise typer.BadParameter(
+                "--transport native sends each put as its own request: add --no-coalesce "
+                "(without it concurrent puts share coalesced messages over gRPC)",
+                param_hint="--transport",
+            )
     budget = _budget(duration, count)
     try:
         streaming = use_stream(mode, batch)
@@ -276,7 +289,7 @@ def put(
             coalesce=not no_coalesce,
             watch=partial(_with_progress, interrupt=interrupt),
             tls=target.tls,
-            transport=transport,
+            transport=transport.value,
         )
         _finish(result, output, interrupt)
 

@@ -191,6 +191,11 @@ class RailyardClient:
             raise ValueError(
                 f"transport: expected one of {', '.join(TRANSPORTS)} (got {transport!r})"
             )
+        if transport != "grpc" and coalesce:
+            raise ValueError(
+                f"transport={transport!r} carries per-call puts: pass coalesce=False too "
+                "(coalesced puts share messages over gRPC)"
+            )
         self.endpoints: list[str] = list(dict.fromkeys(endpoints))
         self.timeout_s = timeout_s
         self.producer_id = producer_id or uuid.uuid4().hex

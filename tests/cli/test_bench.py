@@ -68,3 +68,22 @@ def test_a_streaming_window_beyond_what_the_cluster_remembers_is_refused() -> No
     )
     assert result.exit_code == 2
     assert "--in-flight" in result.output and "64" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--no-coalesce", "--batch", "10"], "use --batch 1 and --mode unary or auto"),
+        (["--no-coalesce", "--mode", "stream"], "use --batch 1 and --mode unary or auto"),
+        ([], "add --no-coalesce"),
+        (["--no-coalesce", "--transport", "nativ"], "'nativ' is not one of"),
+    ],
+    ids=["batched", "streaming", "coalesced", "unknown"],
+)
+def test_the_native_transport_is_refused_where_it_would_be_ignored(
+    args: list[str], says: str
+) -> None:
+    transport = [] if "--transport" in args else ["--transport", "native"]
+    result = CliRunner().invoke(app, ["bench", "put", *transport, *args, "--count", "10"])
+    assert result.exit_code == 2
+    assert says in " ".join(result.output.split())

@@ -186,3 +186,17 @@ async def test_a_retry_after_a_maybe_applied_answer_takes_not_found_as_done(
             with pytest.raises(NotFound):
                 await client.delete_stream("s")
     assert "s" not in leader.streams
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"transport": "native"}, "pass coalesce=False too"),
+        ({"transport": "tcp", "coalesce": False}, "expected one of grpc, native"),
+    ],
+)
+def test_a_transport_that_would_be_ignored_or_is_unknown_is_refused(
+    kwargs: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        RailyardClient(["127.0.0.1:1"], **kwargs)
